@@ -1,0 +1,106 @@
+"""DTPConfig: every knob of the method and its ablations, validated at construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .core import AGGREGATIONS
+from .errors import ConfigError
+
+RELEVANCE_MODES = ("attention", "similarity")
+ABLATIONS = ("none", "random_anywhere", "random_outside", "no_smoothing")
+
+
+@dataclass(frozen=True)
+class DTPConfig:
+    """Settings of Distracting Token Pruning (PAPER.md, steps 1-3).
+
+    enabled: False runs one plain pass (the baseline) through the same code.
+    tau: tolerance of Eq. 5; small prunes more, inf prunes nothing.
+    k: size of the important region G, a count (int) or a fraction of image tokens (float).
+    sigma: Gaussian smoothing of the relevance map, in patches (0 = off).
+    relevance: "attention" (prompt->image attention) or "similarity" (cosine of hidden states).
+    relevance_layers: layers L_sel used for relevance; None = the middle third of the model.
+    aggregation: how A_t combines over action tokens ("mean", "max", "sum", "first", "last").
+    ablation: "none" (DTP), "random_anywhere" / "random_outside" (prune as many tokens as DTP
+      would, chosen at random anywhere or only outside G), "no_smoothing" (sigma forced to 0).
+    seed: seeds the random ablations (combined with the step index, so runs repeat exactly).
+    """
+
+    enabled: bool = True
+    tau: float = 1.0
+    k: int | float = 0.25
+    sigma: float = 1.0
+    relevance: str = "attention"
+    relevance_layers: tuple[int, ...] | None = None
+    aggregation: str = "mean"
+    ablation: str = "none"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tau, (int, float)) or isinstance(self.tau, bool) or math.isnan(self.tau) or self.tau < 0:
+            raise ConfigError(f"tau must be a number >= 0 (inf prunes nothing), got {self.tau!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, float)):
+            raise ConfigError(f"k must be an int count or a float fraction, got {self.k!r}")
+        if isinstance(self.k, int) and self.k < 1:
+            raise ConfigError(f"k as a count must be >= 1, got {self.k}")
+        if isinstance(self.k, float) and not (0.0 < self.k <= 1.0):
+            raise ConfigError(f"k as a fraction must be in (0, 1], got {self.k}")
+        if not isinstance(self.sigma, (int, float)) or math.isnan(self.sigma) or self.sigma < 0:
+            raise ConfigError(f"sigma must be >= 0 patches, got {self.sigma!r}")
+        if self.relevance not in RELEVANCE_MODES:
+            raise ConfigError(f"relevance must be one of {RELEVANCE_MODES}, got {self.relevance!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if self.ablation not in ABLATIONS:
+            raise ConfigError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
+        if self.relevance_layers is not None:
+            layers = tuple(self.relevance_layers)
+            if not layers:
+                raise ConfigError("relevance_layers must name at least one layer (or be None for the default)")
+            if any(isinstance(x, bool) or not isinstance(x, int) for x in layers):
+                raise ConfigError(f"relevance_layers must be ints, got {layers!r}")
+            object.__setattr__(self, "relevance_layers", layers)
+
+    @property
+    def effective_sigma(self) -> float:
+        return 0.0 if self.ablation == "no_smoothing" else float(self.sigma)
+
+    def resolve_layers(self, num_layers: int) -> tuple[int, ...]:
+        """The relevance layers for a model with `num_layers` layers; negative indices count from the end."""
+        if self.relevance_layers is None:
+            lo = num_layers // 3
+            hi = max(lo + 1, (2 * num_layers) // 3)
+            return tuple(range(lo, hi))
+        out = []
+        for layer in self.relevance_layers:
+            idx = layer + num_layers if layer < 0 else layer
+            if not 0 <= idx < num_layers:
+                raise ConfigError(f"relevance layer {layer} is out of range for a model with {num_layers} layers")
+            out.append(idx)
+        return tuple(sorted(set(out)))
+
+    def replace(self, **changes: Any) -> "DTPConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["relevance_layers"] = list(self.relevance_layers) if self.relevance_layers is not None else None
+        if math.isinf(self.tau):
+            d["tau"] = "inf"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DTPConfig":
+        d = dict(d)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown DTPConfig fields: {sorted(unknown)}")
+        if d.get("tau") == "inf":
+            d["tau"] = math.inf
+        if d.get("relevance_layers") is not None:
+            d["relevance_layers"] = tuple(d["relevance_layers"])
+        return cls(**d)

@@ -1,0 +1,248 @@
+"""The paper's equations as pure functions on tensors (no model knowledge).
+
+Notation (PAPER.md): image tokens v = 1..N on an h x w grid, prompt tokens p, action
+tokens t, layers l. Attention rows are softmax probabilities restricted to image keys.
+Every function accepts leading batch dimensions where noted, and treats them independently.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import AttentionError, ConfigError
+
+__all__ = [
+    "relevance_from_attention",
+    "relevance_from_similarity",
+    "gaussian_smooth",
+    "resolve_k",
+    "important_region",
+    "layer_weights",
+    "attention_map_per_token",
+    "aggregate_action_maps",
+    "attention_map",
+    "distracting_mask",
+    "rule_margin",
+    "random_prune_mask",
+    "keep_mask",
+    "irrelevant_attention",
+]
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(x).all():
+        raise AttentionError(f"{what} contains NaN or infinite values")
+
+
+def relevance_from_attention(prompt_rows: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Relevance r[v] = mean over selected layers, heads and prompt tokens of attn[p -> v].
+
+    prompt_rows: (..., L_sel, H, P, N) attention of prompt queries on image keys.
+    Returns r: (..., h, w).
+    """
+    if prompt_rows.dim() < 4:
+        raise AttentionError(f"prompt_rows must be (..., layers, heads, prompt, N), got {tuple(prompt_rows.shape)}")
+    _check_finite(prompt_rows, "prompt->image attention rows")
+    h, w = grid
+    if prompt_rows.shape[-1] != h * w:
+        raise AttentionError(f"prompt_rows has {prompt_rows.shape[-1]} image columns, grid {h}x{w} needs {h * w}")
+    r = prompt_rows.float().mean(dim=(-4, -3, -2))  # (..., N)
+    return r.reshape(*r.shape[:-1], h, w)
+
+
+def relevance_from_similarity(
+    prompt_hidden: torch.Tensor, image_hidden: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
+    """Relevance r[v] = mean over selected layers and prompt tokens of cos(hidden[p], hidden[v]).
+
+    prompt_hidden: (..., L_sel, P, D); image_hidden: (..., L_sel, N, D). Returns r: (..., h, w).
+    """
+    _check_finite(prompt_hidden, "prompt hidden states")
+    _check_finite(image_hidden, "image hidden states")
+    h, w = grid
+    if image_hidden.shape[-2] != h * w:
+        raise AttentionError(f"image_hidden has {image_hidden.shape[-2]} tokens, grid {h}x{w} needs {h * w}")
+    p = torch.nn.functional.normalize(prompt_hidden.float(), dim=-1)
+    v = torch.nn.functional.normalize(image_hidden.float(), dim=-1)
+    cos = p @ v.transpose(-1, -2)  # (..., L_sel, P, N)
+    r = cos.mean(dim=(-3, -2))  # (..., N)
+    return r.reshape(*r.shape[:-1], h, w)
+
+
+def _gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_smooth(r: torch.Tensor, sigma_patches: float) -> torch.Tensor:
+    """Spatial bias: separable Gaussian blur of (..., h, w) maps, sigma in patches (0 = off).
+
+    Borders replicate the edge value, so a uniform map stays uniform and shape is kept.
+    """
+    if sigma_patches < 0 or math.isnan(sigma_patches):
+        raise ConfigError(f"sigma must be >= 0 patches, got {sigma_patches}")
+    if sigma_patches == 0:
+        return r
+    *lead, h, w = r.shape
+    x = r.reshape(-1, 1, h, w).float()
+    k = _gaussian_kernel1d(float(sigma_patches), x.dtype, x.device)
+    rad = (k.numel() - 1) // 2
+    # Replicate padding along each axis, then a 1-D convolution per axis.
+    x = torch.nn.functional.pad(x, (rad, rad, 0, 0), mode="replicate")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1))
+    x = torch.nn.functional.pad(x, (0, 0, rad, rad), mode="replicate")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1))
+    return x.reshape(*lead, h, w).to(r.dtype)
+
+
+def resolve_k(k: int | float, n_tokens: int) -> int:
+    """k as a count (int >= 1) or a fraction of the image tokens (0 < float <= 1)."""
+    if isinstance(k, bool):
+        raise ConfigError("k must be an int count or a float fraction, not a bool")
+    if isinstance(k, int):
+        if not 1 <= k <= n_tokens:
+            raise ConfigError(f"k={k} must be between 1 and the number of image tokens ({n_tokens})")
+        return k
+    if not (0.0 < float(k) <= 1.0):
+        raise ConfigError(f"k as a fraction must be in (0, 1], got {k}")
+    return max(1, min(n_tokens, int(round(float(k) * n_tokens))))
+
+
+def important_region(r: torch.Tensor, k: int | float, sigma_patches: float = 1.0) -> torch.Tensor:
+    """G = topk(smooth(r), k) as a bool (..., h, w) mask. Ties break toward the lower index."""
+    *lead, h, w = r.shape
+    kk = resolve_k(k, h * w)
+    s = gaussian_smooth(r, sigma_patches).reshape(*lead, h * w)
+    order = torch.sort(s, dim=-1, descending=True, stable=True).indices[..., :kk]
+    g = torch.zeros_like(s, dtype=torch.bool)
+    g.scatter_(-1, order, True)
+    return g.reshape(*lead, h, w)
+
+
+def layer_weights(action_rows: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 layer weights w_l = sum_v attn_l[t->v] / sum_l' sum_v attn_l'[t->v].
+
+    action_rows: (..., L, T, N) head-averaged rows of action queries. Returns (..., L, T).
+    A token whose rows carry no image mass at all gets uniform weights.
+    """
+    mass = action_rows.float().sum(dim=-1)  # (..., L, T)
+    total = mass.sum(dim=-2, keepdim=True)  # (..., 1, T)
+    n_layers = mass.shape[-2]
+    uniform = torch.full_like(mass, 1.0 / n_layers)
+    return torch.where(total > 0, mass / total.clamp_min(torch.finfo(mass.dtype).tiny), uniform)
+
+
+def attention_map_per_token(head_mean_rows: torch.Tensor) -> torch.Tensor:
+    """A_t[v] = sum_l w_l attn_l[t->v] for each action token t (Eq. 4).
+
+    head_mean_rows: (..., L, T, N) head-averaged rows. Returns (..., T, N).
+    """
+    _check_finite(head_mean_rows, "action->image attention rows")
+    rows = head_mean_rows.float()
+    w = layer_weights(rows)  # (..., L, T)
+    return (w.unsqueeze(-1) * rows).sum(dim=-3)
+
+
+AGGREGATIONS = ("mean", "max", "sum", "first", "last")
+
+
+def aggregate_action_maps(per_token: torch.Tensor, how: str = "mean") -> torch.Tensor:
+    """Combine A_t over the action tokens (axis -2 of (..., T, N)) into A: (..., N)."""
+    if how == "mean":
+        return per_token.mean(dim=-2)
+    if how == "max":
+        return per_token.amax(dim=-2)
+    if how == "sum":
+        return per_token.sum(dim=-2)
+    if how == "first":
+        return per_token[..., 0, :]
+    if how == "last":
+        return per_token[..., -1, :]
+    raise ConfigError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
+
+
+def attention_map(action_rows: torch.Tensor, grid: tuple[int, int], how: str = "mean") -> torch.Tensor:
+    """The visual attention pattern A on the patch grid: Eq. 4 then aggregation over t.
+
+    action_rows: (..., L, H, T, N). Returns A: (..., h, w).
+    """
+    h, w = grid
+    if action_rows.shape[-1] != h * w:
+        raise AttentionError(f"action_rows has {action_rows.shape[-1]} image columns, grid {h}x{w} needs {h * w}")
+    a = aggregate_action_maps(attention_map_per_token(action_rows.float().mean(dim=-3)), how)
+    return a.reshape(*a.shape[:-1], h, w)
+
+
+def _check_tau(tau: float) -> None:
+    if not isinstance(tau, (int, float)) or math.isnan(tau) or tau < 0:
+        raise ConfigError(f"tau must be a number >= 0 (inf prunes nothing), got {tau!r}")
+
+
+def distracting_mask(a: torch.Tensor, g: torch.Tensor, tau: float) -> torch.Tensor:
+    """Eq. 5: D = { v not in G : A[v] > tau * max_{u in G} A[u] }, as bool (..., h, w)."""
+    _check_tau(tau)
+    if a.shape != g.shape:
+        raise AttentionError(f"A {tuple(a.shape)} and G {tuple(g.shape)} must have the same shape")
+    _check_finite(a, "attention map A")
+    if math.isinf(tau):
+        return torch.zeros_like(g)
+    flat_a = a.flatten(-2)
+    flat_g = g.flatten(-2)
+    a_m = torch.where(flat_g, flat_a, torch.full_like(flat_a, -math.inf)).amax(dim=-1, keepdim=True)
+    d = (~flat_g) & (flat_a > tau * a_m)
+    return d.reshape(g.shape)
+
+
+def rule_margin(a: torch.Tensor, g: torch.Tensor, tau: float) -> torch.Tensor:
+    """How far the strongest outside-G token sits above (+) or below (-) tau * a_m, in units of a_m.
+
+    Positive means the rule fires. Returns (...,) floats; NaN where G covers everything.
+    """
+    _check_tau(tau)
+    flat_a = a.flatten(-2).float()
+    flat_g = g.flatten(-2)
+    neg = torch.full_like(flat_a, -math.inf)
+    a_m = torch.where(flat_g, flat_a, neg).amax(dim=-1)
+    out_max = torch.where(~flat_g, flat_a, neg).amax(dim=-1)
+    scale = a_m.clamp_min(torch.finfo(flat_a.dtype).tiny)
+    margin = out_max / scale - tau
+    return torch.where(torch.isinf(out_max), torch.full_like(margin, math.nan), margin)
+
+
+def random_prune_mask(
+    g: torch.Tensor, count: int, *, outside_region_only: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """Ablation: prune `count` tokens chosen uniformly at random (anywhere, or only outside G).
+
+    g: (h, w) bool. Returns a bool (h, w) mask with exactly min(count, candidates) True.
+    """
+    if count < 0:
+        raise ConfigError(f"count must be >= 0, got {count}")
+    flat_g = g.flatten()
+    candidates = torch.nonzero(~flat_g if outside_region_only else torch.ones_like(flat_g)).flatten()
+    n = min(count, candidates.numel())
+    perm = torch.randperm(candidates.numel(), generator=generator, device="cpu")[:n]
+    d = torch.zeros_like(flat_g)
+    d[candidates[perm.to(candidates.device)]] = True
+    return d.reshape(g.shape)
+
+
+def keep_mask(d: torch.Tensor) -> torch.Tensor:
+    """The image tokens the second pass sees: the complement of D, flattened to (..., N)."""
+    return (~d).flatten(-2)
+
+
+def irrelevant_attention(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention mass outside G (the paper's analysis quantity) and its share of all image mass.
+
+    Returns (sum_outside, fraction) each of shape (...).
+    """
+    flat_a = a.flatten(-2).float()
+    outside = (flat_a * (~g.flatten(-2))).sum(dim=-1)
+    total = flat_a.sum(dim=-1)
+    frac = torch.where(total > 0, outside / total.clamp_min(torch.finfo(flat_a.dtype).tiny), torch.zeros_like(total))
+    return outside, frac
