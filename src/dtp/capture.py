@@ -1,0 +1,210 @@
+"""Record only the attention rows DTP needs, while the model keeps its fast attention.
+
+`AttentionCapture` is a context manager over a transformers language model. Inside the
+`with` block it registers an attention function (and its mask function) under a private
+name and points the text config at it. That function lets the model's own kernel (SDPA,
+or eager where the model needs it, e.g. Gemma2's soft-capping) compute the output, and on
+the side computes softmax rows for the chosen query positions only, restricted to the
+image-key columns: (batch, heads, chosen queries, N) per layer, never an N x N matrix.
+On exit (also on error) the registration and the config are restored exactly.
+
+Query and key positions are absolute sequence indices. The function sees queries and
+keys after rotary embedding and with the cache concatenated, so no per-model position
+code is needed; a sliding-window layer whose cache was cropped is handled by offsetting
+key columns by the number of tokens dropped (seen - kept).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+from .errors import AttentionError, UnsupportedModelError
+
+__all__ = ["CaptureSpec", "AttentionCapture"]
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """What to record.
+
+    key_positions: (N,) absolute positions of the image tokens (the columns kept).
+    query_positions: absolute positions whose rows are recorded whenever they are computed
+      (prompt tokens for relevance, the last prefill token for the first action token).
+    record_decode: also record the single query of every cached decode step (action tokens).
+    layers: layer indices to record; None records every layer.
+    """
+
+    key_positions: torch.Tensor
+    query_positions: torch.Tensor
+    record_decode: bool = True
+    layers: tuple[int, ...] | None = None
+
+
+@dataclass
+class _LayerRows:
+    positions: list[torch.Tensor] = field(default_factory=list)  # each (q_sel,)
+    rows: list[torch.Tensor] = field(default_factory=list)  # each (B, H, q_sel, N)
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    if n_rep == 1:
+        return x
+    b, h, s, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
+
+
+def _eager_function_of(module: torch.nn.Module) -> Callable:
+    fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if fn is None:
+        raise UnsupportedModelError(
+            f"{type(module).__name__} has no eager_attention_forward in its module; dtp cannot delegate to it"
+        )
+    return fn
+
+
+class AttentionCapture:
+    """`with AttentionCapture(text_config, spec) as cap:` run the model, then read `cap.rows_at(...)`.
+
+    text_config: the config object the language model's attention layers read
+    (`model.config` for a plain LM, `model.config.text_config` for most VLMs).
+    """
+
+    def __init__(self, text_config, spec: CaptureSpec):
+        self.config = text_config
+        self.spec = spec
+        self._name = f"dtp_capture_{id(self):x}"
+        self._saved_impl: str | None = None
+        self._active = False
+        self._seen: dict[int, int] = {}
+        self._records: dict[int, _LayerRows] = {}
+        self._query_set = spec.query_positions.flatten().long().cpu()
+        self._keys = spec.key_positions.flatten().long().cpu()
+        if self._keys.numel() == 0:
+            raise AttentionError("CaptureSpec has no image key positions to record")
+
+    # -- context management -------------------------------------------------------------
+    def __enter__(self) -> "AttentionCapture":
+        impl = getattr(self.config, "_attn_implementation", None) or "eager"
+        self._saved_impl = self.config._attn_implementation_internal
+        use_eager = impl == "eager"
+        base_mask = eager_mask if use_eager else sdpa_mask
+
+        def mask_fn(*args, **kwargs):
+            kwargs["allow_is_causal_skip"] = False
+            kwargs["allow_is_bidirectional_skip"] = False
+            return base_mask(*args, **kwargs)
+
+        def attn_fn(module, query, key, value, attention_mask, **kwargs):
+            delegate = _eager_function_of(module) if use_eager else ALL_ATTENTION_FUNCTIONS["sdpa"]
+            out = delegate(module, query, key, value, attention_mask, **kwargs)
+            self._record(module, query, key, attention_mask, kwargs)
+            return out
+
+        AttentionInterface.register(self._name, attn_fn)
+        AttentionMaskInterface.register(self._name, mask_fn)
+        self.config._attn_implementation_internal = self._name
+        self._active = True
+        self.reset()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.config._attn_implementation_internal = self._saved_impl
+        AttentionInterface._global_mapping.pop(self._name, None)
+        ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.pop(self._name, None)
+        AttentionMaskInterface._global_mapping.pop(self._name, None)
+        self._active = False
+
+    def reset(self) -> None:
+        """Forget recorded rows and position counters (a new sequence starts at position 0)."""
+        self._seen = {}
+        self._records = {}
+
+    # -- recording ----------------------------------------------------------------------
+    def _record(self, module, query, key, attention_mask, kwargs) -> None:
+        layer = getattr(module, "layer_idx", None)
+        if layer is None:
+            raise UnsupportedModelError(f"{type(module).__name__} has no layer_idx; cannot key captured rows")
+        q_len, k_len = query.shape[2], key.shape[2]
+        q_start = self._seen.get(layer, 0)
+        self._seen[layer] = q_start + q_len
+        if self.spec.layers is not None and layer not in self.spec.layers:
+            return
+        q_abs = torch.arange(q_start, q_start + q_len)
+        sel = torch.isin(q_abs, self._query_set)
+        if self.spec.record_decode and q_len == 1 and q_start > 0:
+            sel[-1] = True
+        if not bool(sel.any()):
+            return
+        idx = torch.nonzero(sel).flatten()
+        dev = query.device
+        q = query[:, :, idx.to(dev)].float()  # (B, H, q_sel, d)
+        k = _repeat_kv(key, getattr(module, "num_key_value_groups", 1)).float()  # (B, H, k_len, d)
+        scaling = kwargs.get("scaling")
+        if scaling is None:
+            scaling = getattr(module, "scaling", q.shape[-1] ** -0.5)
+        scores = (q @ k.transpose(-1, -2)) * scaling  # (B, H, q_sel, k_len)
+        softcap = kwargs.get("softcap")
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        key_offset = q_start + q_len - k_len  # tokens dropped from a cropped (sliding) cache
+        if attention_mask is not None:
+            m = attention_mask[:, :, idx.to(attention_mask.device), :k_len]
+            if m.dtype == torch.bool:
+                scores = scores.masked_fill(~m, float("-inf"))
+            else:
+                scores = scores + m.float()
+        else:  # a skipped mask means plain causal attention
+            key_abs = torch.arange(k_len, device=dev) + key_offset
+            causal = key_abs[None, :] <= q_abs[idx].to(dev)[:, None]
+            scores = scores.masked_fill(~causal, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        cols = self._keys.to(dev) - key_offset
+        valid = (cols >= 0) & (cols < k_len)
+        rows = torch.zeros(*probs.shape[:3], cols.numel(), dtype=torch.float32, device=dev)
+        rows[..., valid] = probs[..., cols[valid]]
+        rec = self._records.setdefault(layer, _LayerRows())
+        rec.positions.append(q_abs[idx])
+        rec.rows.append(rows.detach())
+
+    # -- reading ------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self._records)
+
+    def rows_at(self, positions: torch.Tensor | list[int], layers: list[int] | tuple[int, ...] | None = None) -> torch.Tensor:
+        """Rows of the given query positions: (layers, B, H, len(positions), N), float32.
+
+        A position recorded twice (e.g. a second generate) takes its latest row.
+        """
+        want = torch.as_tensor(positions, dtype=torch.long).flatten().cpu()
+        layer_ids = list(layers) if layers is not None else self.layers
+        if not layer_ids:
+            raise AttentionError("no attention rows were captured; did the model run inside the capture block?")
+        out = []
+        for layer in layer_ids:
+            rec = self._records.get(layer)
+            if rec is None:
+                raise AttentionError(f"no rows captured for layer {layer}")
+            pos = torch.cat(rec.positions)
+            rows = torch.cat(rec.rows, dim=2)
+            picks = []
+            for p in want.tolist():
+                hits = torch.nonzero(pos == p).flatten()
+                if hits.numel() == 0:
+                    raise AttentionError(f"query position {p} was not captured at layer {layer}")
+                picks.append(int(hits[-1]))
+            out.append(rows[:, :, picks])
+        stacked = torch.stack(out)
+        if not torch.isfinite(stacked).all():
+            raise AttentionError("captured attention rows contain NaN or infinite values")
+        return stacked
+
+    def nbytes(self) -> int:
+        """Bytes held by the captured rows (for the memory benchmark)."""
+        return sum(r.numel() * r.element_size() for rec in self._records.values() for r in rec.rows)
