@@ -1,0 +1,117 @@
+"""Model adapters behind one protocol, and a registry that picks one from a model's class or config.
+
+`wrap_model(model, processor)` wraps an already-loaded model; `load(name_or_path)` loads a
+checkpoint (our TinyVLA, or a transformers checkpoint through `from_pretrained`) and wraps it.
+Adding a family is one new module and one `register_adapter` call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import CheckpointError, UnsupportedModelError
+from .base import Generation, Observation, PreparedInputs, TokenLayout, Trace, VLAAdapter
+
+__all__ = [
+    "AdapterEntry",
+    "register_adapter",
+    "registered_adapters",
+    "wrap_model",
+    "load",
+    "shipped_model_path",
+    "Observation",
+    "PreparedInputs",
+    "TokenLayout",
+    "Trace",
+    "Generation",
+    "VLAAdapter",
+]
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    """name; matches(model) says whether the adapter handles an already-loaded model;
+    wrap(model, processor, **kw) builds the adapter; load(path, **kw) loads from a directory
+    (None: loaded through transformers then wrapped); model_types: config model_type values it loads."""
+
+    name: str
+    matches: Callable[[Any], bool]
+    wrap: Callable[..., VLAAdapter]
+    load: Callable[..., VLAAdapter] | None = None
+    model_types: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, AdapterEntry] = {}
+
+
+def register_adapter(entry: AdapterEntry) -> None:
+    """Add (or replace) an adapter family; later registrations are tried first."""
+    _REGISTRY.pop(entry.name, None)
+    _REGISTRY[entry.name] = entry
+
+
+def registered_adapters() -> list[str]:
+    return list(_REGISTRY)
+
+
+def wrap_model(model: Any, processor: Any = None, **kwargs: Any) -> VLAAdapter:
+    """Wrap a loaded model in the adapter whose `matches` accepts it (most recent registration first)."""
+    for entry in reversed(list(_REGISTRY.values())):
+        if entry.matches(model):
+            return entry.wrap(model, processor, **kwargs)
+    raise UnsupportedModelError(
+        f"no dtp adapter handles {type(model).__name__}; registered: {registered_adapters()}. "
+        "Implement the VLAAdapter protocol (see docs/use-with-your-model.md) and register it."
+    )
+
+
+def shipped_model_path() -> Path:
+    """Directory of the TinyVLA checkpoint that ships inside the package."""
+    return Path(str(resources.files("dtp") / "assets" / "tinyvla"))
+
+
+def load(name_or_path: str | Path = "tinyvla", **kwargs: Any) -> VLAAdapter:
+    """Load an adapter: "tinyvla" (the shipped model), or a checkpoint directory."""
+    path = shipped_model_path() if str(name_or_path) == "tinyvla" else Path(name_or_path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {path} (expected {cfg_file}); hub downloads are not attempted, "
+            "pass a local directory or 'tinyvla' for the shipped model"
+        )
+    try:
+        model_type = json.loads(cfg_file.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from e
+    for entry in reversed(list(_REGISTRY.values())):
+        if model_type in entry.model_types and entry.load is not None:
+            return entry.load(path, **kwargs)
+    for entry in reversed(list(_REGISTRY.values())):
+        if model_type in entry.model_types:
+            from .hf_loading import load_transformers_model
+
+            model, processor = load_transformers_model(path)
+            return entry.wrap(model, processor, **kwargs)
+    raise CheckpointError(f"{path} holds a {model_type!r} model, which no dtp adapter loads; registered: {registered_adapters()}")
+
+
+def _register_builtin() -> None:
+    from ..tinyvla.modeling import MODEL_TYPE, TinyVLA
+    from .llama_vla import LlamaVLAAdapter
+
+    register_adapter(
+        AdapterEntry(
+            name="tinyvla",
+            matches=lambda m: isinstance(m, TinyVLA),
+            wrap=lambda m, tok, **kw: LlamaVLAAdapter(m, tok, **kw),
+            load=lambda p, **kw: LlamaVLAAdapter.from_pretrained(p, **kw),
+            model_types=(MODEL_TYPE,),
+        )
+    )
+
+
+_register_builtin()

@@ -1,0 +1,135 @@
+"""Adapter for the OpenVLA structure: a Llama LM fed projected image patches (our TinyVLA).
+
+Sequence: [BOS] [image x N] [instruction words x P] [proprio] -> action tokens.
+The prompt comes after the image, so prompt tokens attend to image tokens (relevance).
+Pruning hides image tokens through the padding mask while every token keeps its
+original position id, which is exactly removal (tested).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from transformers import DynamicCache
+
+from ..actions import ActionBinner
+from ..capture import AttentionCapture, CaptureSpec
+from ..tinyvla.modeling import TinyVLA
+from ..tinyvla.tokenizer import encode_instruction, load_tokenizer
+from .base import Generation, Observation, PreparedInputs, TokenLayout, check_observation
+from .common import greedy_action_decode, hidden_trace, padding_mask_with_holes, trace_from_capture
+
+__all__ = ["LlamaVLAAdapter"]
+
+
+class LlamaVLAAdapter:
+    """Wraps a TinyVLA (patch encoder -> projector -> LlamaForCausalLM) and its word tokenizer."""
+
+    def __init__(self, model: TinyVLA, tokenizer: Tokenizer, binner: ActionBinner | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.binner = binner or ActionBinner(bins=model.config.action_bins)
+        self.lm = model.language_model
+        self.num_layers = model.config.num_layers
+        self.n_action_tokens = model.config.action_dims
+        self._action_ids = model.action_token_ids()
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "LlamaVLAAdapter":
+        return cls(TinyVLA.from_pretrained(directory), load_tokenizer(directory))
+
+    # -- protocol -----------------------------------------------------------------------
+    def prepare(self, obs: Observation) -> PreparedInputs:
+        cfg = self.model.config
+        check_observation(obs, (cfg.image_size, cfg.image_size))
+        words = encode_instruction(self.tokenizer, obs.instruction)
+        if obs.proprio is None:
+            proprio = torch.zeros(1, cfg.proprio_dims)
+        else:
+            p = np.asarray(obs.proprio, dtype=np.float32).reshape(-1)
+            if p.shape[0] != cfg.proprio_dims:
+                from ..errors import InputError
+
+                raise InputError(f"proprio must have {cfg.proprio_dims} values, got {p.shape[0]}")
+            proprio = torch.from_numpy(p).view(1, -1)
+        pixels = torch.from_numpy(np.ascontiguousarray(obs.image)).permute(2, 0, 1).float().div(255).unsqueeze(0)
+        n = cfg.num_image_tokens
+        p_len = len(words)
+        seq_len = 1 + n + p_len + 1
+        layout = TokenLayout(
+            image_positions=torch.arange(1, 1 + n),
+            grid=cfg.grid,
+            prompt_positions=torch.arange(1 + n, 1 + n + p_len),
+            seq_len=seq_len,
+        )
+        ids = torch.tensor([[1] + words], dtype=torch.long)  # BOS + words
+        return PreparedInputs(layout=layout, model_inputs={"pixels": pixels, "ids": ids, "proprio": proprio})
+
+    @torch.inference_mode()
+    def embed(self, inputs: PreparedInputs) -> torch.Tensor:
+        """(1, S, D) prefill embeddings in sequence order."""
+        mi = inputs.model_inputs
+        word = self.model.word_embeddings(mi["ids"])  # (1, 1 + P, D)
+        img = self.model.image_embeddings(mi["pixels"])  # (1, N, D)
+        prop = self.model.proprio_embedding(mi["proprio"])  # (1, 1, D)
+        return torch.cat([word[:, :1], img, word[:, 1:], prop], dim=1)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        inputs: PreparedInputs,
+        *,
+        keep: torch.Tensor | None = None,
+        capture: CaptureSpec | None = None,
+        relevance_layers: tuple[int, ...] = (),
+        hidden_states: bool = False,
+    ) -> Generation:
+        layout = inputs.layout
+        embeds = self.embed(inputs)
+        s = layout.seq_len
+        mask = padding_mask_with_holes(s, layout, keep)
+        cache = DynamicCache(config=self.lm.config)
+        state: dict = {}
+        ctx = AttentionCapture(self.lm.config, capture) if capture is not None else nullcontext()
+
+        def prefill() -> torch.Tensor:
+            out = self.lm(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=torch.arange(s).unsqueeze(0),
+                cache=cache,
+                use_cache=True,
+                output_hidden_states=hidden_states,
+                logits_to_keep=1,
+            )
+            state["hidden"] = out.hidden_states
+            return out.logits[0, -1]
+
+        def step(token: torch.Tensor, t: int) -> torch.Tensor:
+            state["mask"] = torch.cat([state.get("mask", mask), torch.ones(1, 1, dtype=torch.long)], dim=1)
+            out = self.lm(
+                input_ids=token,
+                attention_mask=state["mask"],
+                position_ids=torch.tensor([[s + t]]),
+                cache=cache,
+                use_cache=True,
+            )
+            return out.logits[0, -1]
+
+        with ctx as cap:
+            bins, logits = greedy_action_decode(prefill, step, self._action_ids, self.n_action_tokens)
+        trace = None
+        if capture is not None:
+            trace = trace_from_capture(cap, layout, self.n_action_tokens, relevance_layers, self.num_layers)
+        if hidden_states:
+            if trace is None:
+                raise ValueError("hidden_states=True needs a capture too (similarity relevance is computed in pass 1)")
+            trace.prompt_hidden, trace.image_hidden = hidden_trace(state["hidden"], layout, relevance_layers)
+        return Generation(action_bins=bins, action_logits=logits, trace=trace)
+
+    def decode(self, action_bins: torch.Tensor) -> np.ndarray:
+        return self.binner.from_bins(action_bins.cpu().numpy())

@@ -1,0 +1,179 @@
+"""DTPPolicy: the two-pass loop of DESIGN.md over any adapter.
+
+pass 1 (capture) -> r -> G -> A -> D -> pass 2 (keep = ~D) -> decoded action.
+With DTP disabled one plain pass runs through the same code (the baseline); `observe=True`
+also captures during that pass so the baseline logs r, G, A and irrelevant attention.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import core
+from .config import DTPConfig
+from .errors import AttentionError
+from .models.base import Generation, Observation, VLAAdapter
+from .models.common import capture_spec_for
+
+__all__ = ["DTPPolicy", "StepRecord", "StepResult"]
+
+
+@dataclass
+class StepRecord:
+    """Everything DTP computed at one control step (maps are (h, w) tensors on the CPU)."""
+
+    step: int
+    relevance: torch.Tensor | None = None
+    region: torch.Tensor | None = None  # G
+    attention: torch.Tensor | None = None  # A
+    pruned: torch.Tensor | None = None  # D actually pruned (DTP's or the ablation's)
+    distracting: torch.Tensor | None = None  # D of Eq. 5 (same as pruned unless an ablation ran)
+    irrelevant_attention: float = float("nan")
+    irrelevant_fraction: float = float("nan")
+    margin: float = float("nan")
+    n_pruned: int = 0
+    n_region: int = 0
+    tokens_pass1: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    action_pass1: np.ndarray | None = None
+    action: np.ndarray | None = None
+    entropy_pass1: float = float("nan")
+    entropy: float = float("nan")
+    capture_bytes: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fired(self) -> bool:
+        return self.n_pruned > 0
+
+    @property
+    def action_changed(self) -> bool:
+        return self.tokens != self.tokens_pass1
+
+    @property
+    def action_l2(self) -> float:
+        if self.action is None or self.action_pass1 is None:
+            return 0.0
+        return float(np.linalg.norm(self.action - self.action_pass1))
+
+    def scalars(self) -> dict[str, Any]:
+        """Flat per-step values for a results table."""
+        return {
+            "step": self.step,
+            "irrelevant_attention": self.irrelevant_attention,
+            "irrelevant_fraction": self.irrelevant_fraction,
+            "margin": self.margin,
+            "n_pruned": self.n_pruned,
+            "n_region": self.n_region,
+            "fired": self.fired,
+            "action_changed": self.action_changed,
+            "action_l2": self.action_l2,
+            "entropy_pass1": self.entropy_pass1,
+            "entropy": self.entropy,
+            "capture_bytes": self.capture_bytes,
+            **{f"t_{k}": v for k, v in self.timings.items()},
+        }
+
+
+@dataclass
+class StepResult:
+    action: np.ndarray
+    record: StepRecord
+
+
+def mean_entropy(logits: torch.Tensor) -> float:
+    """Mean entropy (nats) of the action-token distributions (T, bins)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return float(-(logp.exp() * logp).sum(-1).mean())
+
+
+class DTPPolicy:
+    """`policy.reset(seed)` at each episode, then `policy.step(obs)` per control step."""
+
+    def __init__(self, adapter: VLAAdapter, config: DTPConfig | None = None, *, observe: bool = False):
+        self.adapter = adapter
+        self.config = config or DTPConfig()
+        self.observe = observe
+        self.relevance_layers = self.config.resolve_layers(adapter.num_layers)
+        self._step = 0
+        self._episode_seed = 0
+
+    def reset(self, seed: int = 0) -> None:
+        self._step = 0
+        self._episode_seed = int(seed)
+
+    def select_action(self, obs: Observation | dict) -> np.ndarray:
+        return self.step(obs).action
+
+    def step(self, obs: Observation | dict) -> StepResult:
+        if isinstance(obs, dict):
+            obs = Observation.from_dict(obs)
+        cfg = self.config
+        rec = StepRecord(step=self._step)
+        t0 = time.perf_counter()
+        inputs = self.adapter.prepare(obs)
+        rec.timings["prepare_s"] = time.perf_counter() - t0
+        capture = cfg.enabled or self.observe
+        similarity = cfg.relevance == "similarity"
+
+        t0 = time.perf_counter()
+        gen1: Generation = self.adapter.generate(
+            inputs,
+            capture=capture_spec_for(inputs.layout) if capture else None,
+            relevance_layers=self.relevance_layers if capture else (),
+            hidden_states=capture and similarity,
+        )
+        rec.timings["pass1_s"] = time.perf_counter() - t0
+        rec.tokens_pass1 = gen1.action_bins.tolist()
+        rec.action_pass1 = self.adapter.decode(gen1.action_bins)
+        rec.entropy_pass1 = mean_entropy(gen1.action_logits)
+        final = gen1
+
+        if capture:
+            t0 = time.perf_counter()
+            self._analyse(gen1, inputs.layout.grid, rec)
+            rec.timings["dtp_math_s"] = time.perf_counter() - t0
+            if cfg.enabled and rec.n_pruned > 0:
+                t0 = time.perf_counter()
+                final = self.adapter.generate(inputs, keep=core.keep_mask(rec.pruned))
+                rec.timings["pass2_s"] = time.perf_counter() - t0
+        rec.tokens = final.action_bins.tolist()
+        rec.action = self.adapter.decode(final.action_bins)
+        rec.entropy = mean_entropy(final.action_logits)
+        self._step += 1
+        return StepResult(action=rec.action, record=rec)
+
+    def _analyse(self, gen: Generation, grid: tuple[int, int], rec: StepRecord) -> None:
+        cfg = self.config
+        trace = gen.trace
+        if trace is None:
+            raise AttentionError("the adapter returned no trace from a capture pass")
+        if cfg.relevance == "similarity":
+            r = core.relevance_from_similarity(trace.prompt_hidden, trace.image_hidden, grid)
+        else:
+            r = core.relevance_from_attention(trace.prompt_rows, grid)
+        g = core.important_region(r, cfg.k, cfg.effective_sigma)
+        a = core.attention_map(trace.action_rows, grid, cfg.aggregation)
+        d = core.distracting_mask(a, g, cfg.tau)
+        pruned = d
+        if cfg.ablation in ("random_anywhere", "random_outside"):
+            gen_seed = (cfg.seed * 1_000_003 + self._episode_seed * 10_007 + self._step) % (2**63)
+            pruned = core.random_prune_mask(
+                g,
+                int(d.sum()),
+                outside_region_only=cfg.ablation == "random_outside",
+                generator=torch.Generator().manual_seed(gen_seed),
+            )
+        outside, frac = core.irrelevant_attention(a, g)
+        rec.relevance, rec.region, rec.attention = r, g, a
+        rec.distracting, rec.pruned = d, pruned
+        rec.irrelevant_attention, rec.irrelevant_fraction = float(outside), float(frac)
+        rec.margin = float(core.rule_margin(a, g, cfg.tau)) if np.isfinite(cfg.tau) else float("nan")
+        rec.n_pruned = int(pruned.sum()) if cfg.enabled else 0
+        rec.n_region = int(g.sum())
+        rec.capture_bytes = trace.capture_bytes

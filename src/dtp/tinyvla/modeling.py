@@ -1,0 +1,173 @@
+"""TinyVLA: OpenVLA's structure in miniature, readable top to bottom.
+
+image (B, 3, H, W) -> conv patch encoder -> (B, N, D_vis) -> projector -> (B, N, D) ->
+a small Llama (transformers) over [BOS, image tokens, instruction words, proprio token]
+-> 256-bin action tokens, one per action dimension, generated greedily.
+
+Saved as config.json + model.safetensors (+ tokenizer.json beside them); never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ..errors import CheckpointError
+
+MODEL_TYPE = "dtp-tinyvla"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class TinyVLAConfig:
+    """Sizes of the encoder, projector and language model. The vocabulary is words + action bins."""
+
+    image_size: int = 96
+    patch_size: int = 12
+    vision_width: int = 96
+    hidden_size: int = 160
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 448
+    num_words: int = 64  # word tokens incl. specials (pad=0, bos=1, unk=2)
+    action_dims: int = 4
+    action_bins: int = 256
+    proprio_dims: int = 4
+    max_positions: int = 256
+    model_type: str = MODEL_TYPE
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        n = self.image_size // self.patch_size
+        return (n, n)
+
+    @property
+    def num_image_tokens(self) -> int:
+        h, w = self.grid
+        return h * w
+
+    @property
+    def vocab_size(self) -> int:
+        return self.num_words + self.action_bins
+
+    def llama_config(self) -> LlamaConfig:
+        cfg = LlamaConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads,
+            max_position_embeddings=self.max_positions,
+            bos_token_id=1,
+            eos_token_id=None,
+            pad_token_id=0,
+            tie_word_embeddings=False,
+        )
+        cfg._attn_implementation_internal = "sdpa"
+        return cfg
+
+
+class PatchEncoder(nn.Module):
+    """A small conv stem then a strided patchify conv: (B, 3, H, W) -> (B, N, D_vis), plus 2-D positions."""
+
+    def __init__(self, cfg: TinyVLAConfig):
+        super().__init__()
+        if cfg.patch_size % 2:
+            raise ValueError("patch_size must be even (the stem halves the resolution)")
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.GELU(),
+        )
+        half = cfg.patch_size // 2
+        self.patchify = nn.Conv2d(64, cfg.vision_width, half, stride=half)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.num_image_tokens, cfg.vision_width))
+        nn.init.normal_(self.pos, std=0.02)
+        self.norm = nn.LayerNorm(cfg.vision_width)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.patchify(self.stem(pixels))  # (B, D_vis, h, w)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D_vis), row-major over the grid
+        return self.norm(x + self.pos)
+
+
+class TinyVLA(nn.Module):
+    """Patch encoder -> projector -> Llama. `language_model` is a stock LlamaForCausalLM."""
+
+    def __init__(self, cfg: TinyVLAConfig):
+        super().__init__()
+        self.config = cfg
+        self.vision = PatchEncoder(cfg)
+        self.projector = nn.Sequential(
+            nn.Linear(cfg.vision_width, cfg.hidden_size), nn.GELU(), nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        )
+        self.proprio_proj = nn.Linear(cfg.proprio_dims, cfg.hidden_size)
+        self.language_model = LlamaForCausalLM(cfg.llama_config())
+
+    # -- pieces the adapter composes ----------------------------------------------------
+    def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float in [0, 1] -> (B, N, D) projected patch embeddings."""
+        return self.projector(self.vision((pixels - 0.5) / 0.25))
+
+    def word_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.language_model.get_input_embeddings()(ids)
+
+    def proprio_embedding(self, proprio: torch.Tensor) -> torch.Tensor:
+        """(B, P) -> (B, 1, D)."""
+        return self.proprio_proj(proprio).unsqueeze(1)
+
+    def action_token_ids(self) -> torch.Tensor:
+        """Vocabulary ids of the 256 action bins (the last ids, as in OpenVLA)."""
+        return torch.arange(self.config.num_words, self.config.vocab_size)
+
+    # -- saving and loading -------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt", "model_type": MODEL_TYPE})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "TinyVLA":
+        d = Path(directory)
+        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise CheckpointError(
+                f"{d} is not a TinyVLA checkpoint: expected {CONFIG_NAME} and {WEIGHTS_NAME} there "
+                "(train one with `dtp train` or omit the path to use the shipped model)"
+            )
+        try:
+            raw = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from e
+        if raw.get("model_type") != MODEL_TYPE:
+            raise CheckpointError(
+                f"{d} holds a {raw.get('model_type')!r} checkpoint, not {MODEL_TYPE!r}; "
+                "load public models with dtp.models.load / wrap_model instead"
+            )
+        known = set(TinyVLAConfig.__dataclass_fields__)
+        cfg = TinyVLAConfig(**{k: v for k, v in raw.items() if k in known})
+        model = cls(cfg)
+        try:
+            state = load_file(str(w_path))
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"{w_path} is corrupt or not a safetensors file: {e}") from e
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{w_path} does not match the TinyVLA architecture in its config "
+                f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+            )
+        model.eval()
+        return model
