@@ -81,7 +81,8 @@ def _gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) -
 def gaussian_smooth(r: torch.Tensor, sigma_patches: float) -> torch.Tensor:
     """Spatial bias: separable Gaussian blur of (..., h, w) maps, sigma in patches (0 = off).
 
-    Borders replicate the edge value, so a uniform map stays uniform and shape is kept.
+    Normalised convolution: zero padding, divided by the kernel mass that fell inside the
+    grid, so a uniform map stays uniform and border tokens are neither damped nor boosted.
     """
     if sigma_patches < 0 or math.isnan(sigma_patches):
         raise ConfigError(f"sigma must be >= 0 patches, got {sigma_patches}")
@@ -91,12 +92,13 @@ def gaussian_smooth(r: torch.Tensor, sigma_patches: float) -> torch.Tensor:
     x = r.reshape(-1, 1, h, w).float()
     k = _gaussian_kernel1d(float(sigma_patches), x.dtype, x.device)
     rad = (k.numel() - 1) // 2
-    # Replicate padding along each axis, then a 1-D convolution per axis.
-    x = torch.nn.functional.pad(x, (rad, rad, 0, 0), mode="replicate")
-    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1))
-    x = torch.nn.functional.pad(x, (0, 0, rad, rad), mode="replicate")
-    x = torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1))
-    return x.reshape(*lead, h, w).to(r.dtype)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        t = torch.nn.functional.conv2d(t, k.view(1, 1, 1, -1), padding=(0, rad))
+        return torch.nn.functional.conv2d(t, k.view(1, 1, -1, 1), padding=(rad, 0))
+
+    out = blur(x) / blur(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device))
+    return out.reshape(*lead, h, w).to(r.dtype)
 
 
 def resolve_k(k: int | float, n_tokens: int) -> int:

@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny random models built from configs (no hub, seconds to build)."""
+
+import numpy as np
+import pytest
+import torch
+
+from dtp.models.llama_vla import LlamaVLAAdapter
+from dtp.tinyvla import TinyVLA, TinyVLAConfig, build_word_tokenizer
+
+WORDS = "push the red puck to goal open drawer press button reach target".split()
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter() -> LlamaVLAAdapter:
+    torch.manual_seed(0)
+    cfg = TinyVLAConfig(
+        image_size=48, patch_size=8, vision_width=32, hidden_size=64, num_layers=3,
+        num_heads=4, intermediate_size=128, num_words=32,
+    )
+    return LlamaVLAAdapter(TinyVLA(cfg).eval(), build_word_tokenizer(WORDS))
+
+
+@pytest.fixture()
+def tiny_obs() -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        "image": rng.integers(0, 256, (48, 48, 3), dtype=np.uint8),
+        "instruction": "push the red puck to the goal",
+        "proprio": np.array([0.1, 0.5, 0.2, 1.0], dtype=np.float32),
+    }
