@@ -73,10 +73,7 @@ class LlamaVLAAdapter:
     def embed(self, inputs: PreparedInputs) -> torch.Tensor:
         """(1, S, D) prefill embeddings in sequence order."""
         mi = inputs.model_inputs
-        word = self.model.word_embeddings(mi["ids"])  # (1, 1 + P, D)
-        img = self.model.image_embeddings(mi["pixels"])  # (1, N, D)
-        prop = self.model.proprio_embedding(mi["proprio"])  # (1, 1, D)
-        return torch.cat([word[:, :1], img, word[:, 1:], prop], dim=1)
+        return self.model.sequence_embeddings(mi["pixels"], mi["ids"], mi["proprio"])  # shared with training
 
     @torch.inference_mode()
     def generate(
@@ -129,7 +126,8 @@ class LlamaVLAAdapter:
             if trace is None:
                 raise ValueError("hidden_states=True needs a capture too (similarity relevance is computed in pass 1)")
             trace.prompt_hidden, trace.image_hidden = hidden_trace(state["hidden"], layout, relevance_layers)
-        return Generation(action_bins=bins, action_logits=logits, trace=trace)
+        # The filled cache lets a fast second pass reuse the prefix before the first pruned token.
+        return Generation(action_bins=bins, action_logits=logits, trace=trace, extras={"cache": cache, "embeds": embeds})
 
     def decode(self, action_bins: torch.Tensor) -> np.ndarray:
         return self.binner.from_bins(action_bins.cpu().numpy())
