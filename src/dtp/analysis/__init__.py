@@ -1,0 +1,1 @@
+"""The paper's statistics and pictures: heatmaps, success curves, attention analysis."""

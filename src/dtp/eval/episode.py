@@ -1,0 +1,90 @@
+"""One rollout of a policy in an env, with per-step rows and ground-truth scoring of G and D."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..policy import DTPPolicy, StepRecord
+
+# Segmentation labels of dtp.envs: 1 task object, 2 goal, 3 gripper, 4 distractors.
+TASK_LABELS = (1, 2, 3)
+DISTRACTOR_LABEL = 4
+
+
+@dataclass
+class EpisodeOutcome:
+    success: bool
+    length: int
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def patch_labels(seg: np.ndarray, grid: tuple[int, int], labels: tuple[int, ...]) -> torch.Tensor:
+    """(h, w) bool: patches containing at least one pixel with one of `labels`."""
+    h, w = grid
+    hit = np.isin(seg, labels)
+    ph, pw = seg.shape[0] // h, seg.shape[1] // w
+    hit = hit[: ph * h, : pw * w].reshape(h, ph, w, pw).any(axis=(1, 3))
+    return torch.from_numpy(hit)
+
+
+def region_scores(rec: StepRecord, seg: np.ndarray) -> dict[str, float]:
+    """Share of the task-object patches that G covers, and of the distractor patches that D covers."""
+    if rec.region is None:
+        return {}
+    grid = tuple(rec.region.shape)
+    task = patch_labels(seg, grid, TASK_LABELS)
+    dis = patch_labels(seg, grid, (DISTRACTOR_LABEL,))
+    out = {"gt_task_patches": int(task.sum()), "gt_distractor_patches": int(dis.sum())}
+    out["g_covers_task"] = float((rec.region & task).sum() / task.sum()) if task.any() else float("nan")
+    pruned = rec.distracting if rec.distracting is not None else rec.pruned
+    out["d_covers_distractors"] = float((pruned & dis).sum() / dis.sum()) if dis.any() else float("nan")
+    out["d_on_task"] = float((pruned & task).sum()) if pruned is not None else float("nan")
+    return out
+
+
+def run_episode(
+    policy: DTPPolicy,
+    env: Any,
+    seed: int,
+    *,
+    score_regions: bool = False,
+    on_step: Callable[[int, dict, StepRecord], None] | None = None,
+) -> EpisodeOutcome:
+    """Reset `env` with `seed`, act until success or truncation; rows are plain dicts."""
+    obs, _ = env.reset(seed=seed)
+    policy.reset(seed)
+    rows: list[dict[str, Any]] = []
+    t_policy = t_env = t_seg = 0.0
+    success, length = False, 0
+    while True:
+        t0 = time.perf_counter()
+        res = policy.step(obs)
+        t_policy += time.perf_counter() - t0
+        row = res.record.scalars()
+        if score_regions and res.record.region is not None:
+            t0 = time.perf_counter()
+            row.update(region_scores(res.record, env.segmentation()))
+            t_seg += time.perf_counter() - t0
+        if on_step is not None:
+            on_step(length, obs, res.record)
+        t0 = time.perf_counter()
+        obs, _, terminated, truncated, info = env.step(res.action)
+        t_env += time.perf_counter() - t0
+        length += 1
+        row["action"] = [float(x) for x in np.asarray(res.action).reshape(-1)]
+        rows.append(row)
+        if terminated or truncated:
+            success = bool(info.get("success", terminated))
+            break
+    return EpisodeOutcome(
+        success=success,
+        length=length,
+        steps=rows,
+        seconds={"policy_s": t_policy, "env_s": t_env, "segmentation_s": t_seg},
+    )

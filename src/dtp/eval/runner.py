@@ -1,0 +1,222 @@
+"""Evaluate a policy over tasks x seeds x configs, paired on seeds, appending results as it goes.
+
+Every config runs on the same seeds, so baseline and DTP see identical scenes. Jobs are
+(config, task, seed) triples in a fixed order; a job already in the run folder is skipped,
+so rerunning a killed command resumes it. Runners (local, Ray) only differ in who runs
+`run_jobs`; results are committed by the driver, one episode at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..config import DTPConfig
+from ..errors import ConfigError
+from .store import RunStore, episode_key
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_BASE = 1_000_000  # far from the demonstration seeds the model was trained on
+
+
+@dataclass(frozen=True)
+class Job:
+    config: str
+    task: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return episode_key(self.config, self.task, self.seed)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """What to evaluate. `configs` maps a name to a DTPConfig; "baseline" is usually DTP off."""
+
+    model: str = "tinyvla"
+    tasks: tuple[str, ...] = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
+    episodes: int = 10
+    seed: int = 0
+    configs: dict[str, DTPConfig] = field(default_factory=lambda: {"baseline": DTPConfig(enabled=False), "dtp": DTPConfig()})
+    distractors: int = 3
+    palette: str = "train"
+    max_steps: int | None = None
+    image_size: int = 96
+    observe: bool = True  # capture during baseline passes too, for the attention analysis
+    score_regions: bool = True
+    episodes_by_config: dict[str, int] = field(default_factory=dict)  # overrides `episodes` per config
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"episodes must be >= 1, got {self.episodes}")
+        if not self.tasks:
+            raise ConfigError("name at least one task")
+        if not self.configs:
+            raise ConfigError("name at least one config")
+        unknown = set(self.episodes_by_config) - set(self.configs)
+        if unknown:
+            raise ConfigError(f"episodes_by_config names unknown configs {sorted(unknown)}")
+        if any(n < 1 for n in self.episodes_by_config.values()):
+            raise ConfigError("episodes_by_config values must be >= 1")
+
+    def episodes_of(self, config: str) -> int:
+        return self.episodes_by_config.get(config, self.episodes)
+
+    def seeds(self) -> list[int]:
+        """Every seed any config uses; a config with n episodes uses the first n (so pairs overlap)."""
+        n = max(self.episodes_of(c) for c in self.configs)
+        return [EVAL_SEED_BASE + self.seed * 10_000 + i for i in range(n)]
+
+    def jobs(self) -> list[Job]:
+        """Task-major, then seed, then config: paired configs run back to back on one scene."""
+        return [
+            Job(c, t, s)
+            for t in self.tasks
+            for i, s in enumerate(self.seeds())
+            for c in self.configs
+            if i < self.episodes_of(c)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        d["configs"] = {k: v.to_dict() for k, v in self.configs.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalSpec":
+        d = dict(d)
+        d["tasks"] = tuple(d["tasks"])
+        d["configs"] = {k: DTPConfig.from_dict(v) for k, v in d["configs"].items()}
+        return cls(**d)
+
+
+def sweep_configs(
+    taus: list[float],
+    *,
+    base: DTPConfig | None = None,
+    default_tau: float | None = None,
+    ablations: tuple[str, ...] = ("random_anywhere", "random_outside", "no_smoothing", "similarity"),
+) -> dict[str, DTPConfig]:
+    """Baseline, DTP at each tau, and each ablation at the default tau (DTP's count for random pruning)."""
+    base = base or DTPConfig()
+    default_tau = base.tau if default_tau is None else default_tau
+    out: dict[str, DTPConfig] = {"baseline": base.replace(enabled=False)}
+    for tau in taus:
+        out[f"dtp@tau={tau:g}"] = base.replace(tau=float(tau))
+    for ab in ablations:
+        if ab == "similarity":
+            out[f"similarity@tau={default_tau:g}"] = base.replace(tau=default_tau, relevance="similarity")
+        else:
+            out[f"{ab}@tau={default_tau:g}"] = base.replace(tau=default_tau, ablation=ab)
+    return out
+
+
+def _load_adapter(model: str):
+    from ..models import load
+
+    return load(model)
+
+
+def _make_env(spec: EvalSpec, task: str):
+    from ..envs import DistractorConfig, make_env
+
+    kwargs: dict[str, Any] = {
+        "distractors": DistractorConfig(count=spec.distractors, palette=spec.palette),
+        "image_size": spec.image_size,
+    }
+    if spec.max_steps is not None:
+        kwargs["max_steps"] = spec.max_steps
+    return make_env(task, **kwargs)
+
+
+def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[dict, list[dict]]]:
+    """Run jobs in order, yielding (episode row, step rows) per finished episode."""
+    from ..policy import DTPPolicy
+    from .episode import run_episode
+
+    adapter = adapter if adapter is not None else _load_adapter(spec.model)
+    env, env_task = None, None
+    try:
+        for job in jobs:
+            if job.task != env_task:
+                if env is not None:
+                    env.close()
+                env, env_task = _make_env(spec, job.task), job.task
+            cfg = spec.configs[job.config]
+            policy = DTPPolicy(adapter, cfg, observe=spec.observe)
+            t0 = time.perf_counter()
+            out = run_episode(policy, env, job.seed, score_regions=spec.score_regions)
+            wall = time.perf_counter() - t0
+            steps = out.steps
+            fired = [s["fired"] for s in steps]
+            row = {
+                "key": job.key,
+                "config": job.config,
+                "task": job.task,
+                "seed": job.seed,
+                "success": out.success,
+                "length": out.length,
+                "tau": cfg.tau if cfg.enabled and math.isfinite(cfg.tau) else None,
+                "dtp_enabled": cfg.enabled,
+                "ablation": cfg.ablation,
+                "relevance": cfg.relevance,
+                "instruction": getattr(env.unwrapped, "instruction", ""),
+                "wall_s": wall,
+                **out.seconds,
+                "fired_share": sum(fired) / len(fired) if fired else 0.0,
+                "mean_pruned": sum(s["n_pruned"] for s in steps) / len(steps) if steps else 0.0,
+                "mean_irrelevant_fraction": _nanmean([s["irrelevant_fraction"] for s in steps]),
+                "mean_irrelevant_attention": _nanmean([s["irrelevant_attention"] for s in steps]),
+            }
+            step_rows = [{**s, "config": job.config, "task": job.task, "seed": job.seed,
+                          "t_norm": s["step"] / max(1, out.length - 1), "tau": row["tau"]} for s in steps]
+            yield row, step_rows
+    finally:
+        if env is not None:
+            env.close()
+
+
+def _nanmean(xs: list[float]) -> float:
+    vals = [x for x in xs if x is not None and not math.isnan(x)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def run_eval(
+    spec: EvalSpec,
+    out_dir: str | Path,
+    *,
+    runner: str = "local",
+    address: str | None = None,
+    workers: int = 2,
+    progress: bool = True,
+    adapter=None,
+) -> RunStore:
+    """Run every job not yet in `out_dir`, appending each episode as it finishes."""
+    store = RunStore(out_dir).open(spec.to_dict())
+    done = store.done_keys()
+    todo = [j for j in spec.jobs() if j.key not in done]
+    log.info("%d of %d episodes to run in %s", len(todo), len(spec.jobs()), out_dir)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(spec.jobs()), initial=len(spec.jobs()) - len(todo), desc="episodes", disable=not progress)
+    if runner == "local":
+        results = run_jobs(spec, todo, adapter=adapter)
+    elif runner == "ray":
+        from .ray_runner import run_jobs_ray
+
+        results = run_jobs_ray(spec, todo, address=address, workers=workers)
+    else:
+        raise ConfigError(f"unknown runner {runner!r}; choose 'local' or 'ray'")
+    for row, steps in results:
+        store.append(row, steps)
+        bar.update(1)
+        bar.set_postfix_str(f"{row['task']} {row['config']} {'ok' if row['success'] else 'fail'}")
+    bar.close()
+    return store

@@ -1,0 +1,88 @@
+"""`dtp show`: replay one episode of a run (same model, config and seed give the same rollout)
+and draw heatmaps of chosen steps plus a rollout strip with the pruned tokens marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .runner import EvalSpec, _load_adapter, _make_env
+from .store import RunStore
+
+
+def _mark_pruned(image: np.ndarray, pruned) -> np.ndarray:
+    """Tint the pruned patches red (what the second pass did not see)."""
+    if pruned is None or not bool(pruned.any()):
+        return image
+    h, w = pruned.shape
+    ph, pw = image.shape[0] // h, image.shape[1] // w
+    mask = np.kron(pruned.numpy().astype(np.uint8), np.ones((ph, pw), np.uint8)).astype(bool)
+    out = image.astype(np.float32).copy()
+    out[: mask.shape[0], : mask.shape[1]][mask] = 0.45 * out[: mask.shape[0], : mask.shape[1]][mask] + 0.55 * np.array([255, 0, 0])
+    return out.astype(np.uint8)
+
+
+def show_episode(run_dir: str | Path, *, key: str | None = None, steps: list[int] | None = None,
+                 out_dir: str | Path | None = None, gif: bool = False, strip_frames: int = 8, adapter=None) -> list[str]:
+    from ..analysis.heatmaps import save_step_heatmap
+    from ..policy import DTPPolicy
+    from .episode import run_episode
+
+    store = RunStore(run_dir)
+    spec = EvalSpec.from_dict(store.config())
+    episodes = store.episodes()
+    if key is None:
+        cands = [e for e in episodes if spec.configs[e["config"]].enabled] or episodes
+        if not cands:
+            raise ConfigError(f"{run_dir} has no finished episodes to show")
+        key = cands[0]["key"]
+    row = next((e for e in episodes if e["key"] == key), None)
+    if row is None:
+        raise ConfigError(f"no episode {key!r} in {run_dir}; keys look like 'config|task|seed'")
+    out = Path(out_dir) if out_dir else Path(run_dir) / "show"
+    out.mkdir(parents=True, exist_ok=True)
+    adapter = adapter if adapter is not None else _load_adapter(spec.model)
+    env = _make_env(spec, row["task"])
+    frames: list[tuple[np.ndarray, object]] = []
+    try:
+        policy = DTPPolicy(adapter, spec.configs[row["config"]], observe=True)
+        result = run_episode(policy, env, int(row["seed"]), on_step=lambda i, obs, rec: frames.append((obs["image"].copy(), rec)))
+    finally:
+        env.close()
+    paths = []
+    chosen = steps if steps else [frames[len(frames) // 2][1].step] if frames else []
+    for s in chosen:
+        if not 0 <= s < len(frames):
+            raise ConfigError(f"step {s} is outside the episode (0..{len(frames) - 1})")
+        image, rec = frames[s]
+        title = f"{key} step {s} ({'success' if result.success else 'failure'})"
+        paths.append(str(save_step_heatmap(image, rec, out / f"step_{s:03d}.png", title)))
+    # rollout strip: evenly spaced frames with the pruned tokens tinted
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = np.linspace(0, len(frames) - 1, min(strip_frames, len(frames))).round().astype(int)
+    fig, axes = plt.subplots(1, len(idx), figsize=(1.6 * len(idx), 1.9))
+    for ax, i in zip(np.atleast_1d(axes), idx):
+        img, rec = frames[i]
+        ax.imshow(_mark_pruned(img, rec.pruned if rec.n_pruned else None))
+        ax.set_title(f"t={i} pruned {rec.n_pruned}", fontsize=7)
+        ax.axis("off")
+    fig.suptitle(f"{key}: {'success' if result.success else 'failure'} in {result.length} steps", fontsize=8)
+    fig.tight_layout()
+    strip = out / "rollout_strip.png"
+    fig.savefig(strip, dpi=110)
+    plt.close(fig)
+    paths.append(str(strip))
+    if gif:
+        from PIL import Image
+
+        ims = [Image.fromarray(_mark_pruned(img, rec.pruned if rec.n_pruned else None)).resize((192, 192), Image.NEAREST) for img, rec in frames]
+        gif_path = out / "rollout.gif"
+        ims[0].save(gif_path, save_all=True, append_images=ims[1:], duration=80, loop=0)
+        paths.append(str(gif_path))
+    return paths
