@@ -101,8 +101,21 @@ def load(name_or_path: str | Path = "tinyvla", **kwargs: Any) -> VLAAdapter:
 
 def _register_builtin() -> None:
     from ..tinyvla.modeling import MODEL_TYPE, TinyVLA
+    from .generic import GenericVLAAdapter, is_transformers_model
     from .llama_vla import LlamaVLAAdapter
+    from .openvla import OpenVLAAdapter, is_prismatic, load_openvla
+    from .paligemma import PaliGemmaAdapter, is_paligemma
+    from .qwen2_5_vl import Qwen2_5_VLAdapter, is_qwen2_5_vl
 
+    # Registered first, so tried last: any transformers model; raises UnsupportedModelError naming what is missing.
+    register_adapter(
+        AdapterEntry(
+            name="generic",
+            matches=is_transformers_model,
+            wrap=lambda m, proc, **kw: GenericVLAAdapter(m, proc, **kw),
+            model_types=GenericVLAAdapter.model_types,
+        )
+    )
     register_adapter(
         AdapterEntry(
             name="tinyvla",
@@ -110,6 +123,31 @@ def _register_builtin() -> None:
             wrap=lambda m, tok, **kw: LlamaVLAAdapter(m, tok, **kw),
             load=lambda p, **kw: LlamaVLAAdapter.from_pretrained(p, **kw),
             model_types=(MODEL_TYPE,),
+        )
+    )
+    register_adapter(
+        AdapterEntry(
+            name="openvla",
+            matches=is_prismatic,
+            wrap=lambda m, proc, **kw: OpenVLAAdapter(m, proc, **kw),
+            load=lambda p, **kw: load_openvla(p, **kw),
+            model_types=("openvla",),
+        )
+    )
+    register_adapter(
+        AdapterEntry(
+            name="paligemma",
+            matches=is_paligemma,
+            wrap=lambda m, proc, **kw: PaliGemmaAdapter(m, proc, **kw),
+            model_types=("paligemma",),
+        )
+    )
+    register_adapter(
+        AdapterEntry(
+            name="qwen2_5_vl",
+            matches=is_qwen2_5_vl,
+            wrap=lambda m, proc, **kw: Qwen2_5_VLAdapter(m, proc, **kw),
+            model_types=("qwen2_5_vl",),
         )
     )
 
