@@ -1,0 +1,16 @@
+"""Errors raised by `dtp.envs`, kept in a light module so callers can catch them cheaply."""
+
+from __future__ import annotations
+
+
+class UnknownTaskError(ValueError):
+    """A task name that `dtp.envs.TASKS` does not know; the message lists the known ones."""
+
+    def __init__(self, name: str, known: list[str]):
+        self.name = name
+        self.known = list(known)
+        super().__init__(f"unknown task {name!r}; known tasks: {', '.join(self.known)}")
+
+
+class RenderBackendError(RuntimeError):
+    """No working OpenGL backend for MuJoCo's offscreen renderer."""
