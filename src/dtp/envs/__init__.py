@@ -2,5 +2,18 @@
 
 from dtp.envs.errors import RenderBackendError, UnknownTaskError
 from dtp.envs.tasks import TASKS, TaskSpec, all_instruction_words, get_task
+from dtp.envs.distractors import DistractorConfig
+from dtp.envs.metaworld_env import MetaWorldEnv, expert_action, make_env
 
-__all__ = ["TASKS", "TaskSpec", "get_task", "RenderBackendError", "UnknownTaskError", "all_instruction_words"]
+__all__ = [
+    "TASKS",
+    "TaskSpec",
+    "get_task",
+    "make_env",
+    "MetaWorldEnv",
+    "expert_action",
+    "DistractorConfig",
+    "RenderBackendError",
+    "UnknownTaskError",
+    "all_instruction_words",
+]
