@@ -4,6 +4,7 @@ from dtp.envs.errors import RenderBackendError, UnknownTaskError
 from dtp.envs.tasks import TASKS, TaskSpec, all_instruction_words, get_task
 from dtp.envs.distractors import DistractorConfig
 from dtp.envs.metaworld_env import MetaWorldEnv, expert_action, make_env
+from dtp.envs.demos import collect_demos, demo_seed, iter_demo_files, load_episode
 
 __all__ = [
     "TASKS",
@@ -16,4 +17,8 @@ __all__ = [
     "RenderBackendError",
     "UnknownTaskError",
     "all_instruction_words",
+    "collect_demos",
+    "demo_seed",
+    "iter_demo_files",
+    "load_episode",
 ]
