@@ -156,3 +156,19 @@ def test_close_is_idempotent():
     env.reset(seed=0)
     env.close()
     env.close()
+
+
+def test_missing_gl_backend_raises_render_backend_error(monkeypatch):
+    from dtp.envs import RenderBackendError
+    from dtp.envs import rendering
+
+    def no_context(*args, **kwargs):
+        raise RuntimeError("Cannot initialize a EGL device display.")
+
+    monkeypatch.setattr(rendering.mujoco, "Renderer", no_context)
+    env = make_env("reach")
+    try:
+        with pytest.raises(RenderBackendError, match="MUJOCO_GL"):
+            env.reset(seed=0)
+    finally:
+        env.close()
