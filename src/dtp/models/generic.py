@@ -236,6 +236,8 @@ class HFVLAAdapter:
 
     family = "transformers"
     default_prompt = "What action should the robot take to {instruction}?"
+    # Whether VLAs of this family use the 256-bin scheme by default; if not, a reason to say when none is given.
+    default_bins_refusal: str | None = None
 
     def __init__(
         self,
@@ -343,6 +345,8 @@ class HFVLAAdapter:
     def _action_vocab(self, n_tokens, action_token_ids, decoder, binner, stop_token_ids) -> ActionVocab:
         ids = None if action_token_ids is None else torch.as_tensor(action_token_ids, dtype=torch.long).flatten()
         if decoder is None and ids is None:
+            if self.default_bins_refusal:
+                raise ActionDecodingError(self.default_bins_refusal)
             return ActionVocab.last_bins(
                 self.vocab_size(), n_tokens=n_tokens, binner=binner, reserved=sorted(self.reserved_token_ids())
             )
@@ -468,4 +472,4 @@ class GenericVLAAdapter(HFVLAAdapter):
     """
 
     family = "generic"
-    model_types: tuple[str, ...] = ("llava",)
+    model_types: tuple[str, ...] = ("llava", "gemma3", "idefics3")

@@ -15,8 +15,9 @@ by a test:
 - generated token t sits at position max(prefill positions) + 1 + t on all three axes.
 
 Nora decodes actions with the FAST tokenizer (a hub asset): pass `decoder=` and
-`action_token_ids=` (Nora's action ids) and `stop_token_ids=(eos,)`; the last 256 ids of
-Qwen's vocabulary are special tokens, so the default 256-bin scheme refuses to apply.
+`action_token_ids=` (Nora's action ids) and `stop_token_ids=(eos,)`. The last 256 ids of
+Qwen's base vocabulary are ordinary text pieces, not action bins, so without a decoder or
+explicit action ids this adapter refuses (ActionDecodingError) rather than guess.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class Qwen2_5_VLAdapter(HFVLAAdapter):
 
     family = "qwen2_5_vl"
     default_prompt = "{instruction}"
+    default_bins_refusal = (
+        "Qwen2.5-VL policies (Nora) emit FAST action tokens, not 256 bins over the last vocabulary ids: pass "
+        "decoder=callable(token_ids) -> action with action_token_ids= and stop_token_ids=, or action_token_ids= "
+        "(256 ids, bin order) if your checkpoint was trained with 256-bin tokens"
+    )
 
     @property
     def merge_size(self) -> int:
