@@ -16,6 +16,7 @@ key columns by the number of tokens dropped (seen - kept).
 
 from __future__ import annotations
 
+import bisect
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -48,7 +49,7 @@ class CaptureSpec:
 
 @dataclass
 class _LayerRows:
-    positions: list[torch.Tensor] = field(default_factory=list)  # each (q_sel,)
+    positions: list[int] = field(default_factory=list)  # absolute query position of each row
     rows: list[torch.Tensor] = field(default_factory=list)  # each (B, H, q_sel, N)
 
 
@@ -87,6 +88,10 @@ class AttentionCapture:
         self._keys = spec.key_positions.flatten().long().cpu()
         if self._keys.numel() == 0:
             raise AttentionError("CaptureSpec has no image key positions to record")
+        self._query_list = sorted(set(self._query_set.tolist()))
+        k0, n = int(self._keys[0]), self._keys.numel()
+        self._key_span = (k0, k0 + n) if torch.equal(self._keys, torch.arange(k0, k0 + n)) else None
+        self._layer_filter = None if spec.layers is None else frozenset(spec.layers)
 
     # -- context management -------------------------------------------------------------
     def __enter__(self) -> "AttentionCapture":
@@ -126,6 +131,18 @@ class AttentionCapture:
         self._records = {}
 
     # -- recording ----------------------------------------------------------------------
+    def _selected(self, q_start: int, q_len: int) -> list[int]:
+        """Local indices (into this call's queries) of the rows to record, in Python ints.
+
+        Plain-int bookkeeping keeps the per-layer cost to the few kernels that compute rows.
+        """
+        lo = bisect.bisect_left(self._query_list, q_start)
+        hi = bisect.bisect_left(self._query_list, q_start + q_len)
+        sel = [p - q_start for p in self._query_list[lo:hi]]
+        if self.spec.record_decode and q_len == 1 and q_start > 0 and not sel:
+            sel = [0]
+        return sel
+
     def _record(self, module, query, key, attention_mask, kwargs) -> None:
         layer = getattr(module, "layer_idx", None)
         if layer is None:
@@ -133,43 +150,51 @@ class AttentionCapture:
         q_len, k_len = query.shape[2], key.shape[2]
         q_start = self._seen.get(layer, 0)
         self._seen[layer] = q_start + q_len
-        if self.spec.layers is not None and layer not in self.spec.layers:
+        if self._layer_filter is not None and layer not in self._layer_filter:
             return
-        q_abs = torch.arange(q_start, q_start + q_len)
-        sel = torch.isin(q_abs, self._query_set)
-        if self.spec.record_decode and q_len == 1 and q_start > 0:
-            sel[-1] = True
-        if not bool(sel.any()):
+        sel = self._selected(q_start, q_len)
+        if not sel:
             return
-        idx = torch.nonzero(sel).flatten()
         dev = query.device
-        q = query[:, :, idx.to(dev)].float()  # (B, H, q_sel, d)
+        if sel[-1] - sel[0] + 1 == len(sel):  # contiguous queries (the usual prompt span): a view
+            rows_of = slice(sel[0], sel[-1] + 1)
+            q = query[:, :, rows_of]
+        else:
+            rows_of = torch.tensor(sel, device=dev)
+            q = query.index_select(2, rows_of)
+        q = q.float()  # (B, H, q_sel, d)
         k = _repeat_kv(key, getattr(module, "num_key_value_groups", 1)).float()  # (B, H, k_len, d)
         scaling = kwargs.get("scaling")
         if scaling is None:
             scaling = getattr(module, "scaling", q.shape[-1] ** -0.5)
-        scores = (q @ k.transpose(-1, -2)) * scaling  # (B, H, q_sel, k_len)
+        scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scaling)  # (B, H, q_sel, k_len)
         softcap = kwargs.get("softcap")
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
         key_offset = q_start + q_len - k_len  # tokens dropped from a cropped (sliding) cache
+        q_abs = [q_start + i for i in sel]
         if attention_mask is not None:
-            m = attention_mask[:, :, idx.to(attention_mask.device), :k_len]
+            m = attention_mask[:, :, rows_of] if isinstance(rows_of, slice) else attention_mask.index_select(2, rows_of)
+            m = m[..., :k_len]
             if m.dtype == torch.bool:
-                scores = scores.masked_fill(~m, float("-inf"))
+                scores = torch.where(m, scores, float("-inf"))
             else:
                 scores = scores + m.float()
         else:  # a skipped mask means plain causal attention
             key_abs = torch.arange(k_len, device=dev) + key_offset
-            causal = key_abs[None, :] <= q_abs[idx].to(dev)[:, None]
+            causal = key_abs[None, :] <= torch.tensor(q_abs, device=dev)[:, None]
             scores = scores.masked_fill(~causal, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
-        cols = self._keys.to(dev) - key_offset
-        valid = (cols >= 0) & (cols < k_len)
-        rows = torch.zeros(*probs.shape[:3], cols.numel(), dtype=torch.float32, device=dev)
-        rows[..., valid] = probs[..., cols[valid]]
+        lo, hi = (self._key_span[0] - key_offset, self._key_span[1] - key_offset) if self._key_span else (-1, -1)
+        if self._key_span is not None and lo >= 0 and hi <= k_len:  # image keys form one span: a slice
+            rows = probs[..., lo:hi].contiguous()
+        else:
+            cols = self._keys.to(dev) - key_offset
+            valid = (cols >= 0) & (cols < k_len)
+            rows = torch.zeros(*probs.shape[:3], cols.numel(), dtype=torch.float32, device=dev)
+            rows[..., valid] = probs[..., cols[valid]]
         rec = self._records.setdefault(layer, _LayerRows())
-        rec.positions.append(q_abs[idx])
+        rec.positions.extend(q_abs)
         rec.rows.append(rows.detach())
 
     # -- reading ------------------------------------------------------------------------
@@ -182,7 +207,7 @@ class AttentionCapture:
 
         A position recorded twice (e.g. a second generate) takes its latest row.
         """
-        want = torch.as_tensor(positions, dtype=torch.long).flatten().cpu()
+        want = torch.as_tensor(positions, dtype=torch.long).flatten().tolist()
         layer_ids = list(layers) if layers is not None else self.layers
         if not layer_ids:
             raise AttentionError("no attention rows were captured; did the model run inside the capture block?")
@@ -191,15 +216,12 @@ class AttentionCapture:
             rec = self._records.get(layer)
             if rec is None:
                 raise AttentionError(f"no rows captured for layer {layer}")
-            pos = torch.cat(rec.positions)
-            rows = torch.cat(rec.rows, dim=2)
-            picks = []
-            for p in want.tolist():
-                hits = torch.nonzero(pos == p).flatten()
-                if hits.numel() == 0:
-                    raise AttentionError(f"query position {p} was not captured at layer {layer}")
-                picks.append(int(hits[-1]))
-            out.append(rows[:, :, picks])
+            latest = {p: i for i, p in enumerate(rec.positions)}  # later rows overwrite earlier ones
+            missing = [p for p in want if p not in latest]
+            if missing:
+                raise AttentionError(f"query position {missing[0]} was not captured at layer {layer}")
+            rows = torch.cat(rec.rows, dim=2) if len(rec.rows) > 1 else rec.rows[0]
+            out.append(rows.index_select(2, torch.tensor([latest[p] for p in want], device=rows.device)))
         stacked = torch.stack(out)
         if not torch.isfinite(stacked).all():
             raise AttentionError("captured attention rows contain NaN or infinite values")
