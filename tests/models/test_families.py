@@ -16,6 +16,7 @@ from model_checks import eager_rows, mask_vs_removal, plain_generate
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from dtp.capture import CaptureSpec
 from dtp.config import DTPConfig
 from dtp.models import wrap_model
 from dtp.models.common import capture_spec_for
@@ -61,16 +62,22 @@ def test_captured_rows_equal_eager_attention(request, name):
     inputs = adapter.prepare(observation())
     layout = inputs.layout
     layers = tuple(range(adapter.num_layers))
-    gen = adapter.generate(inputs, capture=capture_spec_for(layout), relevance_layers=layers)
-    ids = adapter.actions.ids_of(gen.action_bins).tolist()
-    ref = eager_rows(tiny.eager, adapter, inputs, ids)  # (L, H, S + T - 1, N)
-    want_prompt = ref[:, :, layout.prompt_positions]
-    want_action = ref[:, :, [layout.seq_len - 1 + t for t in range(len(ids))]]
-    assert gen.trace.prompt_rows.shape == want_prompt.shape
-    assert gen.trace.action_rows.shape == want_action.shape
-    assert (gen.trace.prompt_rows - want_prompt).abs().max() < TOL  # prefill queries
-    assert (gen.trace.action_rows[:, :, 0] - want_action[:, :, 0]).abs().max() < TOL  # last prefill query
-    assert (gen.trace.action_rows[:, :, 1:] - want_action[:, :, 1:]).abs().max() < TOL  # cached decode queries
+    policy_spec = capture_spec_for(layout)  # what DTPPolicy records (it may average heads as it goes)
+    per_head = CaptureSpec(key_positions=layout.image_positions, query_positions=policy_spec.query_positions)
+    for spec in (policy_spec, per_head):
+        gen = adapter.generate(inputs, capture=spec, relevance_layers=layers)
+        ids = adapter.actions.ids_of(gen.action_bins).tolist()
+        ref = eager_rows(tiny.eager, adapter, inputs, ids)  # (L, H, S + T - 1, N)
+        if gen.trace.action_rows.shape[1] == 1:
+            ref = ref.mean(dim=1, keepdim=True)
+        want_prompt = ref[:, :, layout.prompt_positions]
+        want_action = ref[:, :, [layout.seq_len - 1 + t for t in range(len(ids))]]
+        assert gen.trace.prompt_rows.shape == want_prompt.shape
+        assert gen.trace.action_rows.shape == want_action.shape
+        assert (gen.trace.prompt_rows - want_prompt).abs().max() < TOL  # prefill queries
+        assert (gen.trace.action_rows[:, :, 0] - want_action[:, :, 0]).abs().max() < TOL  # last prefill query
+        assert (gen.trace.action_rows[:, :, 1:] - want_action[:, :, 1:]).abs().max() < TOL  # cached decode queries
+    assert gen.trace.action_rows.shape[1] == adapter.text_config.num_attention_heads
     # The rows are real attention (some layer puts mass on the image), and capture left nothing behind.
     assert float(gen.trace.action_rows.sum(-1).amax(0).min()) > 0
     assert text_cfg._attn_implementation == expected_impl
