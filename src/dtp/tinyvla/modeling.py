@@ -126,6 +126,42 @@ class TinyVLA(nn.Module):
         """(B, P) -> (B, 1, D)."""
         return self.proprio_proj(proprio).unsqueeze(1)
 
+    def sequence_embeddings(
+        self,
+        pixels: torch.Tensor,
+        ids: torch.Tensor,
+        proprio: torch.Tensor,
+        *,
+        word_lengths: torch.Tensor | None = None,
+        action_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The input sequence [BOS][image x N][words x P][proprio][action tokens] as embeddings.
+
+        The one place the layout is built: the adapter's prefill (inference) and the trainer
+        (teacher forcing) both call this. pixels (B, 3, H, W) in [0, 1]; ids (B, 1 + P_max):
+        BOS then word ids; proprio (B, P_dims); action_ids (B, T) vocabulary ids appended after
+        the proprio token. With word_lengths (B,) the rows of `ids` are right-padded word lists
+        of those lengths: each row's proprio and action tokens then follow its own last word and
+        the padding moves to the end of the row, so every real token sits at the position it
+        has at inference. Returns (B, S, D) with S = 1 + N + P_max + 1 + T.
+        """
+        word = self.word_embeddings(ids)  # (B, 1 + P_max, D)
+        img = self.image_embeddings(pixels)  # (B, N, D)
+        prop = self.proprio_embedding(proprio)  # (B, 1, D)
+        parts = [word[:, :1], img, word[:, 1:], prop]
+        if action_ids is not None:
+            parts.append(self.word_embeddings(action_ids))  # (B, T, D)
+        seq = torch.cat(parts, dim=1)  # (B, S, D)
+        if word_lengths is None:
+            return seq
+        b, s, d = seq.shape
+        lengths = word_lengths.view(b, 1).to(seq.device)
+        tail = 1 + self.config.num_image_tokens + lengths  # (B, 1): where each row's proprio goes
+        j = torch.arange(s, device=seq.device).view(1, s)
+        src = torch.where(j < tail, j, j + (ids.shape[1] - 1 - lengths))  # skip the row's word padding
+        src = torch.where(src < s, src, tail)  # the row's trailing slots read a PAD word embedding
+        return seq.gather(1, src.unsqueeze(-1).expand(b, s, d))
+
     def action_token_ids(self) -> torch.Tensor:
         """Vocabulary ids of the 256 action bins (the last ids, as in OpenVLA)."""
         return torch.arange(self.config.num_words, self.config.vocab_size)
