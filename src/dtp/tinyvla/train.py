@@ -1,0 +1,500 @@
+"""Train TinyVLA on scripted demonstrations: behaviour cloning with action tokens.
+
+Each step of each demo is one sample. The model reads [BOS][image x N][words][proprio]
+and, with teacher forcing, the first three action tokens; the loss is cross-entropy of
+the four action tokens over the 256 action bins (the vocabulary the adapter decodes
+from), nothing else. The sequence is built by `TinyVLA.sequence_embeddings`, the same
+function the inference adapter uses.
+
+    from dtp.tinyvla.train import TrainConfig, train
+    final_dir = train(TrainConfig(data_dir="data/demos", out_dir="runs/train_tinyvla"))
+
+or ``python -m dtp.tinyvla.train --data-dir data/demos --out-dir runs/train_tinyvla``.
+
+Determinism: the batch indices and augmentation of step k come from a generator seeded
+with (seed, k), the model from `seed`, and everything else is a function of the step, so
+the same command gives the same numbers and `resume=True` continues exactly where the
+last checkpoint left off (weights and AdamW state are saved as safetensors, never pickled).
+
+Output directory:
+    train_config.json            the TrainConfig of the run
+    train_log.jsonl              {"kind": "train", step, loss, acc, lr, grad_norm, seconds} every
+                                 log_every steps; {"kind": "val", step, loss, acc, acc_<task>...}
+    checkpoints/step_<k>/        config.json, model.safetensors, tokenizer.json,
+                                 optimizer.safetensors, trainer_state.json (the last keep_checkpoints)
+    final/                       config.json, model.safetensors, tokenizer.json, training.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..actions import ActionBinner
+from ..errors import CheckpointError, ConfigError
+from .data import DemoSet, augment, build_tokenizer, load_episodes, make_demo_set, split_episodes
+from .modeling import TinyVLA, TinyVLAConfig
+from .tokenizer import load_tokenizer, save_tokenizer
+
+__all__ = ["TrainConfig", "train", "evaluate", "action_logits", "training_loss", "lr_at", "main"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+LOG_NAME = "train_log.jsonl"
+STATE_NAME = "trainer_state.json"
+OPTIM_NAME = "optimizer.safetensors"
+SUMMARY_NAME = "training.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on. Validated at construction (ConfigError)."""
+
+    data_dir: str = "data/demos"
+    out_dir: str = "runs/train_tinyvla"
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 8e-4
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.05
+    warmup: int = 100
+    grad_clip: float = 1.0
+    seed: int = 0
+    # model sizes (TinyVLAConfig); chosen by measured s/step on 2 CPU cores, see training.json
+    image_size: int = 96
+    patch_size: int = 12
+    vision_width: int = 96
+    hidden_size: int = 160
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 448
+    # data
+    tasks: tuple[str, ...] | None = None  # None: every task folder in data_dir
+    only_success: bool = True
+    val_fraction: float = 0.1
+    max_shift: int = 3  # pixels, random shift augmentation
+    color_jitter: float = 0.1  # brightness/contrast factor range +-
+    # bookkeeping
+    log_every: int = 10
+    eval_every: int = 250
+    eval_samples: int = 1536  # val steps per periodic evaluation (a fixed subset); 0 = all
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    resume: bool = False
+    threads: int = 2  # torch threads; on a crowded machine 1 can be faster (OpenMP spin-waits)
+    precision: str = "bf16"  # autocast dtype of the training forward ("bf16" | "fp32"); eval runs fp32
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ConfigError(f"TrainConfig: {msg}")
+
+        for name in ("steps", "batch_size", "image_size", "patch_size", "vision_width", "hidden_size",
+                     "num_layers", "num_heads", "intermediate_size", "log_every", "eval_every", "save_every",
+                     "keep_checkpoints", "threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(f"{name} must be a positive integer, got {v!r}")
+        for name in ("warmup", "max_shift", "eval_samples", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                bad(f"{name} must be a non-negative integer, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            bad(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            bad(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            bad(f"grad_clip must be > 0, got {self.grad_clip!r}")
+        if not 0 <= self.val_fraction < 1:
+            bad(f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
+        if not 0 <= self.color_jitter < 1:
+            bad(f"color_jitter must lie in [0, 1), got {self.color_jitter!r}")
+        if self.warmup >= self.steps and self.steps > 1:
+            bad(f"warmup ({self.warmup}) must be shorter than steps ({self.steps})")
+        if self.patch_size % 2:
+            bad(f"patch_size must be even (the encoder's stem halves the resolution), got {self.patch_size}")
+        if self.image_size % self.patch_size:
+            bad(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
+            bad(f"hidden_size ({self.hidden_size}) must split into num_heads ({self.num_heads}) even-sized heads")
+        if self.max_shift * 2 >= self.image_size:
+            bad(f"max_shift ({self.max_shift}) is too large for {self.image_size} px images")
+        if self.save_every % self.log_every:
+            bad(f"save_every ({self.save_every}) must be a multiple of log_every ({self.log_every}) "
+                "so that a resumed run logs the same windows")
+        if self.precision not in ("bf16", "fp32"):
+            bad(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        if self.tasks is not None and (isinstance(self.tasks, str) or not self.tasks):
+            bad(f"tasks must be a non-empty tuple of task names or None, got {self.tasks!r}")
+        if not str(self.data_dir) or not str(self.out_dir):
+            bad("data_dir and out_dir must be non-empty paths")
+
+    def model_config(self, num_words: int) -> TinyVLAConfig:
+        return TinyVLAConfig(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            vision_width=self.vision_width,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            num_words=num_words,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks) if self.tasks is not None else None
+        return d
+
+
+# -- the objective ----------------------------------------------------------------------
+def action_logits(model: TinyVLA, batch) -> torch.Tensor:
+    """Teacher-forced logits over the action bins, (B, T, bins).
+
+    The model reads [BOS][image x N][words][proprio] and the first T - 1 target action tokens;
+    the query that predicts action token t sits at 1 + N + P_b + t (the proprio token for
+    t = 0), exactly where the adapter's prefill and cached decoding put it.
+    """
+    cfg = model.config
+    t = batch.action_bins.shape[1]
+    action_ids = batch.action_bins[:, : t - 1] + cfg.num_words  # (B, T-1) vocabulary ids fed back
+    emb = model.sequence_embeddings(  # (B, S, D), rows right-padded after their last action token
+        batch.pixels, batch.ids, batch.proprio, word_lengths=batch.word_lengths, action_ids=action_ids
+    )
+    b, s, _ = emb.shape
+    lm = model.language_model
+    # causal attention, positions 0..S-1: a row's padding sits after all its real tokens, so no mask is needed
+    hidden = lm.model(inputs_embeds=emb, position_ids=torch.arange(s).expand(b, s)).last_hidden_state
+    queries = (1 + cfg.num_image_tokens + batch.word_lengths).view(b, 1) + torch.arange(t).view(1, t)  # (B, T)
+    h = hidden.gather(1, queries.unsqueeze(-1).expand(b, t, hidden.shape[-1]))  # (B, T, D)
+    logits = lm.lm_head(h)  # (B, T, V)
+    return logits[..., cfg.num_words : cfg.vocab_size].float()  # (B, T, bins): the adapter decodes from these
+
+
+def training_loss(model: TinyVLA, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of the T action tokens over the action bins; returns (loss, predicted bins (B, T))."""
+    logits = action_logits(model, batch)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.action_bins.reshape(-1))
+    return loss, logits.argmax(-1)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over `warmup` steps, then cosine from lr to lr * min_lr_ratio at `steps`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    span = max(cfg.steps - cfg.warmup, 1)
+    progress = min((step - cfg.warmup) / span, 1.0)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + 12_345) % (2**63))
+
+
+@torch.no_grad()
+def evaluate(model: TinyVLA, data: DemoSet, index: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+    """Loss and action-token accuracy (exact bin) on data[index], overall and per task; no augmentation."""
+    was_training = model.training
+    model.eval()
+    total_loss, n_tokens = 0.0, 0
+    correct = torch.zeros(len(data.tasks))
+    count = torch.zeros(len(data.tasks))
+    for start in range(0, len(index), batch_size):
+        batch = data.batch(index[start : start + batch_size])
+        loss, pred = training_loss(model, batch)
+        hits = (pred == batch.action_bins).float().mean(1)  # (B,)
+        total_loss += float(loss) * batch.action_bins.numel()
+        n_tokens += batch.action_bins.numel()
+        correct.index_add_(0, batch.task_ids, hits)
+        count.index_add_(0, batch.task_ids, torch.ones_like(hits))
+    model.train(was_training)
+    out = {"loss": total_loss / max(n_tokens, 1), "acc": float(correct.sum() / count.sum().clamp(min=1))}
+    for i, task in enumerate(data.tasks):
+        if count[i] > 0:
+            out[f"acc_{task}"] = float(correct[i] / count[i])
+    return out
+
+
+# -- checkpoints --------------------------------------------------------------------------
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    sd = opt.state_dict()
+    tensors = {
+        f"state.{pid}.{name}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous()
+        for pid, st in sd["state"].items()
+        for name, v in st.items()
+    }
+    return tensors, {"param_groups": json.dumps(sd["param_groups"])}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        groups = json.loads(f.metadata()["param_groups"])
+    tensors = load_file(str(path))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _save_checkpoint(root: Path, model: TinyVLA, tokenizer, opt, state: dict[str, Any], keep: int) -> Path:
+    ckdir = root / CHECKPOINTS
+    final = ckdir / f"step_{state['step']:07d}"
+    tmp = ckdir / f".tmp_step_{state['step']:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp)
+    tensors, meta = _optimizer_tensors(opt)
+    save_file(tensors, str(tmp / OPTIM_NAME), metadata=meta)
+    (tmp / STATE_NAME).write_text(json.dumps(state, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)  # a checkpoint directory exists only once it is complete
+    for old in _checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    ckdir = root / CHECKPOINTS
+    if not ckdir.is_dir():
+        return []
+    return sorted(p for p in ckdir.glob("step_*") if (p / STATE_NAME).is_file())
+
+
+def _read_log(path: Path, upto_step: int) -> list[dict]:
+    """Log records up to and including `upto_step` (a resumed run rewrites what came after)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            if rec["step"] <= upto_step:
+                out.append(rec)
+    return out
+
+
+# -- the loop -------------------------------------------------------------------------------
+def _param_groups(model: TinyVLA, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 else no_decay).append(p)  # matrices and embeddings decay; norms, biases don't
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None = None) -> Path:
+    """Run (or resume) training; returns the directory of the final checkpoint (out_dir/final).
+
+    stop_at: leave off after this global step with a checkpoint there (and return its
+    directory), as if the run were interrupted; a later call with resume=True continues it.
+    """
+    if stop_at is not None and not 0 < stop_at <= cfg.steps:
+        raise ConfigError(f"stop_at must lie in 1..steps ({cfg.steps}), got {stop_at}")
+    if stop_at is not None and stop_at % cfg.log_every:
+        raise ConfigError(f"stop_at ({stop_at}) must be a multiple of log_every ({cfg.log_every})")
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    existing = _checkpoints(out)
+    if existing and not cfg.resume:
+        raise ConfigError(f"{out} already holds checkpoints ({existing[-1].name}); pass resume=True "
+                          "(--resume) to continue that run, or choose another out_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    resume_from = existing[-1] if (cfg.resume and existing) else None
+
+    # data: every step of every (successful) demo, in memory
+    t0 = time.perf_counter()
+    episodes = load_episodes(cfg.data_dir, cfg.image_size, tasks=cfg.tasks, only_success=cfg.only_success)
+    tasks = tuple(sorted({ep.task for ep in episodes}))
+    tokenizer = load_tokenizer(resume_from) if resume_from else build_tokenizer(episodes)
+    train_eps, val_eps = split_episodes(episodes, cfg.val_fraction, cfg.seed)
+    binner = ActionBinner()
+    train_set = make_demo_set(train_eps, tokenizer, binner, tasks)
+    val_set = make_demo_set(val_eps, tokenizer, binner, tasks) if val_eps else None
+    del episodes, train_eps
+    log.info("loaded %d train episodes (%d steps), %d val episodes (%d steps) of %s in %.1fs",
+             train_set.n_episodes, len(train_set), len(val_eps), len(val_set) if val_set else 0, tasks,
+             time.perf_counter() - t0)
+    val_index = None
+    if val_set is not None:
+        val_index = torch.arange(len(val_set))
+        if cfg.eval_samples and len(val_set) > cfg.eval_samples:
+            g = torch.Generator().manual_seed(cfg.seed + 99)
+            val_index = torch.randperm(len(val_set), generator=g)[: cfg.eval_samples].sort().values
+
+    # model and optimizer
+    num_words = max(TinyVLAConfig.num_words, tokenizer.get_vocab_size())
+    torch.manual_seed(cfg.seed)
+    model = TinyVLA(cfg.model_config(num_words))
+    if model.config.action_bins != binner.bins or model.config.action_dims != train_set.action_bins.shape[1]:
+        raise ConfigError(f"the demos have {train_set.action_bins.shape[1]}-D actions, the model "
+                          f"{model.config.action_dims}-D with {model.config.action_bins} bins")
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
+    start_step, seconds = 0, 0.0
+    if resume_from is not None:
+        loaded = TinyVLA.from_pretrained(resume_from)
+        if asdict(loaded.config) != asdict(model.config):
+            raise CheckpointError(f"{resume_from} holds a model of other sizes than this TrainConfig asks for")
+        model.load_state_dict(loaded.state_dict())
+        _load_optimizer(opt, resume_from / OPTIM_NAME)
+        st = json.loads((resume_from / STATE_NAME).read_text())
+        start_step, seconds = int(st["step"]), float(st["seconds"])
+        log.info("resuming from %s (step %d)", resume_from, start_step)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    (out / "train_config.json").write_text(json.dumps(cfg.to_json(), indent=2))
+    log_path = out / LOG_NAME
+    records = _read_log(log_path, start_step)
+    with log_path.open("w") as f:  # drop records a crashed run wrote after its last checkpoint
+        f.writelines(json.dumps(r) + "\n" for r in records)
+
+    model.train()
+    window: list[tuple[float, float, float]] = []
+    last_val: dict[str, float] = {}
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=not cfg.progress, desc="train tinyvla", dynamic_ncols=True)
+    tick = time.perf_counter()
+    with log_path.open("a") as logf:
+
+        def emit(rec: dict) -> None:
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+
+        def run_eval(step: int) -> None:
+            nonlocal last_val
+            if val_set is None:
+                return
+            last_val = evaluate(model, val_set, val_index)
+            emit({"kind": "val", "step": step, **{k: round(v, 6) for k, v in last_val.items()}})
+            log.info("step %d val loss %.4f acc %.4f", step, last_val["loss"], last_val["acc"])
+
+        end = cfg.steps if stop_at is None else max(start_step, stop_at)
+        for step in range(start_step, end):
+            lr = lr_at(step, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            g = _step_generator(cfg.seed, step)
+            index = torch.randint(len(train_set), (cfg.batch_size,), generator=g)
+            pixels = augment(train_set.images[index], g, cfg.max_shift, cfg.color_jitter)
+            batch = train_set.batch(index, pixels=pixels)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss, pred = training_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            acc = float((pred == batch.action_bins).float().mean())
+            window.append((loss.item(), acc, grad_norm.item()))
+            done = step + 1
+            bar.update(1)
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                now = time.perf_counter()
+                seconds += now - tick
+                tick = now
+                mean = np.mean(window, axis=0)
+                window = []
+                emit({"kind": "train", "step": done, "loss": round(float(mean[0]), 6), "acc": round(float(mean[1]), 6),
+                      "lr": lr, "grad_norm": round(float(mean[2]), 6), "seconds": round(seconds, 2)})
+                bar.set_postfix(loss=f"{mean[0]:.3f}", acc=f"{mean[1]:.3f}", val=f"{last_val.get('acc', float('nan')):.3f}")
+            if done % cfg.eval_every == 0 and done != cfg.steps:
+                run_eval(done)
+            if done % cfg.save_every == 0 or done in (cfg.steps, stop_at):
+                seconds += time.perf_counter() - tick
+                tick = time.perf_counter()
+                _save_checkpoint(out, model, tokenizer, opt, {"step": done, "seconds": round(seconds, 2)},
+                                 cfg.keep_checkpoints)
+        bar.close()
+        if end < cfg.steps:
+            log.info("stopped at step %d of %d (resume=True continues)", end, cfg.steps)
+            return _checkpoints(out)[-1]
+
+        # final: full validation (all held-out steps) and the shipped files
+        final_val: dict[str, float] = {}
+        if val_set is not None:
+            final_val = evaluate(model, val_set, torch.arange(len(val_set)))
+            emit({"kind": "val_final", "step": cfg.steps, **{k: round(v, 6) for k, v in final_val.items()}})
+    seconds += time.perf_counter() - tick
+
+    final = out / FINAL
+    model.save_pretrained(final)
+    save_tokenizer(tokenizer, final)
+    curve = _read_log(log_path, cfg.steps)
+    train_recs = [r for r in curve if r["kind"] == "train"]
+    stride = max(1, len(train_recs) // 200)
+    summary = {
+        "command": command or f"dtp.tinyvla.train.train({cfg!r})",
+        "config": cfg.to_json(),
+        "model": asdict(model.config),
+        "parameters": n_params,
+        "data": {"tasks": list(tasks), "train_episodes": train_set.n_episodes, "train_steps": len(train_set),
+                 "val_episodes": len(val_eps), "val_steps": len(val_set) if val_set else 0,
+                 "val_seeds": {t: sorted(e.seed for e in val_eps if e.task == t) for t in tasks}},
+        "seconds": round(seconds, 1),
+        "final_train": train_recs[-1] if train_recs else {},
+        "final_val": {k: round(v, 6) for k, v in final_val.items()},
+        "curve": {"train": train_recs[::stride] + ([train_recs[-1]] if train_recs and (len(train_recs) - 1) % stride else []),
+                  "val": [r for r in curve if r["kind"] == "val"]},
+        "torch": torch.__version__,
+        "threads": cfg.threads,
+    }
+    (final / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
+    log.info("done: %d steps in %.0fs, final checkpoint %s", cfg.steps, seconds, final)
+    return final
+
+
+# -- command line -----------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dtp.tinyvla.train", description="Train TinyVLA on demonstrations.")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "tasks":
+            p.add_argument(flag, nargs="+", default=None, help="task names (default: all in data_dir)")
+        elif f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            p.add_argument(flag, type=kind, default=f.default)
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    ns = vars(_parser().parse_args(argv))
+    if ns["tasks"] is not None:
+        ns["tasks"] = tuple(ns["tasks"])
+    return TrainConfig(**ns)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = config_from_args(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    final = train(cfg, command="python -m dtp.tinyvla.train " + " ".join(argv))
+    print(final)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
