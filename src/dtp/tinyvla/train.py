@@ -212,25 +212,35 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 
 @torch.no_grad()
 def evaluate(model: TinyVLA, data: DemoSet, index: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
-    """Loss and action-token accuracy (exact bin) on data[index], overall and per task; no augmentation."""
+    """Metrics on data[index], in float32 and without augmentation, overall and per task.
+
+    loss: cross-entropy per action token; acc: fraction of action tokens in exactly the
+    right bin; mae: mean |decoded predicted action - decoded target| per dimension, in
+    action units ([-1, 1]; one bin is 2/256 wide).
+    """
     was_training = model.training
     model.eval()
+    width = 2.0 / model.config.action_bins
+    n_tasks = len(data.tasks)
     total_loss, n_tokens = 0.0, 0
-    correct = torch.zeros(len(data.tasks))
-    count = torch.zeros(len(data.tasks))
+    hits_sum, err_sum, count = torch.zeros(n_tasks), torch.zeros(n_tasks), torch.zeros(n_tasks)
     for start in range(0, len(index), batch_size):
         batch = data.batch(index[start : start + batch_size])
         loss, pred = training_loss(model, batch)
         hits = (pred == batch.action_bins).float().mean(1)  # (B,)
+        err = (pred - batch.action_bins).abs().float().mean(1) * width  # (B,)
         total_loss += float(loss) * batch.action_bins.numel()
         n_tokens += batch.action_bins.numel()
-        correct.index_add_(0, batch.task_ids, hits)
+        hits_sum.index_add_(0, batch.task_ids, hits)
+        err_sum.index_add_(0, batch.task_ids, err)
         count.index_add_(0, batch.task_ids, torch.ones_like(hits))
     model.train(was_training)
-    out = {"loss": total_loss / max(n_tokens, 1), "acc": float(correct.sum() / count.sum().clamp(min=1))}
+    n = count.sum().clamp(min=1)
+    out = {"loss": total_loss / max(n_tokens, 1), "acc": float(hits_sum.sum() / n), "mae": float(err_sum.sum() / n)}
     for i, task in enumerate(data.tasks):
         if count[i] > 0:
-            out[f"acc_{task}"] = float(correct[i] / count[i])
+            out[f"acc_{task}"] = float(hits_sum[i] / count[i])
+            out[f"mae_{task}"] = float(err_sum[i] / count[i])
     return out
 
 
