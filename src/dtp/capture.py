@@ -101,7 +101,11 @@ class AttentionCapture:
         base_mask = eager_mask if use_eager else sdpa_mask
 
         def mask_fn(*args, **kwargs):
-            kwargs["allow_is_causal_skip"] = False
+            # SDPA may keep its causal skip (mask None -> is_causal=True: the plain model's own kernel,
+            # about half the prefill attention work); _record rebuilds that causal mask for its rows.
+            # A bidirectional skip would be indistinguishable from it, so that one stays off.
+            if use_eager:
+                kwargs["allow_is_causal_skip"] = False
             kwargs["allow_is_bidirectional_skip"] = False
             return base_mask(*args, **kwargs)
 
@@ -129,6 +133,7 @@ class AttentionCapture:
         """Forget recorded rows and position counters (a new sequence starts at position 0)."""
         self._seen = {}
         self._records = {}
+        self._causal_cache: dict[tuple, torch.Tensor] = {}
 
     # -- recording ----------------------------------------------------------------------
     def _selected(self, q_start: int, q_len: int) -> list[int]:
@@ -142,6 +147,16 @@ class AttentionCapture:
         if self.spec.record_decode and q_len == 1 and q_start > 0 and not sel:
             sel = [0]
         return sel
+
+    def _future_keys(self, q_abs: list[int], k_len: int, key_offset: int, dev) -> torch.Tensor:
+        """(q_sel, k_len) bool, True where a key lies after its query; built once per forward, shared by layers."""
+        cache_key = (q_abs[0], q_abs[-1], len(q_abs), k_len, key_offset, str(dev))
+        blocked = self._causal_cache.get(cache_key)
+        if blocked is None:
+            key_abs = torch.arange(k_len, device=dev) + key_offset
+            blocked = key_abs[None, :] > torch.tensor(q_abs, device=dev)[:, None]
+            self._causal_cache = {cache_key: blocked}
+        return blocked
 
     def _record(self, module, query, key, attention_mask, kwargs) -> None:
         layer = getattr(module, "layer_idx", None)
@@ -180,10 +195,9 @@ class AttentionCapture:
                 scores = torch.where(m, scores, float("-inf"))
             else:
                 scores = scores + m.float()
-        else:  # a skipped mask means plain causal attention
-            key_abs = torch.arange(k_len, device=dev) + key_offset
-            causal = key_abs[None, :] <= torch.tensor(q_abs, device=dev)[:, None]
-            scores = scores.masked_fill(~causal, float("-inf"))
+        elif q_abs[0] < q_start + q_len - 1:  # a skipped mask means plain causal attention
+            scores = scores.masked_fill_(self._future_keys(q_abs, k_len, key_offset, dev), float("-inf"))
+        # else: every key is at or before every recorded query (a decode step): nothing to mask
         probs = torch.softmax(scores, dim=-1)
         lo, hi = (self._key_span[0] - key_offset, self._key_span[1] - key_offset) if self._key_span else (-1, -1)
         if self._key_span is not None and lo >= 0 and hi <= k_len:  # image keys form one span: a slice
