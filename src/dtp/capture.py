@@ -39,12 +39,15 @@ class CaptureSpec:
       (prompt tokens for relevance, the last prefill token for the first action token).
     record_decode: also record the single query of every cached decode step (action tokens).
     layers: layer indices to record; None records every layer.
+    mean_heads: keep only the mean over heads (rows (B, 1, q_sel, N)): H times less memory,
+      for consumers that average heads anyway (DTP's relevance and Eq. 4 both do).
     """
 
     key_positions: torch.Tensor
     query_positions: torch.Tensor
     record_decode: bool = True
     layers: tuple[int, ...] | None = None
+    mean_heads: bool = False
 
 
 @dataclass
@@ -201,12 +204,15 @@ class AttentionCapture:
         probs = torch.softmax(scores, dim=-1)
         lo, hi = (self._key_span[0] - key_offset, self._key_span[1] - key_offset) if self._key_span else (-1, -1)
         if self._key_span is not None and lo >= 0 and hi <= k_len:  # image keys form one span: a slice
-            rows = probs[..., lo:hi].contiguous()
+            rows = probs[..., lo:hi]
+            rows = rows.mean(dim=1, keepdim=True) if self.spec.mean_heads else rows.contiguous()
         else:
             cols = self._keys.to(dev) - key_offset
             valid = (cols >= 0) & (cols < k_len)
             rows = torch.zeros(*probs.shape[:3], cols.numel(), dtype=torch.float32, device=dev)
             rows[..., valid] = probs[..., cols[valid]]
+            if self.spec.mean_heads:
+                rows = rows.mean(dim=1, keepdim=True)  # (B, 1, q_sel, N)
         rec = self._records.setdefault(layer, _LayerRows())
         rec.positions.extend(q_abs)
         rec.rows.append(rows.detach())
@@ -217,7 +223,7 @@ class AttentionCapture:
         return sorted(self._records)
 
     def rows_at(self, positions: torch.Tensor | list[int], layers: list[int] | tuple[int, ...] | None = None) -> torch.Tensor:
-        """Rows of the given query positions: (layers, B, H, len(positions), N), float32.
+        """Rows of the given query positions: (layers, B, H, len(positions), N), float32 (H = 1 with mean_heads).
 
         A position recorded twice (e.g. a second generate) takes its latest row.
         """

@@ -14,10 +14,14 @@ __all__ = ["capture_spec_for", "trace_from_capture", "greedy_action_decode", "pa
 
 
 def capture_spec_for(layout: TokenLayout) -> CaptureSpec:
-    """Rows DTP needs: prompt queries and the last prefill query (it emits action 1), then each decode query."""
+    """Rows DTP needs: prompt queries and the last prefill query (it emits action 1), then each decode query.
+
+    Heads are averaged as they are recorded (Trace rows then have H = 1): relevance and Eq. 4 use
+    only head means, so the capture holds H times less (see docs/performance.md).
+    """
     last = torch.tensor([layout.seq_len - 1])
     queries = torch.unique(torch.cat([layout.prompt_positions.long().cpu(), last]))
-    return CaptureSpec(key_positions=layout.image_positions, query_positions=queries, record_decode=True)
+    return CaptureSpec(key_positions=layout.image_positions, query_positions=queries, record_decode=True, mean_heads=True)
 
 
 def action_query_positions(layout: TokenLayout, n_tokens: int) -> list[int]:
