@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import core
+from . import core, fast
 from .config import DTPConfig
-from .errors import AttentionError
+from .errors import AttentionError, UnsupportedModelError
 from .models.base import Generation, Observation, VLAAdapter
 from .models.common import capture_spec_for
 
@@ -95,10 +95,18 @@ def mean_entropy(logits: torch.Tensor) -> float:
 class DTPPolicy:
     """`policy.reset(seed)` at each episode, then `policy.step(obs)` per control step."""
 
-    def __init__(self, adapter: VLAAdapter, config: DTPConfig | None = None, *, observe: bool = False):
+    def __init__(
+        self, adapter: VLAAdapter, config: DTPConfig | None = None, *, observe: bool = False, pass2: str = "exact"
+    ):
+        """pass2: how pass 2 runs, one of fast.PASS2_MODES: "exact" (the paper's full rerun, default),
+        "exact_prefix" (reuse pass 1's cache before the first pruned token; same result),
+        "approx_image" (an approximation: also reuse the kept image tokens' cache). See dtp.fast."""
         self.adapter = adapter
         self.config = config or DTPConfig()
         self.observe = observe
+        self.pass2 = fast.check_pass2_mode(pass2)
+        if pass2 != "exact" and not fast.supports_reuse(adapter):
+            raise UnsupportedModelError(f"pass2={pass2!r} is not available for {type(adapter).__name__}; use 'exact'")
         self.relevance_layers = self.config.resolve_layers(adapter.num_layers)
         self._step = 0
         self._episode_seed = 0
@@ -140,7 +148,7 @@ class DTPPolicy:
             rec.timings["dtp_math_s"] = time.perf_counter() - t0
             if cfg.enabled and rec.n_pruned > 0:
                 t0 = time.perf_counter()
-                final = self.adapter.generate(inputs, keep=core.keep_mask(rec.pruned))
+                final = fast.second_pass(self.adapter, inputs, gen1, core.keep_mask(rec.pruned), self.pass2)
                 rec.timings["pass2_s"] = time.perf_counter() - t0
         rec.tokens = final.action_bins.tolist()
         rec.action = self.adapter.decode(final.action_bins)
