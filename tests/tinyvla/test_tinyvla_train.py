@@ -17,7 +17,7 @@ from dtp.models.llama_vla import LlamaVLAAdapter
 from dtp.policy import DTPPolicy
 from dtp.tinyvla import TinyVLA, TinyVLAConfig
 from dtp.tinyvla.data import DataError, augment, build_tokenizer, load_episodes, make_demo_set, split_episodes
-from dtp.tinyvla.train import TrainConfig, action_logits, train
+from dtp.tinyvla.train import TrainConfig, action_logits, action_loss, train
 
 TINY = dict(image_size=48, patch_size=8, vision_width=32, hidden_size=32, num_layers=2, num_heads=2,
             intermediate_size=64)
@@ -41,7 +41,7 @@ def train_records(out_dir: Path) -> list[dict]:
     [dict(steps=0), dict(batch_size=-1), dict(lr=0.0), dict(lr=float("nan")), dict(weight_decay=-0.1),
      dict(warmup=100, steps=50), dict(val_fraction=1.0), dict(image_size=50, patch_size=8), dict(patch_size=7),
      dict(hidden_size=30, num_heads=4), dict(save_every=15, log_every=10), dict(precision="fp16"),
-     dict(tasks="reach"), dict(max_shift=30, image_size=48), dict(steps=2.5), dict(resume=True, seed=-1)],
+     dict(tasks="reach"), dict(bin_sigma=-1.0), dict(max_shift=30, image_size=48), dict(steps=2.5), dict(resume=True, seed=-1)],
 )
 def test_bad_config_values_raise(bad):
     with pytest.raises(ConfigError):
@@ -176,3 +176,13 @@ def test_resume_continues_exactly(demo_dir, tmp_path):
     w1 = load_file(str(tmp_path / "straight" / "final" / "model.safetensors"))
     w2 = load_file(str(tmp_path / "split" / "final" / "model.safetensors"))
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_soft_bin_targets_favour_near_misses():
+    def loss_for(peak: int, sigma: float) -> float:
+        logits = torch.full((1, 1, 8), -5.0)
+        logits[0, 0, peak] = 5.0
+        return float(action_loss(logits, torch.tensor([[3]]), sigma))
+
+    assert loss_for(4, 0.0) == pytest.approx(loss_for(7, 0.0))  # one-hot CE: every miss costs the same
+    assert loss_for(3, 1.5) < loss_for(4, 1.5) < loss_for(7, 1.5)  # soft targets: ordered by distance

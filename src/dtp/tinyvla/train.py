@@ -51,7 +51,7 @@ from .data import DemoSet, augment, build_tokenizer, load_episodes, make_demo_se
 from .modeling import TinyVLA, TinyVLAConfig
 from .tokenizer import load_tokenizer, save_tokenizer
 
-__all__ = ["TrainConfig", "train", "evaluate", "action_logits", "training_loss", "lr_at", "main"]
+__all__ = ["TrainConfig", "train", "evaluate", "action_logits", "action_loss", "training_loss", "lr_at", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup: int = 100
     grad_clip: float = 1.0
+    bin_sigma: float = 0.0  # >0: soft targets, a Gaussian over neighbouring bins (std in bins); 0: one-hot CE
     seed: int = 0
     # model sizes (TinyVLAConfig); chosen by measured s/step on 2 CPU cores, see training.json
     image_size: int = 96
@@ -122,6 +123,8 @@ class TrainConfig:
             bad(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             bad(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (math.isfinite(self.bin_sigma) and self.bin_sigma >= 0):
+            bad(f"bin_sigma must be >= 0, got {self.bin_sigma!r}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             bad(f"grad_clip must be > 0, got {self.grad_clip!r}")
         if not 0 <= self.val_fraction < 1:
@@ -190,11 +193,24 @@ def action_logits(model: TinyVLA, batch) -> torch.Tensor:
     return logits[..., cfg.num_words : cfg.vocab_size].float()  # (B, T, bins): the adapter decodes from these
 
 
-def training_loss(model: TinyVLA, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy of the T action tokens over the action bins; returns (loss, predicted bins (B, T))."""
-    logits = action_logits(model, batch)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.action_bins.reshape(-1))
-    return loss, logits.argmax(-1)
+def action_loss(logits: torch.Tensor, targets: torch.Tensor, bin_sigma: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of logits (..., bins) against target bins (...).
+
+    bin_sigma > 0 replaces the one-hot target by a Gaussian over the bins around it (std in
+    bins), so a near miss costs less than a far one: the bins are ordered, the tokens are not.
+    """
+    flat, target = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    if bin_sigma <= 0:
+        return F.cross_entropy(flat, target)
+    bins = torch.arange(flat.shape[-1], dtype=torch.float32)
+    soft = torch.softmax(-0.5 * ((bins.view(1, -1) - target.view(-1, 1).float()) / bin_sigma) ** 2, dim=-1)
+    return F.cross_entropy(flat, soft)
+
+
+def training_loss(model: TinyVLA, batch, bin_sigma: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss of the T action tokens over the action bins (see action_loss); returns (loss, predicted bins (B, T))."""
+    logits = action_logits(model, batch)  # (B, T, bins)
+    return action_loss(logits, batch.action_bins, bin_sigma), logits.argmax(-1)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -407,7 +423,7 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
             pixels = augment(train_set.images[index], g, cfg.max_shift, cfg.color_jitter)
             batch = train_set.batch(index, pixels=pixels)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss, pred = training_loss(model, batch)
+                loss, pred = training_loss(model, batch, cfg.bin_sigma)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
