@@ -56,6 +56,23 @@ class _LayerRows:
     rows: list[torch.Tensor] = field(default_factory=list)  # each (B, H, q_sel, N)
 
 
+@dataclass
+class _PendingDecode:
+    """One layer's decode-step queries, kept to be computed in one batch against the layer's latest keys.
+
+    Valid while each step's keys are the previous step's keys plus one (an append-only cache such
+    as DynamicCache), so that step t's keys are a prefix of the latest ones.
+    """
+
+    queries: list[torch.Tensor]  # each (B, H, 1, d)
+    positions: list[int]
+    key_lens: list[int]
+    key: torch.Tensor  # (B, H_kv, key_lens[-1], d)
+    groups: int
+    scaling: float
+    softcap: float | None
+
+
 def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     if n_rep == 1:
         return x
@@ -126,6 +143,9 @@ class AttentionCapture:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._flush_all()
+        self._pending = {}
         self.config._attn_implementation_internal = self._saved_impl
         AttentionInterface._global_mapping.pop(self._name, None)
         ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.pop(self._name, None)
@@ -137,6 +157,7 @@ class AttentionCapture:
         self._seen = {}
         self._records = {}
         self._causal_cache: dict[tuple, torch.Tensor] = {}
+        self._pending: dict[int, _PendingDecode] = {}
 
     # -- recording ----------------------------------------------------------------------
     def _selected(self, q_start: int, q_len: int) -> list[int]:
@@ -173,6 +194,26 @@ class AttentionCapture:
         sel = self._selected(q_start, q_len)
         if not sel:
             return
+        groups = getattr(module, "num_key_value_groups", 1)
+        scaling = kwargs.get("scaling")
+        if scaling is None:
+            scaling = getattr(module, "scaling", query.shape[-1] ** -0.5)
+        softcap = kwargs.get("softcap")
+        key_offset = q_start + q_len - k_len  # tokens dropped from a cropped (sliding) cache
+        if q_len == 1 and attention_mask is None and key_offset == 0:
+            # A cached decode step under plain causal attention: its row is computed later, with the
+            # layer's other decode steps in one batch (a handful of kernels per layer, not per step).
+            pending = self._pending.get(layer)
+            if pending is not None and pending.key_lens[-1] + 1 == k_len and pending.scaling == scaling:
+                pending.queries.append(query)
+                pending.positions.append(q_start)
+                pending.key_lens.append(k_len)
+                pending.key = key
+            else:
+                self._flush(layer)
+                self._pending[layer] = _PendingDecode([query], [q_start], [k_len], key, groups, scaling, softcap)
+            return
+        self._flush(layer)
         dev = query.device
         if sel[-1] - sel[0] + 1 == len(sel):  # contiguous queries (the usual prompt span): a view
             rows_of = slice(sel[0], sel[-1] + 1)
@@ -181,15 +222,10 @@ class AttentionCapture:
             rows_of = torch.tensor(sel, device=dev)
             q = query.index_select(2, rows_of)
         q = q.float()  # (B, H, q_sel, d)
-        k = _repeat_kv(key, getattr(module, "num_key_value_groups", 1)).float()  # (B, H, k_len, d)
-        scaling = kwargs.get("scaling")
-        if scaling is None:
-            scaling = getattr(module, "scaling", q.shape[-1] ** -0.5)
+        k = _repeat_kv(key, groups).float()  # (B, H, k_len, d)
         scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scaling)  # (B, H, q_sel, k_len)
-        softcap = kwargs.get("softcap")
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
-        key_offset = q_start + q_len - k_len  # tokens dropped from a cropped (sliding) cache
         q_abs = [q_start + i for i in sel]
         if attention_mask is not None:
             m = attention_mask[:, :, rows_of] if isinstance(rows_of, slice) else attention_mask.index_select(2, rows_of)
@@ -200,16 +236,38 @@ class AttentionCapture:
                 scores = scores + m.float()
         elif q_abs[0] < q_start + q_len - 1:  # a skipped mask means plain causal attention
             scores = scores.masked_fill_(self._future_keys(q_abs, k_len, key_offset, dev), float("-inf"))
-        # else: every key is at or before every recorded query (a decode step): nothing to mask
-        probs = torch.softmax(scores, dim=-1)
+        # else: every key is at or before every recorded query: nothing to mask
+        self._keep(layer, q_abs, torch.softmax(scores, dim=-1), key_offset)
+
+    def _flush(self, layer: int) -> None:
+        """Compute the rows of a layer's pending decode steps: one matmul, one mask, one softmax."""
+        p = self._pending.pop(layer, None)
+        if p is None:
+            return
+        q = torch.cat(p.queries, dim=2).float()  # (B, H, n, d)
+        k = _repeat_kv(p.key, p.groups).float()  # (B, H, K, d), K = the last step's key count
+        scores = torch.matmul(q, k.transpose(-1, -2)).mul_(p.scaling)  # (B, H, n, K)
+        if p.softcap is not None:
+            scores = torch.tanh(scores / p.softcap) * p.softcap
+        if len(p.key_lens) > 1:  # step j saw only its first key_lens[j] keys
+            scores = scores.masked_fill_(self._future_keys(p.positions, k.shape[2], 0, k.device), float("-inf"))
+        self._keep(layer, p.positions, torch.softmax(scores, dim=-1), 0)
+
+    def _flush_all(self) -> None:
+        for layer in list(self._pending):
+            self._flush(layer)
+
+    def _keep(self, layer: int, q_abs: list[int], probs: torch.Tensor, key_offset: int) -> None:
+        """Store the image-key columns of softmax rows probs (B, H, q, k_len) for queries q_abs."""
+        k_len = probs.shape[-1]
         lo, hi = (self._key_span[0] - key_offset, self._key_span[1] - key_offset) if self._key_span else (-1, -1)
         if self._key_span is not None and lo >= 0 and hi <= k_len:  # image keys form one span: a slice
             rows = probs[..., lo:hi]
             rows = rows.mean(dim=1, keepdim=True) if self.spec.mean_heads else rows.contiguous()
         else:
-            cols = self._keys.to(dev) - key_offset
+            cols = self._keys.to(probs.device) - key_offset
             valid = (cols >= 0) & (cols < k_len)
-            rows = torch.zeros(*probs.shape[:3], cols.numel(), dtype=torch.float32, device=dev)
+            rows = torch.zeros(*probs.shape[:3], cols.numel(), dtype=torch.float32, device=probs.device)
             rows[..., valid] = probs[..., cols[valid]]
             if self.spec.mean_heads:
                 rows = rows.mean(dim=1, keepdim=True)  # (B, 1, q_sel, N)
@@ -220,6 +278,7 @@ class AttentionCapture:
     # -- reading ------------------------------------------------------------------------
     @property
     def layers(self) -> list[int]:
+        self._flush_all()
         return sorted(self._records)
 
     def rows_at(self, positions: torch.Tensor | list[int], layers: list[int] | tuple[int, ...] | None = None) -> torch.Tensor:
@@ -227,6 +286,7 @@ class AttentionCapture:
 
         A position recorded twice (e.g. a second generate) takes its latest row.
         """
+        self._flush_all()
         want = torch.as_tensor(positions, dtype=torch.long).flatten().tolist()
         layer_ids = list(layers) if layers is not None else self.layers
         if not layer_ids:
@@ -249,4 +309,5 @@ class AttentionCapture:
 
     def nbytes(self) -> int:
         """Bytes held by the captured rows (for the memory benchmark)."""
+        self._flush_all()
         return sum(r.numel() * r.element_size() for rec in self._records.values() for r in rec.rows)
