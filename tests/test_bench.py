@@ -1,0 +1,114 @@
+"""`dtp bench` runs on the tiny model and reports what it promises (no timing assertions)."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from dtp import bench
+from dtp.capture import AttentionCapture, CaptureSpec
+from dtp.config import DTPConfig
+from dtp.errors import ConfigError
+from dtp.models.base import Observation
+from dtp.policy import DTPPolicy
+
+KEYS = {"capture_ratio", "dtp_ratio", "naive_ratio", "capture_bytes", "naive_attention_bytes"}
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    cfg = bench.BenchConfig(models=("tiny",), repeats=1, warmup=0, agreement_steps=0, episodes=0)
+    return bench.run_bench(cfg)["tiny"]
+
+
+def test_run_bench_returns_the_promised_keys(tiny_result):
+    r = tiny_result
+    assert KEYS <= set(r)
+    assert {"dtp_exact_prefix_ratio", "dtp_approx_image_ratio", "tokens_pruned", "plain_ms", "targets"} <= set(r)
+    assert r["tokens_pruned"] > 0  # pass 2 really ran
+    assert all(r[k] > 0 for k in ("capture_ratio", "dtp_ratio", "naive_ratio"))
+    assert r["threads"] == torch.get_num_threads()
+    for key in ("plain", "capture", "dtp", "naive"):
+        assert r[f"{key}_peak_tensor_bytes"] > 0
+
+
+def test_memory_numbers_are_counted_not_guessed(tiny_result):
+    r = tiny_result
+    # naive: L x H x S x S float32 for the prefill; what it returned adds one row per layer, head and decode step
+    assert r["naive_attention_bytes"] == r["layers"] * r["heads"] * r["seq_len"] ** 2 * 4
+    decode_rows = sum(r["seq_len"] + t for t in range(1, r["action_tokens"]))
+    assert r["naive_attention_bytes_held"] == r["naive_attention_bytes"] + r["layers"] * r["heads"] * decode_rows * 4
+    # capture: head-averaged rows of the prompt + last prefill query, then one per decode step, every layer
+    rows = r["prompt_tokens"] + 1 + r["action_tokens"] - 1
+    assert r["capture_bytes"] == r["layers"] * rows * r["image_tokens"] * 4
+
+
+def test_work_is_counted(tiny_result):
+    r = tiny_result
+    for key in ("plain", "capture", "dtp", "dtp_exact_prefix", "dtp_approx_image", "naive"):
+        assert r[f"{key}_flops"] > 0 and r[f"{key}_aten_ops"] > 0
+    assert r["capture_flops"] > r["plain_flops"]  # the recorded rows are extra work
+    assert r["naive_flops"] > r["dtp_flops"]  # eager computes every attention matrix in full, twice
+    assert r["dtp_exact_prefix_flops"] < r["dtp_flops"]  # the reused prefix and the pruned tokens are skipped
+
+
+def test_naive_reference_prunes_what_the_capture_prunes(tiny_result):
+    assert tiny_result["naive_same_pruned"] and tiny_result["naive_same_actions"]
+
+
+def test_cli_prints_the_table_then_json_on_the_last_line(capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_bench_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["bench", "--models", "tiny", "--repeats", "1", "--warmup", "0", "--no-memory", "--agreement-steps", "0",
+         "--episodes", "0", "--threads", "1", "--json"]
+    )
+    assert bench.run_bench_cli(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any("(a) plain" in line for line in out) and any("targets:" in line for line in out)
+    result = json.loads(out[-1])
+    assert KEYS <= set(result["tiny"]) and result["tiny"]["threads"] == 1
+
+
+def test_bad_options_raise_config_errors():
+    with pytest.raises(ConfigError, match="unknown bench model"):
+        bench.BenchConfig(models=("gpt5",))
+    with pytest.raises(ConfigError, match="repeats"):
+        bench.BenchConfig(repeats=0)
+
+
+def test_peak_tensor_bytes_sees_a_transient_tensor():
+    def f():
+        x = torch.ones(1024, 1024)  # 4 MiB, freed on return
+        return float(x.sum())
+
+    assert bench.peak_tensor_bytes(f) >= 4 * 1024 * 1024
+
+
+def test_interleaved_timing_runs_every_variant(tiny_adapter, tiny_obs):
+    pol = DTPPolicy(tiny_adapter, DTPConfig(enabled=False))
+    obs = Observation.from_dict(tiny_obs)
+    times = bench.time_interleaved({"a": lambda: pol.step(obs), "b": lambda: None}, repeats=3, warmup=1)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+
+
+def test_capture_mean_heads_keeps_the_head_mean_of_the_same_rows():
+    """The option behind the capture's memory target (DTP averages heads anyway)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 100, (2, 30), generator=torch.Generator().manual_seed(3))
+    img, queries = list(range(2, 14)), [15, 20, 29]
+    rows = {}
+    for mean in (False, True):
+        spec = CaptureSpec(key_positions=torch.tensor(img), query_positions=torch.tensor(queries), mean_heads=mean)
+        with AttentionCapture(model.config, spec) as cap, torch.no_grad():
+            model(ids)
+            rows[mean] = (cap.rows_at(queries), cap.nbytes())
+    (full, full_bytes), (mean, mean_bytes) = rows[False], rows[True]
+    assert mean.shape[2] == 1 and torch.allclose(mean, full.mean(dim=2, keepdim=True), atol=1e-7)
+    assert mean_bytes * cfg.num_attention_heads == full_bytes
