@@ -426,22 +426,33 @@ def _agreement(adapter, cfg: DTPConfig, steps: int, seed: int, instruction: str)
     }
 
 
-def _rollout_loop(policy: DTPPolicy, env, seed: int) -> tuple[float, float, int]:
-    """The evaluation loop when dtp.eval is not there: (model seconds, env seconds, steps)."""
+def _rollout_loop(policy: DTPPolicy, env, seed: int) -> tuple[float, float, int, int]:
+    """The evaluation loop when dtp.eval is not there: (model seconds, env seconds, steps, steps pruned)."""
     obs, _ = env.reset(seed=seed)
     policy.reset(seed)
     model_s = env_s = 0.0
-    steps = 0
+    steps = fired = 0
     while True:
         t0 = time.perf_counter()
-        action = policy.step(obs).action
+        res = policy.step(obs)
         model_s += time.perf_counter() - t0
         t0 = time.perf_counter()
-        obs, _, terminated, truncated, _ = env.step(action)
+        obs, _, terminated, truncated, _ = env.step(res.action)
         env_s += time.perf_counter() - t0
         steps += 1
+        fired += res.record.fired
         if terminated or truncated:
-            return model_s, env_s, steps
+            return model_s, env_s, steps, fired
+
+
+def _render_seconds(env, n: int = 20) -> float:
+    """Median seconds of one env.render() (the same renderer env.step uses for its observation)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        env.render()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def _throughput(adapter, cfg: DTPConfig, episodes: int, seed: int) -> dict[str, Any]:
@@ -459,7 +470,7 @@ def _throughput(adapter, cfg: DTPConfig, episodes: int, seed: int) -> dict[str, 
     for label, dtp_cfg in (("off", DTPConfig(enabled=False)), ("on", cfg)):
         policy = DTPPolicy(adapter, dtp_cfg)
         model_s = env_s = render_s = probe_s = 0.0
-        steps = 0
+        steps = fired = 0
         t_all = time.perf_counter()
         for ep in range(episodes):
             env = make_env("push", image_size=size)
@@ -467,20 +478,21 @@ def _throughput(adapter, cfg: DTPConfig, episodes: int, seed: int) -> dict[str, 
                 if run_episode is not None:
                     res = run_episode(policy, env, seed + ep)
                     m, e, n = res.seconds["policy_s"], res.seconds["env_s"], res.length
+                    f = sum(bool(row.get("fired")) for row in res.steps)
                 else:
-                    m, e, n = _rollout_loop(policy, env, seed + ep)
+                    m, e, n, f = _rollout_loop(policy, env, seed + ep)
                 t0 = time.perf_counter()
-                for _ in range(5):
-                    env.render()
-                dt = time.perf_counter() - t0
+                per_frame = _render_seconds(env)
+                probe_s += time.perf_counter() - t0
             finally:
                 env.close()
-            probe_s += dt
-            model_s, env_s, steps, render_s = model_s + m, env_s + e, steps + n, render_s + dt / 5 * n
+            model_s, env_s, render_s = model_s + m, env_s + e, render_s + per_frame * n
+            steps, fired = steps + n, fired + f
         wall = time.perf_counter() - t_all - probe_s
         out[label] = {
             "episodes": episodes,
             "steps": steps,
+            "steps_pruned": fired,
             "steps_per_s": steps / wall,
             "episodes_per_min": 60 * episodes / wall,
             "model_s_per_step": model_s / steps,
@@ -703,11 +715,13 @@ def format_report(results: dict[str, Any]) -> str:
                     x = tp[label]
                     lines.append(
                         f"   rollouts DTP {label:3s}: {x['steps_per_s']:.1f} env steps/s, {x['episodes_per_min']:.2f} "
-                        f"episodes/min over {x['episodes']} episodes ({x['steps']} steps); per step: model "
+                        f"episodes/min over {x['episodes']} episodes ({x['steps']} steps, pass 2 ran on "
+                        f"{x['steps_pruned']}); per step: model "
                         f"{1e3 * x['model_s_per_step']:.1f} ms, render {1e3 * x['render_s_per_step']:.1f} ms, physics "
                         f"{1e3 * x['physics_s_per_step']:.1f} ms, other {1e3 * x['other_s_per_step']:.1f} ms"
                     )
-                lines.append(f"   (rollouts by {tp['rollout']}; render timed separately on the final state)")
+                lines.append(f"   (rollouts of {tp['task']} by {tp['rollout']}; render = median of 20 env.render() on each "
+                             "episode's last state, physics = env.step - render)")
         lines.append("")
     return "\n".join(lines)
 
