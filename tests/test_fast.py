@@ -40,12 +40,16 @@ def test_exact_prefix_logits_match_a_masked_rerun(tiny_adapter):
         inputs = tiny_adapter.prepare(Observation.from_dict(obs))
         gen1 = tiny_adapter.generate(inputs, capture=capture_spec_for(inputs.layout), relevance_layers=(1,))
         keep = torch.rand(inputs.layout.num_image_tokens, generator=torch.Generator().manual_seed(i)) > 0.3
-        exact = fast.second_pass(tiny_adapter, inputs, gen1, keep, "exact")
         quick = fast.second_pass(tiny_adapter, inputs, gen1, keep, "exact_prefix")
+        exact = fast.second_pass(tiny_adapter, inputs, gen1, keep, "exact")
         assert quick.action_bins.tolist() == exact.action_bins.tolist()
         assert (quick.action_logits - exact.action_logits).abs().max() < 1e-5
         assert quick.extras["exact"] and quick.extras["reused_tokens"] >= 1
-        # pass 1's cache is left as it was: a second reuse gives the same numbers
+        # pass 2 consumed pass 1's cache (one KV cache alive at a time); a fresh pass 1 repeats the numbers
+        assert "cache" not in gen1.extras
+        with pytest.raises(UnsupportedModelError, match="consumed"):
+            fast.second_pass(tiny_adapter, inputs, gen1, keep, "exact_prefix")
+        gen1 = tiny_adapter.generate(inputs, capture=capture_spec_for(inputs.layout), relevance_layers=(1,))
         again = fast.second_pass(tiny_adapter, inputs, gen1, keep, "exact_prefix")
         assert torch.equal(again.action_logits, quick.action_logits)
 
@@ -62,6 +66,7 @@ def test_approx_image_runs_and_is_labelled_an_approximation(tiny_adapter, tiny_o
     assert approx.action_bins.shape == (tiny_adapter.n_action_tokens,)
     # with nothing pruned the image cache is exactly pass 1's, so the approximation is exact
     full = torch.ones_like(keep)
+    gen1 = tiny_adapter.generate(inputs, capture=capture_spec_for(inputs.layout), relevance_layers=(1,))
     same = fast.second_pass(tiny_adapter, inputs, gen1, full, "approx_image")
     assert same.action_bins.tolist() == gen1.action_bins.tolist()
     assert (same.action_logits - gen1.action_logits).abs().max() < 1e-5

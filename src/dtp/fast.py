@@ -98,7 +98,11 @@ def reuse_plan(layout: TokenLayout, keep: torch.Tensor, mode: str) -> ReusePlan:
 
 
 def _cache_subset(pass1_cache: DynamicCache, positions: torch.Tensor, config) -> DynamicCache:
-    """A fresh DynamicCache holding pass 1's keys/values at `positions` (pass 1's cache is not modified)."""
+    """A fresh DynamicCache holding pass 1's keys/values at `positions`.
+
+    Consumes `pass1_cache` layer by layer (each layer is dropped once copied), so that at most one
+    layer exists twice.
+    """
     out = DynamicCache(config=config)
     n = positions.numel()
     contiguous = n > 0 and int(positions[-1]) - int(positions[0]) + 1 == n
@@ -110,7 +114,8 @@ def _cache_subset(pass1_cache: DynamicCache, positions: torch.Tensor, config) ->
         else:
             idx = positions.to(k.device)
             k, v = k.index_select(2, idx), v.index_select(2, idx)
-        out.update(k, v, layer_idx)
+        out.update(k, v, layer_idx)  # copies
+        layer.keys = layer.values = None
     return out
 
 
@@ -118,22 +123,30 @@ def _cache_subset(pass1_cache: DynamicCache, positions: torch.Tensor, config) ->
 def second_pass(
     adapter: VLAAdapter, inputs: PreparedInputs, pass1: Generation, keep: torch.Tensor, mode: str = "exact"
 ) -> Generation:
-    """Pass 2 on the pruned input in `mode` (one of PASS2_MODES); `pass1` is pass 1's Generation."""
+    """Pass 2 on the pruned input in `mode` (one of PASS2_MODES); `pass1` is pass 1's Generation.
+
+    Pass 2 consumes pass 1's KV cache: it is taken out of `pass1.extras` (what a reuse mode needs is
+    copied first), so that pass 2 does not run with two full caches alive.
+    """
     check_pass2_mode(mode)
     if mode == "exact":
+        pass1.extras.pop("cache", None)
         return adapter.generate(inputs, keep=keep)
     if not supports_reuse(adapter):
         raise UnsupportedModelError(
             f"pass2={mode!r} needs a causal LM adapter that returns its pass-1 cache; "
             f"{type(adapter).__name__} supports only pass2='exact'"
         )
-    cache1, embeds = pass1.extras.get("cache"), pass1.extras.get("embeds")
-    if cache1 is None or embeds is None:
-        raise UnsupportedModelError("pass 1 returned no cache/embeddings to reuse (extras['cache'], extras['embeds'])")
+    embeds = pass1.extras.get("embeds")
+    if pass1.extras.get("cache") is None or embeds is None:
+        raise UnsupportedModelError(
+            "pass 1 returned no cache/embeddings to reuse (extras['cache'], extras['embeds']); "
+            "was its cache already consumed by another second_pass?"
+        )
     layout = inputs.layout
     plan = reuse_plan(layout, keep, mode)
     lm = adapter.lm
-    cache = _cache_subset(cache1, plan.cached, lm.config)
+    cache = _cache_subset(pass1.extras.pop("cache"), plan.cached, lm.config)  # a copy; pass 1's is freed
     s = layout.seq_len
     computed = plan.computed.to(embeds.device)
     n_cached = plan.cached.numel()
