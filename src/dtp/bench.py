@@ -403,16 +403,20 @@ def _agreement(adapter, cfg: DTPConfig, steps: int, seed: int, instruction: str)
     fired = 0
     for obs in frames:
         inputs = adapter.prepare(obs)
-        gen1 = adapter.generate(inputs, capture=capture_spec_for(inputs.layout), relevance_layers=policy.relevance_layers)
+        spec = capture_spec_for(inputs.layout)
+        gen1 = adapter.generate(inputs, capture=spec, relevance_layers=policy.relevance_layers)
         rec = StepRecord(step=0)
         policy._analyse(gen1, inputs.layout.grid, rec)
         if rec.n_pruned == 0:
             continue
         fired += 1
         keep = core.keep_mask(rec.pruned)
+        outs = {}
+        for mode in same:  # each pass 2 consumes its pass 1's cache: run pass 1 again for each
+            again = adapter.generate(inputs, capture=spec, relevance_layers=policy.relevance_layers)
+            outs[mode] = fast.second_pass(adapter, inputs, again, keep, mode)
         exact = fast.second_pass(adapter, inputs, gen1, keep, "exact")
-        for mode in same:
-            out = fast.second_pass(adapter, inputs, gen1, keep, mode)
+        for mode, out in outs.items():
             same[mode] += out.action_bins.tolist() == exact.action_bins.tolist()
             max_dlogit[mode] = max(max_dlogit[mode], float((out.action_logits - exact.action_logits).abs().max()))
     return {
