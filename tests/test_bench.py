@@ -18,7 +18,7 @@ KEYS = {"capture_ratio", "dtp_ratio", "naive_ratio", "capture_bytes", "naive_att
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    cfg = bench.BenchConfig(models=("tiny",), repeats=1, warmup=0, agreement_steps=0, episodes=0)
+    cfg = bench.BenchConfig(models=("tiny",), repeats=1, warmup=0, min_seconds=0, agreement_steps=0, episodes=0)
     return bench.run_bench(cfg)["tiny"]
 
 
@@ -26,6 +26,7 @@ def test_run_bench_returns_the_promised_keys(tiny_result):
     r = tiny_result
     assert KEYS <= set(r)
     assert {"dtp_exact_prefix_ratio", "dtp_approx_image_ratio", "tokens_pruned", "plain_ms", "targets"} <= set(r)
+    assert set(r["ratios_of_min"]) == {"plain", "capture", "dtp", "dtp_exact_prefix", "dtp_approx_image", "naive"}
     assert r["tokens_pruned"] > 0  # pass 2 really ran
     assert all(r[k] > 0 for k in ("capture_ratio", "dtp_ratio", "naive_ratio"))
     assert r["threads"] == torch.get_num_threads()
@@ -61,7 +62,7 @@ def test_cli_prints_the_table_then_json_on_the_last_line(capsys):
     parser = argparse.ArgumentParser()
     bench.add_bench_parser(parser.add_subparsers())
     args = parser.parse_args(
-        ["bench", "--models", "tiny", "--repeats", "1", "--warmup", "0", "--no-memory", "--agreement-steps", "0",
+        ["bench", "--models", "tiny", "--repeats", "1", "--warmup", "0", "--min-seconds", "0", "--no-memory", "--agreement-steps", "0",
          "--episodes", "0", "--threads", "1", "--json"]
     )
     assert bench.run_bench_cli(args) == 0
@@ -91,6 +92,8 @@ def test_interleaved_timing_runs_every_variant(tiny_adapter, tiny_obs):
     obs = Observation.from_dict(tiny_obs)
     times = bench.time_interleaved({"a": lambda: pol.step(obs), "b": lambda: None}, repeats=3, warmup=1)
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    more = bench.time_interleaved({"a": lambda: pol.step(obs), "b": lambda: None}, repeats=1, warmup=0, min_seconds=0.05)
+    assert sum(more["a"]) >= 0.05 and len(more["a"]) == len(more["b"])  # rounds stay paired
 
 
 def test_capture_mean_heads_keeps_the_head_mean_of_the_same_rows():

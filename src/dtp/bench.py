@@ -70,7 +70,8 @@ TWENTY_WORDS = "pick up the small red block on the left side of the table and pl
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What `dtp bench` measures. models: names from MODEL_NAMES. tau: None picks the largest tau of
+    """What `dtp bench` measures. models: names from MODEL_NAMES. repeats / warmup: timed / untimed
+    rounds; min_seconds: more rounds until the slowest variant has that much timed. tau: None picks the largest tau of
     TAU_LADDER that prunes on the bench frame. threads: torch threads (None: torch's default).
     agreement_steps: frames on which approx_image is compared with exact (the "tinyvla" model only).
     episodes: rollouts per setting (DTP off / on) for the throughput table ("tinyvla", needs dtp.envs)."""
@@ -78,6 +79,7 @@ class BenchConfig:
     models: tuple[str, ...] = DEFAULT_MODELS
     repeats: int = 5
     warmup: int = 2
+    min_seconds: float = 2.0
     threads: int | None = None
     seed: int = 0
     tau: float | None = None
@@ -89,8 +91,10 @@ class BenchConfig:
         unknown = [m for m in self.models if m not in MODEL_NAMES]
         if unknown or not self.models:
             raise ConfigError(f"unknown bench model(s) {unknown}; choose from {MODEL_NAMES}")
-        if self.repeats < 1 or self.warmup < 0:
-            raise ConfigError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
+        if self.repeats < 1 or self.warmup < 0 or self.min_seconds < 0:
+            raise ConfigError(
+                f"repeats must be >= 1, warmup and min_seconds >= 0, got {self.repeats}, {self.warmup}, {self.min_seconds}"
+            )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.tau is not None and (math.isnan(self.tau) or self.tau < 0):
@@ -289,11 +293,15 @@ def capture_step(policy: DTPPolicy, obs: Observation) -> Generation:
 # -- measuring --------------------------------------------------------------------------------
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call of each fn, run round-robin (order rotated each round) after `warmup` rounds."""
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int, min_seconds: float = 0.0
+) -> dict[str, list[float]]:
+    """Seconds per call of each fn, run round-robin (order rotated each round) after `warmup` rounds;
+    at least `repeats` timed rounds, more until the slowest fn has `min_seconds` of timed calls."""
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(warmup + repeats):
+    r = 0
+    while r < warmup + repeats or max(sum(v) for v in times.values()) < min_seconds:
         order = names[r % len(names):] + names[: r % len(names)]
         for n in order:
             t0 = time.perf_counter()
@@ -301,6 +309,7 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: in
             dt = time.perf_counter() - t0
             if r >= warmup:
                 times[n].append(dt)
+        r += 1
     return times
 
 
@@ -534,8 +543,9 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
     }
     log.info("%s: tau=%g prunes %d tokens; timing %d variants x %d rounds", bm.name, tau, n_pruned, len(fns),
              cfg.warmup + cfg.repeats)
-    times = time_interleaved(fns, cfg.repeats, cfg.warmup)
+    times = time_interleaved(fns, cfg.repeats, cfg.warmup, cfg.min_seconds)
     med = {n: statistics.median(v) for n, v in times.items()}
+    fastest = {n: min(v) for n, v in times.items()}
 
     inputs = adapter.prepare(obs)
     shape = _shape_of(adapter, inputs)
@@ -561,6 +571,10 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
         "naive_same_actions": naive_rec.tokens == rec.tokens,
         **{f"{n}_ms": 1e3 * m for n, m in med.items()},
         **{f"{n}_iqr_ms": 1e3 * _iqr(v) for n, v in times.items()},
+        **{f"{n}_min_ms": 1e3 * m for n, m in fastest.items()},
+        # the same ratios from the fastest call of each: other processes only ever add time
+        "ratios_of_min": {n: fastest[n] / fastest["plain"] for n in fastest},
+        "timed_rounds": len(times["plain"]),
         "capture_ratio": med["capture"] / med["plain"],
         "dtp_ratio": med["dtp"] / med["plain"],
         "dtp_exact_prefix_ratio": med["dtp_exact_prefix"] / med["plain"],
@@ -571,6 +585,7 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
         "naive_attention_bytes_held": int(naive_rec.capture_bytes),
         "threads": torch.get_num_threads(),
         "repeats": cfg.repeats,
+        "min_seconds": cfg.min_seconds,
         "warmup": cfg.warmup,
     }
     res["capture_fraction"] = res["capture_bytes"] / naive_formula
@@ -673,16 +688,18 @@ def format_report(results: dict[str, Any]) -> str:
             f"(exact_prefix reuses {r['exact_prefix_reused_tokens']} positions); frame: {r['frame']}"
         )
         lines.append(
-            f"   CPU: {m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} with {r['threads']} threads; "
-            f"median of {r['repeats']} interleaved repeats after {r['warmup']} warm-up rounds"
+            f"   CPU: {m['cpu']}, {m['cpu_count']} cores (1-min load {m['load_average_1min']:.1f}), torch {m['torch']} "
+            f"with {r['threads']} threads; {r['timed_rounds']} interleaved rounds after {r['warmup']} warm-up rounds"
         )
-        head = f"   {'variant':40s} {'median ms':>10s} {'IQR ms':>8s} {'x (a)':>7s} {'GFLOP':>7s} {'aten ops':>8s}"
+        head = (f"   {'variant':40s} {'median ms':>10s} {'IQR ms':>8s} {'x (a)':>7s} {'min ms':>8s} {'x (a)':>6s}"
+                f" {'GFLOP':>7s} {'aten ops':>8s}")
         if "plain_peak_tensor_bytes" in r:
             head += f" {'peak tensors':>14s}"
         lines.append(head)
         for key, label in ROWS:
             ratio = r[f"{key}_ms"] / r["plain_ms"]
             row = (f"   {label:40s} {r[f'{key}_ms']:10.1f} {r[f'{key}_iqr_ms']:8.1f} {ratio:7.2f}"
+                   f" {r[f'{key}_min_ms']:8.1f} {r['ratios_of_min'][key]:6.2f}"
                    f" {r[f'{key}_flops'] / 1e9:7.3f} {r[f'{key}_aten_ops']:8d}")
             if f"{key}_peak_tensor_bytes" in r:
                 row += f" {_kb(r[f'{key}_peak_tensor_bytes']):>14s}"
@@ -743,6 +760,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated, from {', '.join(MODEL_NAMES)}")
     p.add_argument("--repeats", type=int, default=BenchConfig.repeats, help="timed rounds (medians are reported)")
     p.add_argument("--warmup", type=int, default=BenchConfig.warmup, help="untimed rounds first")
+    p.add_argument("--min-seconds", type=float, default=BenchConfig.min_seconds,
+                   help="keep timing rounds until the slowest variant has this many seconds of calls")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tau", type=float, default=None, help="DTP tau (default: the largest of a ladder that prunes)")
@@ -761,6 +780,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
         repeats=args.repeats,
         warmup=args.warmup,
+        min_seconds=args.min_seconds,
         threads=args.threads,
         seed=args.seed,
         tau=args.tau,
