@@ -73,6 +73,7 @@ def _add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--workers", type=int, default=2, help="Ray workers")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per runner process")
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ def _run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict 
     spec = EvalSpec(
         model=args.model, tasks=args.tasks, episodes=args.episodes, seed=args.seed, configs=configs,
         distractors=args.distractors, palette=args.palette, max_steps=args.max_steps,
-        episodes_by_config=episodes_by_config or {},
+        episodes_by_config=episodes_by_config or {}, threads=args.threads,
     )
     store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers)
     store.to_parquet()

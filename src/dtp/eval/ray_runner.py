@@ -22,10 +22,7 @@ log = logging.getLogger(__name__)
 class EpisodeWorker:
     """Ray actor body: holds a loaded adapter and runs chunks of jobs."""
 
-    def __init__(self, spec: dict, threads: int):
-        import torch
-
-        torch.set_num_threads(threads)
+    def __init__(self, spec: dict):
         self.spec = EvalSpec.from_dict(spec)
         self.adapter = None
 
@@ -51,7 +48,6 @@ def run_jobs_ray(
     spec: EvalSpec, jobs: list[Job], *, address: str | None = None, workers: int = 2, max_chunk_retries: int = 3
 ) -> Iterator[tuple[dict, list[dict]]]:
     import ray
-    import torch
 
     started_here = False
     if not ray.is_initialized():
@@ -60,8 +56,7 @@ def run_jobs_ray(
         started_here = True
     try:
         actor_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(EpisodeWorker)
-        threads = torch.get_num_threads()
-        pool = [actor_cls.remote(spec.to_dict(), threads) for _ in range(max(1, workers))]
+        pool = [actor_cls.remote(spec.to_dict()) for _ in range(max(1, workers))]
         pending = chunk_by_scene(jobs)
         pending.reverse()  # pop() from the end keeps the run order
         in_flight: dict = {}

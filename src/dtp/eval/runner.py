@@ -51,6 +51,7 @@ class EvalSpec:
     observe: bool = True  # capture during baseline passes too, for the attention analysis
     score_regions: bool = True
     episodes_by_config: dict[str, int] = field(default_factory=dict)  # overrides `episodes` per config
+    threads: int = 1  # torch threads per runner process: 2 threads on 2 shared cores stall on any other load
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -64,6 +65,8 @@ class EvalSpec:
             raise ConfigError(f"episodes_by_config names unknown configs {sorted(unknown)}")
         if any(n < 1 for n in self.episodes_by_config.values()):
             raise ConfigError("episodes_by_config values must be >= 1")
+        if self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
 
     def episodes_of(self, config: str) -> int:
         return self.episodes_by_config.get(config, self.episodes)
@@ -141,8 +144,12 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[di
     from ..policy import DTPPolicy
     from .episode import run_episode
 
+    import torch
+
     adapter = adapter if adapter is not None else _load_adapter(spec.model)
     env, env_task = None, None
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)  # same numerics in every runner; restored below
     try:
         for job in jobs:
             if job.task != env_task:
@@ -179,6 +186,7 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[di
                           "t_norm": s["step"] / max(1, out.length - 1), "tau": row["tau"]} for s in steps]
             yield row, step_rows
     finally:
+        torch.set_num_threads(saved_threads)
         if env is not None:
             env.close()
 

@@ -91,6 +91,7 @@ class Trace:
 
     prompt_rows: (L_sel, H, P, N) prompt->image rows at the relevance layers (attention mode).
     action_rows: (L, H, T, N) rows of the query that emitted each action token, every layer.
+    H is 1 when the capture averaged heads as it recorded (DTP's own capture spec does).
     prompt_hidden / image_hidden: (L_sel, P, D) / (L_sel, N, D) in similarity mode.
     """
 
