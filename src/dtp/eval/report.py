@@ -89,6 +89,16 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
     return out
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write as PNG and free a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib
 
@@ -107,10 +117,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1)
     ax.set_title("success per config (95% Wilson)")
-    fig.tight_layout()
-    paths.append(out / "success_by_config.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "success_by_config.png"))
     # 2. tau -> success curve
     if res.get("tau_curve"):
         tc = res["tau_curve"]
@@ -125,10 +132,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
         ax.set_ylabel("success rate")
         ax.set_title("tau sweep")
         ax.legend()
-        fig.tight_layout()
-        paths.append(out / "tau_curve.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(_save(fig, out / "tau_curve.png"))
     # 3. irrelevant attention over normalised time, success vs failure (baseline)
     cfg = "baseline" if "baseline" in res["time_curves"] else next(iter(res["time_curves"]), None)
     if cfg:
@@ -140,10 +144,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
         ax.set_ylabel("attention share outside G")
         ax.set_title(f"irrelevant attention over time ({cfg})")
         ax.legend()
-        fig.tight_layout()
-        paths.append(out / "irrelevant_attention_over_time.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(_save(fig, out / "irrelevant_attention_over_time.png"))
         # 4. per-episode distribution, success vs failure
         succ = [e["mean_irrelevant_fraction"] for e in eps if e["config"] == cfg and e["success"] and e.get("mean_irrelevant_fraction") is not None]
         fail = [e["mean_irrelevant_fraction"] for e in eps if e["config"] == cfg and not e["success"] and e.get("mean_irrelevant_fraction") is not None]
@@ -153,10 +154,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
             ax.set_xticks([1, 2], [f"success (n={len(succ)})", f"failure (n={len(fail)})"])
             ax.set_ylabel("mean attention share outside G")
             ax.set_title(f"per episode ({cfg})")
-            fig.tight_layout()
-            paths.append(out / "irrelevant_attention_success_vs_failure.png")
-            fig.savefig(paths[-1], dpi=110)
-            plt.close(fig)
+            paths.append(_save(fig, out / "irrelevant_attention_success_vs_failure.png"))
     # 5. rule margins of DTP configs: how close firings sit to the threshold
     margins = [s["margin"] for s in steps if s.get("fired") and s.get("margin") is not None and s["config"] != "baseline"]
     all_m = [s["margin"] for s in steps if s.get("margin") is not None and s.get("tau") is not None]
@@ -169,10 +167,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
         ax.set_xlabel("margin: max outside-G A / a_m - tau (clipped to +-3)")
         ax.set_ylabel("steps")
         ax.legend()
-        fig.tight_layout()
-        paths.append(out / "rule_margin.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(_save(fig, out / "rule_margin.png"))
     return paths
 
 
