@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import DTPError
+from .errors import ConfigError, DTPError
 
 ALL_TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
 
@@ -148,6 +148,50 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from .envs import DistractorConfig, make_env
+    from .eval.layer_choice import choose_layers
+    from .models import load, shipped_model_path
+
+    torch.set_num_threads(args.threads)
+    adapter = load(args.model)
+    if args.seed == 0:
+        print("WARNING: seed set 0 holds the test scenes that dtp eval reports; choose layers on another set")
+
+    def env_for(task: str):
+        kw = {"distractors": DistractorConfig(count=args.distractors, palette=args.palette)}
+        if args.max_steps is not None:
+            kw["max_steps"] = args.max_steps
+        return make_env(task, **kw)
+
+    choice = choose_layers(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed,
+                           relevance=args.relevance)
+    print(f"share of task-object patches inside G ({args.relevance} relevance, k={choice.details['k']}, "
+          f"chance {choice.chance:.2f}), "
+          f"{choice.steps} steps, seed set {args.seed}")
+    print("layers      " + " ".join(f"{t[:12]:>12}" for t in args.tasks) + "      mean")
+    for name in choice.candidates:
+        row = " ".join(f"{choice.per_task[t][name]:12.3f}" for t in args.tasks)
+        mark = "  <- best" if choice.candidates[name] == choice.best else ""
+        print(f"{name:<11} {row} {choice.coverage[name]:9.3f}{mark}")
+    result = {"model": str(args.model), "tasks": list(args.tasks), "distractors": args.distractors, **choice.to_dict()}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"written: {args.out}")
+    if args.write:
+        if args.relevance != "attention":
+            raise ConfigError("--write stores attention-mode layers (DTP's default relevance); drop --relevance")
+        from .tinyvla.modeling import write_default_relevance_layers
+
+        target = shipped_model_path() if str(args.model) == "tinyvla" else Path(args.model)
+        path = write_default_relevance_layers(target, choice.best)
+        print(f"default relevance layers {list(choice.best)} stored in {path}")
+    return 0
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from .envs.demos import collect_demos
 
@@ -209,6 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder (default: RUN/show)")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF of the rollout")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("layers", help="choose relevance layers on validation scenes by G's coverage of the task objects")
+    _add_run_options(p, episodes=2)
+    p.set_defaults(seed=1)  # validation seed set; the reported tests use 0
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", default=None, help="write the coverage table as JSON here")
+    p.add_argument("--relevance", choices=("attention", "similarity"), default="attention",
+                   help="relevance mode whose layers are chosen")
+    p.add_argument("--write", action="store_true",
+                   help="store the best layers as the TinyVLA checkpoint's default (attention mode only)")
+    p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("collect", help="scripted demonstrations to HDF5, resumable")
     p.add_argument("--out", default="data/demos")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from .core import AGGREGATIONS
 from .errors import ConfigError
@@ -23,7 +23,7 @@ class DTPConfig:
     k: size of the important region G, a count (int) or a fraction of image tokens (float).
     sigma: Gaussian smoothing of the relevance map, in patches (0 = off).
     relevance: "attention" (prompt->image attention) or "similarity" (cosine of hidden states).
-    relevance_layers: layers L_sel used for relevance; None = the middle third of the model.
+    relevance_layers: layers L_sel used for relevance; None = the model's stored default, else the middle third.
     aggregation: how A_t combines over action tokens ("mean", "max", "sum", "first", "last").
     ablation: "none" (DTP), "random_anywhere" / "random_outside" (prune as many tokens as DTP
       would, chosen at random anywhere or only outside G), "no_smoothing" (sigma forced to 0).
@@ -69,14 +69,21 @@ class DTPConfig:
     def effective_sigma(self) -> float:
         return 0.0 if self.ablation == "no_smoothing" else float(self.sigma)
 
-    def resolve_layers(self, num_layers: int) -> tuple[int, ...]:
-        """The relevance layers for a model with `num_layers` layers; negative indices count from the end."""
-        if self.relevance_layers is None:
+    def resolve_layers(self, num_layers: int, model_default: Sequence[int] | None = None) -> tuple[int, ...]:
+        """The relevance layers for a model with `num_layers` layers; negative indices count from the end.
+
+        None means the model's own default (chosen on validation scenes and stored with its
+        checkpoint, see dtp.eval.layer_choice) where it has one, else the middle third.
+        """
+        layers = self.relevance_layers if self.relevance_layers is not None else model_default
+        if layers is None:
             lo = num_layers // 3
             hi = max(lo + 1, (2 * num_layers) // 3)
             return tuple(range(lo, hi))
+        if len(layers) == 0:
+            raise ConfigError("relevance layers must name at least one layer")
         out = []
-        for layer in self.relevance_layers:
+        for layer in layers:
             idx = layer + num_layers if layer < 0 else layer
             if not 0 <= idx < num_layers:
                 raise ConfigError(f"relevance layer {layer} is out of range for a model with {num_layers} layers")

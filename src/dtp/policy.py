@@ -107,7 +107,9 @@ class DTPPolicy:
         self.pass2 = fast.check_pass2_mode(pass2)
         if pass2 != "exact" and not fast.supports_reuse(adapter):
             raise UnsupportedModelError(f"pass2={pass2!r} is not available for {type(adapter).__name__}; use 'exact'")
-        self.relevance_layers = self.config.resolve_layers(adapter.num_layers)
+        self.relevance_layers = self.config.resolve_layers(
+            adapter.num_layers, getattr(adapter, "default_relevance_layers", None)
+        )
         self._step = 0
         self._episode_seed = 0
 

@@ -114,7 +114,11 @@ class Generation:
 
 @runtime_checkable
 class VLAAdapter(Protocol):
-    """The small protocol of DESIGN.md: prepare, generate (with keep mask / capture), decode."""
+    """The small protocol of DESIGN.md: prepare, generate (with keep mask / capture), decode.
+
+    An adapter may also carry `default_relevance_layers` (tuple of ints or None): the layers
+    DTPPolicy uses when DTPConfig.relevance_layers is None (the shipped TinyVLA stores its own).
+    """
 
     num_layers: int
 

@@ -18,7 +18,7 @@ from transformers import DynamicCache
 
 from ..actions import ActionBinner
 from ..capture import AttentionCapture, CaptureSpec
-from ..tinyvla.modeling import TinyVLA
+from ..tinyvla.modeling import DEFAULT_LAYERS_KEY, TinyVLA
 from ..tinyvla.tokenizer import encode_instruction, load_tokenizer
 from .base import Generation, Observation, PreparedInputs, TokenLayout, check_observation
 from .common import greedy_action_decode, hidden_trace, padding_mask_with_holes, trace_from_capture
@@ -37,6 +37,9 @@ class LlamaVLAAdapter:
         self.num_layers = model.config.num_layers
         self.n_action_tokens = model.config.action_dims
         self._action_ids = model.action_token_ids()
+        # relevance layers chosen for this checkpoint on validation scenes (dtp layers --write)
+        layers = model.config.extra.get(DEFAULT_LAYERS_KEY)
+        self.default_relevance_layers: tuple[int, ...] | None = tuple(layers) if layers else None
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "LlamaVLAAdapter":

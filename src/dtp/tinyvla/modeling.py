@@ -23,6 +23,7 @@ from ..errors import CheckpointError
 MODEL_TYPE = "dtp-tinyvla"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+DEFAULT_LAYERS_KEY = "dtp_relevance_layers"  # in config.extra: relevance layers chosen by `dtp layers`
 
 
 @dataclass
@@ -207,3 +208,17 @@ class TinyVLA(nn.Module):
             )
         model.eval()
         return model
+
+
+def write_default_relevance_layers(directory: str | Path, layers: tuple[int, ...]) -> Path:
+    """Store `layers` as this checkpoint's default relevance layers (config.json only; weights untouched)."""
+    d = Path(directory)
+    cfg_path = d / CONFIG_NAME
+    model = TinyVLA.from_pretrained(d)  # validates the checkpoint before anything is written
+    n = model.config.num_layers
+    if not layers or any(not 0 <= int(l) < n for l in layers):
+        raise CheckpointError(f"relevance layers {list(layers)} are out of range for a {n}-layer TinyVLA")
+    raw = json.loads(cfg_path.read_text())
+    raw.setdefault("extra", {})[DEFAULT_LAYERS_KEY] = sorted(int(l) for l in layers)
+    cfg_path.write_text(json.dumps(raw, indent=2))
+    return cfg_path

@@ -1,0 +1,183 @@
+"""Choose a model's relevance layers on validation scenes by how well G covers the task objects.
+
+The paper leaves the layers open. We pick, for a given model, the candidate layer set whose
+important region G (from prompt->image attention at those layers) covers the most patches of
+the task object, goal and gripper, measured with the simulator's segmentation on a validation
+seed set, never on the test seeds whose success we report. Rollouts run with DTP off.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import core
+from ..config import DTPConfig
+from ..errors import ConfigError
+from ..models.base import Observation
+from ..models.common import capture_spec_for
+from .episode import TASK_LABELS, patch_labels
+from .runner import EVAL_SEED_BASE
+
+VALIDATION_SEED = 1  # seed set 1; the reported test runs use seed set 0
+
+
+def layer_candidates(num_layers: int) -> dict[str, tuple[int, ...]]:
+    """Each single layer, each pair of adjacent layers, the middle third (the default) and all layers."""
+    if num_layers < 1:
+        raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
+    out: dict[str, tuple[int, ...]] = {}
+    for l in range(num_layers):
+        out[f"{l}"] = (l,)
+    for l in range(num_layers - 1):
+        out[f"{l},{l + 1}"] = (l, l + 1)
+    mid = DTPConfig().resolve_layers(num_layers)
+    out.setdefault(",".join(map(str, mid)), mid)
+    out.setdefault(",".join(map(str, range(num_layers))), tuple(range(num_layers)))
+    return out
+
+
+def validation_seeds(episodes: int, seed: int = VALIDATION_SEED) -> list[int]:
+    """The scenes of seed set `seed` (same numbering as dtp.eval.runner)."""
+    return [EVAL_SEED_BASE + seed * 10_000 + i for i in range(episodes)]
+
+
+def coverage_by_layers(
+    prompt_rows: torch.Tensor,  # (L, H, P, N) prompt->image rows at every layer
+    grid: tuple[int, int],
+    task_patches: torch.Tensor,  # (h, w) bool
+    candidates: dict[str, tuple[int, ...]],
+    k: float | int,
+    sigma: float,
+    prompt_hidden: torch.Tensor | None = None,
+    image_hidden: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Share of task patches inside G for each candidate layer set (NaN when no task patch is visible).
+
+    With prompt_hidden (L, P, D) and image_hidden (L, N, D) given, relevance is the similarity
+    mode's cosine instead of attention.
+    """
+    total = int(task_patches.sum())
+    out = {}
+    for name, layers in candidates.items():
+        if total == 0:
+            out[name] = float("nan")
+            continue
+        idx = list(layers)
+        if prompt_hidden is not None:
+            r = core.relevance_from_similarity(prompt_hidden[idx], image_hidden[idx], grid)
+        else:
+            r = core.relevance_from_attention(prompt_rows[idx], grid)
+        g = core.important_region(r, k, sigma)
+        out[name] = float((g & task_patches).sum()) / total
+    return out
+
+
+@dataclass
+class LayerChoice:
+    """Mean G coverage per candidate (over all scored steps), per task, and the winner."""
+
+    best: tuple[int, ...]
+    coverage: dict[str, float]
+    per_task: dict[str, dict[str, float]]
+    candidates: dict[str, tuple[int, ...]]
+    steps: int
+    chance: float  # coverage a random G of the same size would have: k / N
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "best": list(self.best),
+            "coverage": self.coverage,
+            "per_task": self.per_task,
+            "candidates": {k: list(v) for k, v in self.candidates.items()},
+            "steps": self.steps,
+            "chance": self.chance,
+            **self.details,
+        }
+
+
+def choose_layers(
+    adapter,
+    make_env: Callable[[str], Any],
+    tasks: list[str],
+    *,
+    episodes: int = 2,
+    seed: int = VALIDATION_SEED,
+    max_steps: int | None = None,
+    k: float | int = DTPConfig.k,
+    sigma: float = DTPConfig.sigma,
+    relevance: str = "attention",
+    progress: bool = True,
+) -> LayerChoice:
+    """Roll the model out with DTP off on validation scenes; score every candidate at every step.
+
+    relevance: the mode whose layers are chosen ("attention" or "similarity").
+    """
+    if relevance not in ("attention", "similarity"):
+        raise ConfigError(f"relevance must be 'attention' or 'similarity', got {relevance!r}")
+    similarity = relevance == "similarity"
+    if episodes < 1:
+        raise ConfigError(f"episodes must be >= 1, got {episodes}")
+    if not tasks:
+        raise ConfigError("name at least one task")
+    from tqdm.auto import tqdm
+
+    candidates = layer_candidates(adapter.num_layers)
+    all_layers = tuple(range(adapter.num_layers))
+    sums = {t: {c: 0.0 for c in candidates} for t in tasks}
+    counts = {t: 0 for t in tasks}
+    n_image = None
+    bar = tqdm(total=len(tasks) * episodes, desc="layer coverage", disable=not progress, dynamic_ncols=True)
+    for task in tasks:
+        env = make_env(task)
+        try:
+            for s in validation_seeds(episodes, seed):
+                obs, _ = env.reset(seed=s)
+                steps = 0
+                while True:
+                    inputs = adapter.prepare(Observation.from_dict(obs) if isinstance(obs, dict) else obs)
+                    gen = adapter.generate(
+                        inputs, capture=capture_spec_for(inputs.layout), relevance_layers=all_layers,
+                        hidden_states=similarity,
+                    )
+                    grid = inputs.layout.grid
+                    n_image = grid[0] * grid[1]
+                    task_patches = patch_labels(env.segmentation(), grid, TASK_LABELS)
+                    if task_patches.any():
+                        tr = gen.trace
+                        cov = coverage_by_layers(
+                            tr.prompt_rows, grid, task_patches, candidates, k, sigma,
+                            prompt_hidden=tr.prompt_hidden if similarity else None,
+                            image_hidden=tr.image_hidden if similarity else None,
+                        )
+                        for c, v in cov.items():
+                            sums[task][c] += v
+                        counts[task] += 1
+                    obs, _, terminated, truncated, _ = env.step(adapter.decode(gen.action_bins))
+                    steps += 1
+                    if terminated or truncated or (max_steps and steps >= max_steps):
+                        break
+                bar.update(1)
+        finally:
+            env.close()
+    bar.close()
+    per_task = {t: {c: sums[t][c] / counts[t] if counts[t] else float("nan") for c in candidates} for t in tasks}
+    # every task weighs the same, however long its episodes ran
+    coverage = {c: float(np.nanmean([per_task[t][c] for t in tasks])) for c in candidates}
+    best_name = max(candidates, key=lambda c: (-math.inf if math.isnan(coverage[c]) else coverage[c], -len(candidates[c])))
+    n_image = n_image or 1
+    return LayerChoice(
+        best=candidates[best_name],
+        coverage=coverage,
+        per_task=per_task,
+        candidates=candidates,
+        steps=sum(counts.values()),
+        chance=core.resolve_k(k, n_image) / n_image,
+        details={"relevance": relevance, "episodes": episodes, "seed": seed, "max_steps": max_steps, "k": k,
+                 "sigma": sigma},
+    )
