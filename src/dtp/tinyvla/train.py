@@ -61,6 +61,7 @@ LOG_NAME = "train_log.jsonl"
 STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
 SUMMARY_NAME = "training.json"
+_MODEL_DEFAULTS = TinyVLAConfig()  # the model sizes are TinyVLAConfig's; TrainConfig only lets a run change them
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,13 @@ class TrainConfig:
     # model sizes (TinyVLAConfig): 1.66M parameters, 6.7 MB; measured 1.1-1.9 s/step at batch 64 in bf16
     # on one thread of the shared 2-core machine (hidden 192: ~+40%, 256: ~+2x); the defaults are the
     # shipped model's recipe (it ran with --threads 1, 2800 steps in 58 min)
-    image_size: int = 96
-    patch_size: int = 12
-    vision_width: int = 96
-    hidden_size: int = 160
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 448
+    image_size: int = _MODEL_DEFAULTS.image_size
+    patch_size: int = _MODEL_DEFAULTS.patch_size
+    vision_width: int = _MODEL_DEFAULTS.vision_width
+    hidden_size: int = _MODEL_DEFAULTS.hidden_size
+    num_layers: int = _MODEL_DEFAULTS.num_layers
+    num_heads: int = _MODEL_DEFAULTS.num_heads
+    intermediate_size: int = _MODEL_DEFAULTS.intermediate_size
     # data
     tasks: tuple[str, ...] | None = None  # None: every task folder in data_dir
     only_success: bool = True
@@ -101,7 +102,7 @@ class TrainConfig:
     save_every: int = 400
     keep_checkpoints: int = 2
     resume: bool = False
-    threads: int = 2  # torch threads; on a crowded machine 1 can be faster (OpenMP spin-waits)
+    threads: int = 1  # torch threads; 2 on a shared 2-core machine stalls (OpenMP spin-waits), see docs/performance.md
     precision: str = "bf16"  # autocast dtype of the training forward ("bf16" | "fp32"); eval runs fp32
     progress: bool = True
 
