@@ -48,3 +48,27 @@ def test_paired_outcomes_only_common_seeds():
            {"config": "dtp", "task": "t", "seed": 1, "success": True},
            {"config": "dtp", "task": "t", "seed": 2, "success": True}]
     assert stats.paired_outcomes(eps, "baseline", "dtp") == [(False, True)]
+
+
+def test_step_diagnostics_known_answer():
+    from dtp.analysis.stats import step_diagnostics
+
+    steps = [
+        {"fired": True, "n_pruned": 2, "margin": 0.01, "action_changed": True, "action_l2": 0.5, "entropy": 1.0,
+         "d_on_task": 1.0, "g_covers_task": 0.5, "d_covers_distractors": 1.0},
+        {"fired": True, "n_pruned": 4, "margin": 0.30, "action_changed": False, "action_l2": 0.0, "entropy": 2.0,
+         "d_on_task": 0.0, "g_covers_task": 1.0, "d_covers_distractors": float("nan")},
+        {"fired": False, "n_pruned": 0, "margin": -0.2, "action_changed": False, "action_l2": 0.0, "entropy": 3.0,
+         "d_on_task": 0.0, "g_covers_task": 0.0, "d_covers_distractors": 0.0},
+        {"fired": False, "n_pruned": 0, "margin": -0.5, "action_changed": False, "entropy": 4.0},
+    ]
+    d = step_diagnostics(steps)
+    assert d["steps"] == 4 and d["fired_share"] == 0.5
+    assert d["mean_pruned_when_fired"] == 3.0
+    assert d["near_threshold_share_of_firings"] == 0.5
+    assert d["action_changed_share"] == 0.25 and d["action_changed_share_when_fired"] == 0.5
+    assert d["mean_action_l2_when_fired"] == 0.25
+    assert d["task_pruned_share_of_firings"] == 0.5
+    assert d["g_covers_task"] == 0.5 and d["d_covers_distractors"] == 0.5
+    assert d["mean_entropy"] == 2.5
+    assert step_diagnostics([]) == {}

@@ -106,6 +106,8 @@ def step_diagnostics(steps: list[dict[str, Any]], near: float = 0.05) -> dict[st
         "action_changed_share_when_fired": float(np.mean([bool(s.get("action_changed")) for s in fired])) if fired else float("nan"),
         "mean_action_l2_when_fired": float(np.mean([s.get("action_l2") or 0.0 for s in fired])) if fired else float("nan"),
         "mean_entropy": float(np.nanmean([s["entropy"] for s in steps if s.get("entropy") is not None])),
+        # firings whose D held at least one patch of the task object, goal or gripper (DTP pruning the task)
+        "task_pruned_share_of_firings": float(np.mean([(s.get("d_on_task") or 0) > 0 for s in fired])) if fired else float("nan"),
         "g_covers_task": _nanmean(s.get("g_covers_task") for s in steps),
         "d_covers_distractors": _nanmean(s.get("d_covers_distractors") for s in steps),
     }

@@ -223,12 +223,14 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                   f"{_fmt(m['U'])} | {_fmt(m['p_greater'])} |")
     md += ["", "## Diagnostics per config", "",
            "| config | fired | pruned when fired | firings within 0.05 of threshold | action changed when fired | "
-           "L2 change when fired | G covers task patches | D covers distractor patches |", "|---|---|---|---|---|---|---|---|"]
+           "L2 change when fired | firings that prune a task patch | G covers task patches | D covers distractor patches |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for c, d in res["diagnostics"].items():
         if d:
             md.append(f"| {c} | {_fmt(d['fired_share'], True)} | {_fmt(d['mean_pruned_when_fired'])} | "
                       f"{_fmt(d['near_threshold_share_of_firings'], True)} | {_fmt(d['action_changed_share_when_fired'], True)} | "
-                      f"{_fmt(d['mean_action_l2_when_fired'])} | {_fmt(d['g_covers_task'], True)} | {_fmt(d['d_covers_distractors'], True)} |")
+                      f"{_fmt(d['mean_action_l2_when_fired'])} | {_fmt(d['task_pruned_share_of_firings'], True)} | "
+                      f"{_fmt(d['g_covers_task'], True)} | {_fmt(d['d_covers_distractors'], True)} |")
     md += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
     md += ["", f"Numbers from `dtp analyze {run}`; raw rows in `{run}/episodes.jsonl` and `steps.jsonl`; all statistics in `stats.json`."]
     path = out / "report.md"
