@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("train", help="train the TinyVLA on demonstrations (options: dtp train -- --help)",
+    p = sub.add_parser("train", help="train the TinyVLA on demonstrations (options: dtp train --help)",
                        add_help=False)
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_train)
@@ -293,7 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `dtp train --flag ...`: argparse's REMAINDER misses options that come first, so the trainer's
+    # options are whatever the top-level parser does not know
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.train_args = unknown + list(args.train_args)
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
