@@ -151,20 +151,20 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_layers(args: argparse.Namespace) -> int:
     import torch
 
-    from .envs import DistractorConfig, make_env
     from .eval.layer_choice import choose_layers
+    from .eval.runner import EvalSpec, benchmark_env
     from .models import load, shipped_model_path
 
+    if args.write and args.relevance != "attention":
+        raise ConfigError("--write stores attention-mode layers (DTP's default relevance); drop --relevance")
     torch.set_num_threads(args.threads)
     adapter = load(args.model)
     if args.seed == 0:
         print("WARNING: seed set 0 holds the test scenes that dtp eval reports; choose layers on another set")
 
     def env_for(task: str):
-        kw = {"distractors": DistractorConfig(count=args.distractors, palette=args.palette)}
-        if args.max_steps is not None:
-            kw["max_steps"] = args.max_steps
-        return make_env(task, **kw)
+        return benchmark_env(task, distractors=args.distractors, palette=args.palette,
+                             image_size=EvalSpec.image_size, max_steps=args.max_steps)
 
     choice = choose_layers(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed,
                            relevance=args.relevance)
@@ -176,14 +176,13 @@ def cmd_layers(args: argparse.Namespace) -> int:
         row = " ".join(f"{choice.per_task[t][name]:12.3f}" for t in args.tasks)
         mark = "  <- best" if choice.candidates[name] == choice.best else ""
         print(f"{name:<11} {row} {choice.coverage[name]:9.3f}{mark}")
-    result = {"model": str(args.model), "tasks": list(args.tasks), "distractors": args.distractors, **choice.to_dict()}
+    result = {"model": str(args.model), "tasks": list(args.tasks), "distractors": args.distractors,
+              "max_steps": args.max_steps, **choice.to_dict()}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
         print(f"written: {args.out}")
     if args.write:
-        if args.relevance != "attention":
-            raise ConfigError("--write stores attention-mode layers (DTP's default relevance); drop --relevance")
         from .tinyvla.modeling import write_default_relevance_layers
 
         target = shipped_model_path() if str(args.model) == "tinyvla" else Path(args.model)

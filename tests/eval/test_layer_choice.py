@@ -95,3 +95,7 @@ def test_choose_layers_end_to_end_on_short_rollouts(tiny_checkpoint):
     assert choice.coverage[",".join(map(str, choice.best))] == max(choice.coverage.values())
     with pytest.raises(ConfigError):
         choose_layers(adapter, make_env, ["reach"], episodes=0)
+    with pytest.raises(ConfigError):
+        choose_layers(adapter, make_env, ["reach"], relevance="gradients")
+    with pytest.raises(ConfigError):
+        choose_layers(adapter, make_env, ["reach"], sigma=-1.0)

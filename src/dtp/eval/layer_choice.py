@@ -108,18 +108,17 @@ def choose_layers(
     *,
     episodes: int = 2,
     seed: int = VALIDATION_SEED,
-    max_steps: int | None = None,
     k: float | int = DTPConfig.k,
     sigma: float = DTPConfig.sigma,
     relevance: str = "attention",
     progress: bool = True,
 ) -> LayerChoice:
-    """Roll the model out with DTP off on validation scenes; score every candidate at every step.
+    """Roll the model out with DTP off on validation scenes (each episode ends when the env ends it);
+    score every candidate at every step.
 
     relevance: the mode whose layers are chosen ("attention" or "similarity").
     """
-    if relevance not in ("attention", "similarity"):
-        raise ConfigError(f"relevance must be 'attention' or 'similarity', got {relevance!r}")
+    DTPConfig(k=k, sigma=sigma, relevance=relevance)  # the same checks as any DTP run (ConfigError)
     similarity = relevance == "similarity"
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
@@ -138,7 +137,6 @@ def choose_layers(
         try:
             for s in validation_seeds(episodes, seed):
                 obs, _ = env.reset(seed=s)
-                steps = 0
                 while True:
                     inputs = adapter.prepare(Observation.from_dict(obs) if isinstance(obs, dict) else obs)
                     gen = adapter.generate(
@@ -159,8 +157,7 @@ def choose_layers(
                             sums[task][c] += v
                         counts[task] += 1
                     obs, _, terminated, truncated, _ = env.step(adapter.decode(gen.action_bins))
-                    steps += 1
-                    if terminated or truncated or (max_steps and steps >= max_steps):
+                    if terminated or truncated:
                         break
                 bar.update(1)
         finally:
@@ -178,6 +175,5 @@ def choose_layers(
         candidates=candidates,
         steps=sum(counts.values()),
         chance=core.resolve_k(k, n_image) / n_image,
-        details={"relevance": relevance, "episodes": episodes, "seed": seed, "max_steps": max_steps, "k": k,
-                 "sigma": sigma},
+        details={"relevance": relevance, "episodes": episodes, "seed": seed, "k": k, "sigma": sigma},
     )

@@ -127,16 +127,22 @@ def _load_adapter(model: str):
     return load(model)
 
 
-def _make_env(spec: EvalSpec, task: str):
+def benchmark_env(task: str, *, distractors: int, palette: str, image_size: int, max_steps: int | None = None):
+    """The Meta-World env of an evaluation run; max_steps None keeps the env's own limit."""
     from ..envs import DistractorConfig, make_env
 
     kwargs: dict[str, Any] = {
-        "distractors": DistractorConfig(count=spec.distractors, palette=spec.palette),
-        "image_size": spec.image_size,
+        "distractors": DistractorConfig(count=distractors, palette=palette),
+        "image_size": image_size,
     }
-    if spec.max_steps is not None:
-        kwargs["max_steps"] = spec.max_steps
+    if max_steps is not None:
+        kwargs["max_steps"] = max_steps
     return make_env(task, **kwargs)
+
+
+def _make_env(spec: EvalSpec, task: str):
+    return benchmark_env(task, distractors=spec.distractors, palette=spec.palette, image_size=spec.image_size,
+                         max_steps=spec.max_steps)
 
 
 def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[dict, list[dict]]]:
