@@ -107,3 +107,30 @@ def test_capture_records_nothing_outside_the_block():
     with torch.no_grad():
         model(ids)
     assert cap.nbytes() == n
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_seek_records_a_block_rerun_over_a_cropped_cache(impl):
+    """pi0's pattern: a block of queries runs over a cached prefix, the cache is cropped back, the block runs again.
+
+    seek(prefix length) makes the block's rows keyed by their absolute positions; each run's rows equal
+    eager rows of prefix + that block, and the second run's rows replace the first's.
+    """
+    model = tiny_llama()
+    model.set_attn_implementation(impl)
+    gen = torch.Generator().manual_seed(2)
+    prefix, blocks = torch.randint(0, 100, (1, SEQ), generator=gen), torch.randint(0, 100, (2, 1, 4), generator=gen)
+    block_q = [SEQ + i for i in range(4)]
+    spec = CaptureSpec(key_positions=torch.tensor(IMG), query_positions=torch.tensor(block_q), record_decode=False)
+    with torch.no_grad():
+        cache = DynamicCache(config=model.config)
+        model(prefix, cache=cache, use_cache=True)
+        with AttentionCapture(model.config, spec) as cap:
+            for block in blocks:
+                cap.seek(SEQ)
+                model(block, cache=cache, use_cache=True)
+                rows = cap.rows_at(block_q)
+                expected = eager_rows(model, torch.cat([prefix, block], 1), block_q)
+                assert (rows - expected).abs().max() < 1e-5
+                cache.crop(SEQ - cache.get_seq_length())
+    assert not torch.allclose(eager_rows(model, torch.cat([prefix, blocks[0]], 1), block_q), rows)  # the rerun's rows won

@@ -103,6 +103,7 @@ class AttentionCapture:
         self._saved_impl: str | None = None
         self._active = False
         self._seen: dict[int, int] = {}
+        self._start = 0  # absolute position of a layer's first query (see seek)
         self._records: dict[int, _LayerRows] = {}
         self._query_set = spec.query_positions.flatten().long().cpu()
         self._keys = spec.key_positions.flatten().long().cpu()
@@ -155,9 +156,21 @@ class AttentionCapture:
     def reset(self) -> None:
         """Forget recorded rows and position counters (a new sequence starts at position 0)."""
         self._seen = {}
+        self._start = 0
         self._records = {}
         self._causal_cache: dict[tuple, torch.Tensor] = {}
         self._pending: dict[int, _PendingDecode] = {}
+
+    def seek(self, position: int) -> None:
+        """Make `position` the absolute index of the next query every layer sees.
+
+        For a model that runs a block of queries over a cached prefix, then crops the cache back and
+        runs the block again (pi0's denoising steps): seek(prefix length) before each run. Recorded
+        rows are kept; a position recorded again takes its latest row in rows_at.
+        """
+        self._flush_all()
+        self._seen = {}
+        self._start = int(position)
 
     # -- recording ----------------------------------------------------------------------
     def _selected(self, q_start: int, q_len: int) -> list[int]:
@@ -187,7 +200,7 @@ class AttentionCapture:
         if layer is None:
             raise UnsupportedModelError(f"{type(module).__name__} has no layer_idx; cannot key captured rows")
         q_len, k_len = query.shape[2], key.shape[2]
-        q_start = self._seen.get(layer, 0)
+        q_start = self._seen.get(layer, self._start)
         self._seen[layer] = q_start + q_len
         if self._layer_filter is not None and layer not in self._layer_filter:
             return
