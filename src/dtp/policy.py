@@ -53,7 +53,10 @@ class StepRecord:
 
     @property
     def action_changed(self) -> bool:
-        return self.tokens != self.tokens_pass1
+        if self.tokens != self.tokens_pass1:
+            return True
+        # continuous heads (pi0) have no tokens: compare the decoded actions
+        return self.action is not None and self.action_pass1 is not None and not np.array_equal(self.action, self.action_pass1)
 
     @property
     def action_l2(self) -> float:
@@ -87,7 +90,9 @@ class StepResult:
 
 
 def mean_entropy(logits: torch.Tensor) -> float:
-    """Mean entropy (nats) of the action-token distributions (T, bins)."""
+    """Mean entropy (nats) of the action-token distributions (T, bins); NaN for a head without tokens."""
+    if logits.numel() == 0:
+        return float("nan")
     logp = torch.log_softmax(logits.float(), dim=-1)
     return float(-(logp.exp() * logp).sum(-1).mean())
 
@@ -116,6 +121,9 @@ class DTPPolicy:
     def reset(self, seed: int = 0) -> None:
         self._step = 0
         self._episode_seed = int(seed)
+        reset_adapter = getattr(self.adapter, "reset", None)  # optional hook (pi0: reseeds its noise)
+        if reset_adapter is not None:
+            reset_adapter(seed)
 
     def select_action(self, obs: Observation | dict) -> np.ndarray:
         return self.step(obs).action
@@ -140,7 +148,7 @@ class DTPPolicy:
         )
         rec.timings["pass1_s"] = time.perf_counter() - t0
         rec.tokens_pass1 = gen1.action_bins.tolist()
-        rec.action_pass1 = self.adapter.decode(gen1.action_bins)
+        rec.action_pass1 = self.adapter.decode(gen1.output)
         rec.entropy_pass1 = mean_entropy(gen1.action_logits)
         final = gen1
 
@@ -153,7 +161,7 @@ class DTPPolicy:
                 final = fast.second_pass(self.adapter, inputs, gen1, core.keep_mask(rec.pruned), self.pass2)
                 rec.timings["pass2_s"] = time.perf_counter() - t0
         rec.tokens = final.action_bins.tolist()
-        rec.action = self.adapter.decode(final.action_bins)
+        rec.action = self.adapter.decode(final.output)
         rec.entropy = mean_entropy(final.action_logits)
         self._step += 1
         return StepResult(action=rec.action, record=rec)

@@ -104,12 +104,22 @@ class Trace:
 
 @dataclass
 class Generation:
-    """Result of one pass: action tokens (bins), their logits over the bins, optional trace."""
+    """Result of one pass: action tokens (bins), their logits over the bins, optional trace.
+
+    A continuous action head (pi0's flow-matching expert) has no tokens: its bins are empty (0,),
+    its logits (0, 0), and `actions` holds the chunk it produced; `decode` then takes that chunk.
+    """
 
     action_bins: torch.Tensor  # (T,) long in [0, 256)
     action_logits: torch.Tensor  # (T, bins) float32
     trace: Trace | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    actions: torch.Tensor | None = None  # (C, A) float32 chunk of a continuous head; None for token heads
+
+    @property
+    def output(self) -> torch.Tensor:
+        """What `adapter.decode` takes: the chunk of a continuous head, else the bins."""
+        return self.actions if self.actions is not None else self.action_bins
 
 
 @runtime_checkable
@@ -117,7 +127,9 @@ class VLAAdapter(Protocol):
     """The small protocol of DESIGN.md: prepare, generate (with keep mask / capture), decode.
 
     An adapter may also carry `default_relevance_layers` (tuple of ints or None): the layers
-    DTPPolicy uses when DTPConfig.relevance_layers is None (the shipped TinyVLA stores its own).
+    DTPPolicy uses when DTPConfig.relevance_layers is None (the shipped TinyVLA stores its own),
+    and `reset(seed)`, which DTPPolicy.reset calls at each episode (pi0 reseeds its noise there).
+    `decode` takes `Generation.output`: the bins of a token head, the chunk of a continuous one.
     """
 
     num_layers: int
