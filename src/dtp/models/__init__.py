@@ -105,6 +105,7 @@ def _register_builtin() -> None:
     from .llama_vla import LlamaVLAAdapter
     from .openvla import OpenVLAAdapter, is_prismatic, load_openvla
     from .paligemma import PaliGemmaAdapter, is_paligemma
+    from .pi0 import PI0Adapter, is_pi0, load_pi0
     from .qwen2_5_vl import Qwen2_5_VLAdapter, is_qwen2_5_vl
 
     # Registered first, so tried last: any transformers model; raises UnsupportedModelError naming what is missing.
@@ -140,6 +141,15 @@ def _register_builtin() -> None:
             matches=is_paligemma,
             wrap=lambda m, proc, **kw: PaliGemmaAdapter(m, proc, **kw),
             model_types=("paligemma",),
+        )
+    )
+    register_adapter(
+        AdapterEntry(
+            name="pi0",
+            matches=is_pi0,
+            wrap=lambda m, proc, **kw: PI0Adapter(m, proc, **kw),
+            load=lambda p, **kw: load_pi0(p, **kw),
+            model_types=PI0Adapter.model_types,
         )
     )
     register_adapter(
