@@ -31,6 +31,7 @@ action_dim columns, un-normalised with the processor's action statistics when it
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import nullcontext
 from typing import Any, Sequence
 
@@ -135,7 +136,7 @@ def denoise(
 class PI0Adapter:
     """PI0ForConditionalGeneration and its PI0Processor behind the VLAAdapter protocol.
 
-    prompt_template: the instruction's wording, with `{instruction}` (pi0 is trained on the bare task).
+    prompt_template: the instruction's wording, with `{instruction}` (default: the task as given).
     attention_steps: denoising steps whose expert rows form A: "all" (default), "first", "last", or ints.
     action_output: what `decode` returns: "chunk" (C, action_dim) (default) or "first" (action_dim,).
     action_dim: columns of the chunk that are actions; default len(processor.actions_mean), else max_action_dim.
@@ -332,7 +333,10 @@ class PI0Adapter:
         layout = inputs.layout
         mi = inputs.model_inputs
         mask = mi["attention_mask"] * padding_mask_with_holes(layout.seq_len, layout, keep).to(self.device)
-        pre_ctx = AttentionCapture(self.text_config, capture) if capture is not None else nullcontext()
+        pre_ctx = nullcontext()
+        if capture is not None and relevance_layers:  # the prefix's rows serve relevance only: those layers
+            pre_spec = dataclasses.replace(capture, query_positions=layout.prompt_positions, layers=tuple(relevance_layers))
+            pre_ctx = AttentionCapture(self.text_config, pre_spec)
         with pre_ctx as pre_cap:
             out = self.prefix(mi, mask, hidden_states)
         cache = out.cache
@@ -362,7 +366,7 @@ class PI0Adapter:
             if relevance_layers:
                 prompt_rows = pre_cap.rows_at(layout.prompt_positions, layers=list(relevance_layers))[:, 0]
             action_rows = sums["rows"] / sums["n"]  # (L_expert, H, C, N), mean over the recorded steps
-            nbytes = pre_cap.nbytes() + action_rows.numel() * action_rows.element_size()
+            nbytes = (pre_cap.nbytes() if relevance_layers else 0) + action_rows.numel() * action_rows.element_size()
             trace = Trace(prompt_rows=prompt_rows, action_rows=action_rows, capture_bytes=nbytes)
             if hidden_states:
                 trace.prompt_hidden, trace.image_hidden = hidden_trace(out.hidden_states, layout, relevance_layers)
