@@ -214,8 +214,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
     from .models import load
-    from .serve import ServedPolicy, serve
+    from .serve import ServedPolicy, check_bind, serve
 
+    check_bind(args.host, args.allow_remote, warn=False)  # before loading the model
     torch.set_num_threads(args.threads)
     dtp = _dtp_config(args)
     if args.no_dtp:

@@ -18,7 +18,7 @@ from .session import ServedPolicy, Session, diagnostics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServedPolicy", "Session", "diagnostics", "PROTOCOLS", "serve", "is_loopback"]
+__all__ = ["ServedPolicy", "Session", "diagnostics", "PROTOCOLS", "serve", "is_loopback", "check_bind"]
 
 LOOPBACK_HOSTS = ("localhost",)
 
@@ -48,6 +48,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_bind(host: str, allow_remote: bool, api_key: str | None = None, *, warn: bool = True) -> None:
+    """Loopback is always fine; any other address needs `allow_remote`, and then prints a warning."""
+    if is_loopback(host):
+        return
+    if not allow_remote:
+        raise ConfigError(f"--host {host} is reachable from other machines; add --allow-remote to bind it")
+    if warn:
+        print(f"WARNING: dtp serve binds {host}: anyone who can reach this port can run the model"
+              + ("" if api_key else "; set DTP_SERVE_API_KEY (openpi protocol) to require a key"), file=sys.stderr)
+
+
 def serve(
     served: ServedPolicy,
     *,
@@ -65,11 +76,7 @@ def serve(
         raise ConfigError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
     if not 0 <= port <= 65535:
         raise ConfigError(f"port must be in [0, 65535] (0 picks a free one), got {port}")
-    if not is_loopback(host):
-        if not allow_remote:
-            raise ConfigError(f"--host {host} is reachable from other machines; add --allow-remote to bind it")
-        print(f"WARNING: dtp serve binds {host}: anyone who can reach this port can run the model"
-              + ("" if api_key else "; set DTP_SERVE_API_KEY (openpi protocol) to require a key"), file=sys.stderr)
+    check_bind(host, allow_remote, api_key)
 
     def announce(bound: int) -> None:
         print(f"dtp serve: {protocol} protocol listening on ws://{host}:{bound}", flush=True)
