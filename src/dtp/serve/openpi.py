@@ -3,7 +3,8 @@
 Wire format (openpi-client 0.1.2, `openpi_client/msgpack_numpy.py` and
 `websocket_client_policy.py`):
 - on connect the server sends one msgpack map of metadata;
-- each request is a msgpack map (the observation), each reply a msgpack map with "actions";
+- each request is a msgpack map (the observation), each reply a msgpack map with "actions"
+  (and "server_timing": {"infer_ms": ...}, as openpi's server sends);
 - ndarrays travel as {b"__ndarray__": True, b"data": bytes, b"dtype": str, b"shape": list},
   numpy scalars as {b"__npgeneric__": True, b"data": value, b"dtype": str};
 - an error reply is a text frame (the client raises RuntimeError with its text);
@@ -23,6 +24,7 @@ import functools
 import hmac
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any, Callable
@@ -175,10 +177,13 @@ class OpenpiServer:
                 return {"reset": True}
         obs = to_observation(request, self.keys)
         want = self.always_diagnostics or bool(request.get("dtp/diagnostics", False))
+        t0 = time.perf_counter()
         action, diag = await loop.run_in_executor(
             self._executor, functools.partial(session.step, obs, want_diagnostics=want)
         )
-        reply: dict[str, Any] = {"actions": action[None, :]}  # openpi replies with a chunk: (1, A)
+        infer_ms = 1000 * (time.perf_counter() - t0)
+        # openpi replies with a chunk: (1, A); "server_timing" as openpi's own server reports it
+        reply: dict[str, Any] = {"actions": action[None, :], "server_timing": {"infer_ms": infer_ms}}
         if diag is not None:
             reply["dtp"] = diag
         return reply
