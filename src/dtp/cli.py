@@ -33,6 +33,16 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def _floats(text: str) -> list[float]:
     return [_tau(x) for x in _csv(text)]
 
@@ -221,7 +231,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     dtp = _dtp_config(args)
     if args.no_dtp:
         dtp = dtp.replace(enabled=False)
-    served = ServedPolicy(load(args.model), dtp, model_name=str(args.model), observe=args.diagnostics)
+    served = ServedPolicy(load(args.model, **dict(args.model_arg)), dtp, model_name=str(args.model),
+                          observe=args.diagnostics)
     action_spec = None
     if args.protocol == "vla-eval" and str(args.model) == "tinyvla":
         from .serve.vlaeval import require_vla_eval
@@ -311,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve until SIGTERM/Ctrl-C. DTP_SERVE_API_KEY (env) makes the openpi protocol "
                                    "require 'Authorization: Api-Key <key>'. See docs/serve.md.")
     p.add_argument("--model", default="tinyvla", help="'tinyvla' (shipped) or a checkpoint directory")
+    p.add_argument("--model-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword for dtp.models.load, JSON-typed (e.g. unnorm_key=bridge_orig trust_remote_code=true)")
     p.add_argument("--protocol", choices=("openpi", "vla-eval"), required=True)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; others need --allow-remote)")
     p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one and prints it)")

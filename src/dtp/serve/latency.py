@@ -83,7 +83,7 @@ def measure(model: str = "tinyvla", frames: int = 8, repeats: int = 5, threads: 
                        for o in obs]
     vla_requests = [{"images": {"dtp_main": o["image"]}, "task_description": o["instruction"], "state": o["proprio"]}
                     for o in obs]
-    times: dict[str, list[float]] = {"in_process": [], "openpi": [], "vla_eval": [], "openpi_server_step": []}
+    times: dict[str, list[float]] = {"in_process": [], "openpi": [], "vla_eval": [], "openpi_server_step": [], "vla_eval_server_step": []}
     actions: dict[str, list[np.ndarray]] = {k: [] for k in ("in_process", "openpi", "vla_eval")}
 
     def local_round() -> None:
@@ -119,6 +119,7 @@ def measure(model: str = "tinyvla", frames: int = 8, repeats: int = 5, threads: 
                             reply = await conn.act(r)
                             times["vla_eval"].append(time.perf_counter() - t0)
                             actions["vla_eval"].append(reply["actions"])
+                            times["vla_eval_server_step"].append(reply["server_timing"]["infer_ms"] / 1000)
                         await conn.end_episode({})
                 finally:
                     await conn.close()
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("openpi", "vla_eval"):
         print(f"dtp serve --protocol {k:<8} {1000 * r['median_s'][k]:8.2f} ms/request  "
               f"ratio {r['ratio'][k]:.2f}  overhead {r['overhead_ms'][k]:+.2f} ms")
-    print(f"(openpi: the server's own step took {1000 * r['median_s']['openpi_server_step']:.2f} ms of that)")
+    print(f"(the server's own DTPPolicy.step: openpi {1000 * r['median_s']['openpi_server_step']:.2f} ms, "
+          f"vla-eval {1000 * r['median_s']['vla_eval_server_step']:.2f} ms)")
     print(f"served actions equal in-process: {r['actions_equal']}")
     return 0
 

@@ -3,6 +3,7 @@
 vla-eval (PyPI `vla-eval`, tested with 0.8.0) sends HELLO, then per episode EPISODE_START
 (payload {"task": {...}}), OBSERVATION x n, EPISODE_END; an observation is
 {"images": {camera: uint8 (H, W, 3)}, "task_description": str, "state": float (P,)}.
+Replies also carry {"server_timing": {"infer_ms": ...}} (the DTP step's time), as openpi's do.
 Each episode gets its own DTPPolicy, reset with the task's "seed" when the benchmark sends one
 (ours does), so a run equals in-process `run_episode` on the same seeds. An observation may ask
 for diagnostics with {"dtp_diagnostics": True}; the reply is {"actions": float32 (A,)} plus
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from typing import Any, Callable
 
 from ..errors import ConfigError, InputError
@@ -53,10 +55,10 @@ if PredictModelServer is not None:
 
         async def on_episode_start(self, config: dict[str, Any], ctx: Any) -> None:
             await super().on_episode_start(config, ctx)
-            task = config.get("task") or {}
+            task = config.get("task") if isinstance(config.get("task"), dict) else {}
             seed = task.get("seed", 0)
             if isinstance(seed, bool) or not isinstance(seed, int):
-                raise InputError(f"the task's seed must be an int, got {seed!r}")
+                seed = 0  # other benchmarks' tasks need not carry our scene seed
             self._sessions[(ctx.session_id, ctx.episode_id)] = self.served.open_session(seed)
 
         async def on_episode_end(self, result: dict[str, Any], ctx: Any) -> None:
@@ -79,8 +81,9 @@ if PredictModelServer is not None:
                 raise InputError("the observation has no 'task_description'")
             observation = make_observation(image, obs["task_description"], obs.get("state"))
             want = self.always_diagnostics or bool(obs.get("dtp_diagnostics", False))
+            t0 = time.perf_counter()
             action, diag = session.step(observation, want_diagnostics=want)
-            reply: dict[str, Any] = {"actions": action}
+            reply: dict[str, Any] = {"actions": action, "server_timing": {"infer_ms": 1000 * (time.perf_counter() - t0)}}
             if diag is not None:
                 reply["dtp"] = diag
             return reply
