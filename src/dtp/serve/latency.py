@@ -128,15 +128,24 @@ def measure(model: str = "tinyvla", frames: int = 8, repeats: int = 5, threads: 
     finally:
         stop_server(op_proc)
         stop_server(ve_proc)
+    codec = []  # vla-eval's own message codec (PNG images by default) on one observation, both ways
+    from vla_eval.protocol.messages import Message, MessageType, pack_message, unpack_message
+
+    for _ in range(20):
+        codec.append(timed(lambda: unpack_message(pack_message(Message(MessageType.OBSERVATION, vla_requests[0])))))
     n = len(obs)
     same = all(np.array_equal(np.float32(a), np.float32(b)) for k in ("openpi", "vla_eval")
                for a, b in zip(actions["in_process"], actions[k]))
     med = {k: statistics.median(v[n:]) for k, v in times.items()}  # first round is warm-up
+    med["vla_eval_codec"] = statistics.median(codec)
     return {
         "model": model, "frames": n, "repeats": repeats, "threads": threads,
         "median_s": med,
         "ratio": {k: med[k] / med["in_process"] for k in ("openpi", "vla_eval")},
         "overhead_ms": {k: 1000 * (med[k] - med["in_process"]) for k in ("openpi", "vla_eval")},
+        # per request, round trip minus the server's own step: the protocol's cost, free of step-time noise
+        "transport_ms": {k: 1000 * statistics.median(a - b for a, b in zip(times[k][n:], times[f"{k}_server_step"][n:]))
+                         for k in ("openpi", "vla_eval")},
         "actions_equal": same,
     }
 
@@ -155,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("openpi", "vla_eval"):
         print(f"dtp serve --protocol {k:<8} {1000 * r['median_s'][k]:8.2f} ms/request  "
               f"ratio {r['ratio'][k]:.2f}  overhead {r['overhead_ms'][k]:+.2f} ms")
-    print(f"(the server's own DTPPolicy.step: openpi {1000 * r['median_s']['openpi_server_step']:.2f} ms, "
-          f"vla-eval {1000 * r['median_s']['vla_eval_server_step']:.2f} ms)")
+    print(f"the server's own DTPPolicy.step: openpi {1000 * r['median_s']['openpi_server_step']:.2f} ms, "
+          f"vla-eval {1000 * r['median_s']['vla_eval_server_step']:.2f} ms; per request, round trip minus that: "
+          f"openpi {r['transport_ms']['openpi']:.2f} ms, vla-eval {r['transport_ms']['vla_eval']:.2f} ms")
+    print(f"vla-eval's codec, one observation packed and unpacked: {1000 * r['median_s']['vla_eval_codec']:.2f} ms")
     print(f"served actions equal in-process: {r['actions_equal']}")
     return 0
 
