@@ -250,3 +250,11 @@ def test_api_key_and_sigterm(tmp_path, frames, start_server):
                 ws.recv(timeout=30)
     assert server.stdout_lines[-1] == "dtp serve: stopped"
     assert "Traceback" not in server.stderr()
+
+
+def test_serve_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--protocol {openpi,vla-eval}" in out and "--allow-remote" in out and "--tau" in out
