@@ -33,6 +33,16 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def _floats(text: str) -> list[float]:
     return [_tau(x) for x in _csv(text)]
 
@@ -208,6 +218,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_main(args.train_args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from .models import load
+    from .serve import ServedPolicy, check_bind, serve
+
+    check_bind(args.host, args.allow_remote, warn=False)  # before loading the model
+    torch.set_num_threads(args.threads)
+    dtp = _dtp_config(args)
+    if args.no_dtp:
+        dtp = dtp.replace(enabled=False)
+    served = ServedPolicy(load(args.model, **dict(args.model_arg)), dtp, model_name=str(args.model),
+                          observe=args.diagnostics)
+    action_spec = None
+    if args.protocol == "vla-eval" and str(args.model) == "tinyvla":
+        from .serve.vlaeval import require_vla_eval
+
+        require_vla_eval()
+        from .serve.benchmark import METAWORLD_ACTION_SPEC
+
+        action_spec = METAWORLD_ACTION_SPEC
+    serve(served, protocol=args.protocol, host=args.host, port=args.port, allow_remote=args.allow_remote,
+          api_key=os.environ.get("DTP_SERVE_API_KEY") or None, diagnostics=args.diagnostics, action_spec=action_spec)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dtp", description="Distracting Token Pruning for vision-language-action policies (arXiv 2601.16065)."
@@ -279,6 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("serve", help="serve a DTP-wrapped policy over the openpi or vla-eval WebSocket protocol",
+                       description="Serve until SIGTERM/Ctrl-C. DTP_SERVE_API_KEY (env) makes the openpi protocol "
+                                   "require 'Authorization: Api-Key <key>'. See docs/serve.md.")
+    p.add_argument("--model", default="tinyvla", help="'tinyvla' (shipped) or a checkpoint directory")
+    p.add_argument("--model-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword for dtp.models.load, JSON-typed (e.g. unnorm_key=bridge_orig trust_remote_code=true)")
+    p.add_argument("--protocol", choices=("openpi", "vla-eval"), required=True)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; others need --allow-remote)")
+    p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one and prints it)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (prints a warning)")
+    p.add_argument("--diagnostics", action="store_true", help="add DTP's per-step diagnostics to every reply")
+    p.add_argument("--no-dtp", action="store_true", help="serve the plain policy (one pass, the baseline)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    _add_dtp_options(p)
+    p.set_defaults(func=cmd_serve)
 
     try:
         from .bench import add_bench_parser, run_bench_cli
