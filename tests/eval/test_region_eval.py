@@ -99,3 +99,29 @@ def test_cli_region_mistakes_are_one_line(tiny_checkpoint, tmp_path, capsys, ext
                "--out", str(tmp_path / "x"), *extra])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and match in err and len(err.splitlines()) == 1
+
+
+def test_a_run_written_before_region_still_resumes(tiny_checkpoint, tmp_path):
+    from dtp.eval import run_eval
+
+    spec = EvalSpec(model=str(tiny_checkpoint), tasks=("push",), episodes=1, max_steps=1,
+                    configs={"baseline": DTPConfig(enabled=False), "dtp": DTPConfig(tau=0.2)})
+    out = tmp_path / "old"
+    run_eval(spec, out, progress=False)
+    path = out / "config.json"
+    old = json.loads(path.read_text())
+    for c in old["configs"].values():
+        c["relevance"] = c.pop("region")  # as written before `region` existed
+    path.write_text(json.dumps(old))
+    assert len(run_eval(spec, out, progress=False).episodes()) == 2  # resumed, nothing rerun
+    other = EvalSpec(**{**spec.__dict__, "configs": {"baseline": DTPConfig(enabled=False),
+                                                     "dtp": DTPConfig(tau=0.2, region="oracle")}})
+    with pytest.raises(ConfigError, match="different run"):
+        run_eval(other, out, progress=False)
+
+
+def test_layers_are_chosen_only_for_ranked_sources():
+    from dtp.eval.layer_choice import choose_layers
+
+    with pytest.raises(ConfigError, match="uses no layers"):
+        choose_layers(object(), lambda task: None, ["reach"], relevance="oracle")

@@ -244,7 +244,8 @@ def run_eval(
     adapter=None,
 ) -> RunStore:
     """Run every job not yet in `out_dir`, appending each episode as it finishes."""
-    store = RunStore(out_dir).open(spec.to_dict())
+    # config.json of older runs spells the region `relevance`: the same options still resume them
+    store = RunStore(out_dir).open(spec.to_dict(), upgrade=lambda d: EvalSpec.from_dict(d).to_dict())
     done = store.done_keys()
     todo = [j for j in spec.jobs() if j.key not in done]
     log.info("%d of %d episodes to run in %s", len(todo), len(spec.jobs()), out_dir)
