@@ -33,7 +33,7 @@ def test_config_names_carry_the_region():
 
 
 def test_eval_refuses_a_source_the_benchmark_cannot_feed():
-    with pytest.raises(ConfigError, match="region='mask' needs a mask"):
+    with pytest.raises(ConfigError, match="region='mask' needs obs\\['region_mask'\\]"):
         EvalSpec(configs={"baseline": DTPConfig(enabled=False), "mask": DTPConfig(region="mask")})
 
 
@@ -89,7 +89,7 @@ def test_cli_eval_with_the_oracle_region_and_its_report(tiny_checkpoint, tmp_pat
 @pytest.mark.parametrize(
     "extra,match",
     [
-        (["--region", "mask"], "needs a mask"),
+        (["--region", "mask"], "needs obs['region_mask']"),
         (["--region", "oracle", "--relevance", "similarity"], "conflict"),
         (["--region", "saliency"], "region must be one of"),
     ],

@@ -72,10 +72,11 @@ class EvalSpec:
         if self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         for name, cfg in self.configs.items():
-            if region_source(cfg.region).obs_field not in ENV_FIELDS:
+            field = region_source(cfg.region).obs_field
+            if field not in ENV_FIELDS:
                 raise ConfigError(
-                    f"config {name!r}: region={cfg.region!r} needs a mask with every observation, which the "
-                    f"benchmark does not supply; evaluate with one of "
+                    f"config {name!r}: region={cfg.region!r} needs obs[{field!r}] with every observation, which "
+                    f"the benchmark does not supply; evaluate with one of "
                     f"{tuple(n for n in region_sources() if region_source(n).obs_field in ENV_FIELDS)}"
                 )
 
