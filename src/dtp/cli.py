@@ -52,7 +52,10 @@ def _add_dtp_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tau", type=_tau, default=None, help="tolerance of the pruning rule (default: DTPConfig's)")
     g.add_argument("--k", type=_k, default=None, help="important-region size: count, or fraction if it has a dot")
     g.add_argument("--sigma", type=float, default=None, help="Gaussian smoothing of relevance, in patches (0 = off)")
-    g.add_argument("--relevance", choices=("attention", "similarity"), default=None)
+    g.add_argument("--region", default=None,
+                   help="where the important region G comes from: attention (default), similarity, "
+                        "oracle (the simulator's segmentation of task object, goal, gripper)")
+    g.add_argument("--relevance", choices=("attention", "similarity"), default=None, help="old name of --region")
     g.add_argument("--layers", type=lambda s: tuple(int(x) for x in _csv(s)), default=None,
                    help="relevance layers, comma-separated (default: middle third)")
     g.add_argument("--aggregation", choices=("mean", "max", "sum", "first", "last"), default=None)
@@ -62,7 +65,7 @@ def _dtp_config(args: argparse.Namespace):
     from .config import DTPConfig
 
     changes = {
-        "tau": args.tau, "k": args.k, "sigma": args.sigma, "relevance": args.relevance,
+        "tau": args.tau, "k": args.k, "sigma": args.sigma, "relevance": args.relevance, "region": args.region,
         "relevance_layers": args.layers, "aggregation": args.aggregation,
     }
     return DTPConfig(**{k: v for k, v in changes.items() if v is not None})
@@ -125,17 +128,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dtp = _dtp_config(args)
     configs = {"baseline": dtp.replace(enabled=False)}
     if not args.baseline_only:
-        configs["dtp"] = dtp
+        configs["dtp" if dtp.region == "attention" else dtp.region] = dtp  # the name carries the region
     return _run_spec(args, configs)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .eval import sweep_configs
+    from .eval.runner import config_name
 
     base = _dtp_config(args)
     configs = sweep_configs(args.taus, base=base, ablations=args.ablations)
     main = {"baseline": args.main_episodes}
-    default_name = f"dtp@tau={base.tau:g}"
+    default_name = config_name(base)
     if default_name not in configs:
         configs[default_name] = base
     main[default_name] = args.main_episodes
@@ -273,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runner_options(p)
     _add_dtp_options(p)
     p.add_argument("--taus", type=_floats, default=[0.25, 0.5, 0.75, 1.0, 1.5, 2.0], help="tau grid")
-    p.add_argument("--ablations", type=_csv, default=("random_anywhere", "random_outside", "no_smoothing", "similarity"))
+    p.add_argument("--ablations", type=_csv,
+                   default=("random_anywhere", "random_outside", "no_smoothing", "similarity", "oracle"),
+                   help="ablation modes and region sources run at the default tau")
     p.add_argument("--main-episodes", type=int, default=None,
                    help="episodes for the baseline and DTP at the default tau (default: --episodes)")
     p.set_defaults(func=cmd_sweep)

@@ -9,8 +9,9 @@ from typing import Any, Sequence
 
 from .core import AGGREGATIONS
 from .errors import ConfigError
+from .regions import region_source, region_sources
 
-RELEVANCE_MODES = ("attention", "similarity")
+RELEVANCE_MODES = ("attention", "similarity")  # the sources that rank a relevance map (see dtp.regions)
 ABLATIONS = ("none", "random_anywhere", "random_outside", "no_smoothing")
 
 
@@ -22,7 +23,11 @@ class DTPConfig:
     tau: tolerance of Eq. 5; small prunes more, inf prunes nothing.
     k: size of the important region G, a count (int) or a fraction of image tokens (float).
     sigma: Gaussian smoothing of the relevance map, in patches (0 = off).
-    relevance: "attention" (prompt->image attention) or "similarity" (cosine of hidden states).
+    region: where G comes from, a source of dtp.regions: "attention" (prompt->image attention,
+      the default), "similarity" (cosine of hidden states), "oracle" (the simulator's
+      segmentation of task object, goal and gripper), "mask" (the caller's mask per step).
+    relevance: the older name of `region`, kept as an alias: give either (equal values if both).
+      After construction both hold the same name; `replace` and `to_dict` follow `region`.
     relevance_layers: layers L_sel used for relevance; None = the model's stored default, else the middle third.
     aggregation: how A_t combines over action tokens ("mean", "max", "sum", "first", "last").
     ablation: "none" (DTP), "random_anywhere" / "random_outside" (prune as many tokens as DTP
@@ -34,11 +39,12 @@ class DTPConfig:
     tau: float = 1.0
     k: int | float = 0.25
     sigma: float = 1.0
-    relevance: str = "attention"
+    relevance: str | None = None  # alias of region
     relevance_layers: tuple[int, ...] | None = None
     aggregation: str = "mean"
     ablation: str = "none"
     seed: int = 0
+    region: str | None = None  # None: from `relevance`, else "attention" (last: positional order kept)
 
     def __post_init__(self) -> None:
         if not isinstance(self.tau, (int, float)) or isinstance(self.tau, bool) or math.isnan(self.tau) or self.tau < 0:
@@ -51,8 +57,20 @@ class DTPConfig:
             raise ConfigError(f"k as a fraction must be in (0, 1], got {self.k}")
         if not isinstance(self.sigma, (int, float)) or math.isnan(self.sigma) or self.sigma < 0:
             raise ConfigError(f"sigma must be >= 0 patches, got {self.sigma!r}")
-        if self.relevance not in RELEVANCE_MODES:
-            raise ConfigError(f"relevance must be one of {RELEVANCE_MODES}, got {self.relevance!r}")
+        if self.region is not None and self.relevance is not None and self.region != self.relevance:
+            raise ConfigError(
+                f"region={self.region!r} and relevance={self.relevance!r} conflict: relevance is the old "
+                "name of region, give one"
+            )
+        name = self.region if self.region is not None else self.relevance
+        name = "attention" if name is None else name
+        try:
+            region_source(name)
+        except ConfigError:
+            given = "relevance" if self.region is None else "region"
+            raise ConfigError(f"{given} must be one of {region_sources()}, got {name!r}") from None
+        object.__setattr__(self, "region", name)
+        object.__setattr__(self, "relevance", name)
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.ablation not in ABLATIONS:
@@ -91,10 +109,15 @@ class DTPConfig:
         return tuple(sorted(set(out)))
 
     def replace(self, **changes: Any) -> "DTPConfig":
+        """A copy with `changes`; `relevance=` changes the region like `region=` (its alias)."""
+        if "relevance" in changes and "region" not in changes:
+            changes["region"] = changes["relevance"]
+        changes.setdefault("relevance", None)  # the alias follows region
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        del d["relevance"]  # the alias; from_dict accepts it from older files
         d["relevance_layers"] = list(self.relevance_layers) if self.relevance_layers is not None else None
         if math.isinf(self.tau):
             d["tau"] = "inf"
@@ -111,3 +134,4 @@ class DTPConfig:
         if d.get("relevance_layers") is not None:
             d["relevance_layers"] = tuple(d["relevance_layers"])
         return cls(**d)
+

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .errors import AttentionError, ConfigError
+from .errors import AttentionError, ConfigError, InputError
 
 __all__ = [
     "relevance_from_attention",
@@ -28,6 +28,7 @@ __all__ = [
     "random_prune_mask",
     "keep_mask",
     "irrelevant_attention",
+    "pixels_to_patches",
 ]
 
 
@@ -185,7 +186,11 @@ def _check_tau(tau: float) -> None:
 
 
 def distracting_mask(a: torch.Tensor, g: torch.Tensor, tau: float) -> torch.Tensor:
-    """Eq. 5: D = { v not in G : A[v] > tau * max_{u in G} A[u] }, as bool (..., h, w)."""
+    """Eq. 5: D = { v not in G : A[v] > tau * max_{u in G} A[u] }, as bool (..., h, w).
+
+    An empty G (a region source that found nothing, e.g. an empty user mask) gives an empty D:
+    with no region there is no a_m to compare against, so nothing counts as distracting.
+    """
     _check_tau(tau)
     if a.shape != g.shape:
         raise AttentionError(f"A {tuple(a.shape)} and G {tuple(g.shape)} must have the same shape")
@@ -195,14 +200,14 @@ def distracting_mask(a: torch.Tensor, g: torch.Tensor, tau: float) -> torch.Tens
     flat_a = a.flatten(-2)
     flat_g = g.flatten(-2)
     a_m = torch.where(flat_g, flat_a, torch.full_like(flat_a, -math.inf)).amax(dim=-1, keepdim=True)
-    d = (~flat_g) & (flat_a > tau * a_m)
+    d = (~flat_g) & (flat_a > tau * a_m) & flat_g.any(dim=-1, keepdim=True)
     return d.reshape(g.shape)
 
 
 def rule_margin(a: torch.Tensor, g: torch.Tensor, tau: float) -> torch.Tensor:
     """How far the strongest outside-G token sits above (+) or below (-) tau * a_m, in units of a_m.
 
-    Positive means the rule fires. Returns (...,) floats; NaN where G covers everything.
+    Positive means the rule fires. Returns (...,) floats; NaN where G covers everything or nothing.
     """
     _check_tau(tau)
     flat_a = a.flatten(-2).float()
@@ -212,7 +217,8 @@ def rule_margin(a: torch.Tensor, g: torch.Tensor, tau: float) -> torch.Tensor:
     out_max = torch.where(~flat_g, flat_a, neg).amax(dim=-1)
     scale = a_m.clamp_min(torch.finfo(flat_a.dtype).tiny)
     margin = out_max / scale - tau
-    return torch.where(torch.isinf(out_max), torch.full_like(margin, math.nan), margin)
+    undefined = torch.isinf(out_max) | torch.isinf(a_m)
+    return torch.where(undefined, torch.full_like(margin, math.nan), margin)
 
 
 def random_prune_mask(
@@ -241,10 +247,43 @@ def keep_mask(d: torch.Tensor) -> torch.Tensor:
 def irrelevant_attention(a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention mass outside G (the paper's analysis quantity) and its share of all image mass.
 
-    Returns (sum_outside, fraction) each of shape (...).
+    Returns (sum_outside, fraction) each of shape (...); both NaN where G is empty (no region,
+    so "outside it" says nothing about distraction).
     """
     flat_a = a.flatten(-2).float()
-    outside = (flat_a * (~g.flatten(-2))).sum(dim=-1)
+    flat_g = g.flatten(-2)
+    outside = (flat_a * (~flat_g)).sum(dim=-1)
     total = flat_a.sum(dim=-1)
     frac = torch.where(total > 0, outside / total.clamp_min(torch.finfo(flat_a.dtype).tiny), torch.zeros_like(total))
-    return outside, frac
+    empty = ~flat_g.any(dim=-1)
+    nan = torch.full_like(outside, math.nan)
+    return torch.where(empty, nan, outside), torch.where(empty, nan, frac)
+
+
+def pixels_to_patches(mask: torch.Tensor, grid: tuple[int, int], min_share: float | None = None) -> torch.Tensor:
+    """Map a pixel mask (..., H, W) onto the patch grid (h, w): bool (..., h, w).
+
+    Patch (i, j) covers pixel rows floor(i H / h) .. floor((i + 1) H / h) - 1 (columns alike), so
+    sizes that the grid divides give exact blocks and others the nearest split. The image is
+    assumed to reach the model whole (resized, not cropped or padded).
+    min_share: None puts a patch in G when any of its pixels is set; a number in (0, 1] when at
+    least that share of its pixels is set.
+    """
+    if mask.dim() < 2:
+        raise InputError(f"a pixel mask must be (..., H, W), got shape {tuple(mask.shape)}")
+    if min_share is not None and not (0.0 < float(min_share) <= 1.0):
+        raise ConfigError(f"min_share must be None (any pixel) or in (0, 1], got {min_share!r}")
+    h, w = grid
+    *lead, big_h, big_w = mask.shape
+    if big_h < h or big_w < w:
+        raise InputError(f"a {big_h}x{big_w} pixel mask is smaller than the {h}x{w} patch grid")
+    x = mask.reshape(-1, big_h, big_w).to(torch.float64)
+    # integral image with a zero row and column in front: sums over any block in four lookups
+    s = torch.nn.functional.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))  # (B, H + 1, W + 1)
+    r = torch.div(torch.arange(h + 1) * big_h, h, rounding_mode="floor")  # (h + 1,) row edges
+    c = torch.div(torch.arange(w + 1) * big_w, w, rounding_mode="floor")  # (w + 1,) column edges
+    r0, r1, c0, c1 = r[:-1, None], r[1:, None], c[None, :-1], c[None, 1:]
+    block = s[:, r1, c1] - s[:, r0, c1] - s[:, r1, c0] + s[:, r0, c0]  # (B, h, w) set pixels per patch
+    share = block / ((r1 - r0) * (c1 - c0)).to(torch.float64)
+    out = share > 0 if min_share is None else share >= float(min_share) - 1e-12
+    return out.reshape(*lead, h, w)

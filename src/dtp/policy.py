@@ -16,7 +16,8 @@ import torch
 
 from . import core, fast
 from .config import DTPConfig
-from .errors import AttentionError, UnsupportedModelError
+from .regions import region_source
+from .errors import AttentionError, InputError, UnsupportedModelError
 from .models.base import Generation, Observation, VLAAdapter
 from .models.common import capture_spec_for
 
@@ -115,6 +116,7 @@ class DTPPolicy:
         self.relevance_layers = self.config.resolve_layers(
             adapter.num_layers, getattr(adapter, "default_relevance_layers", None)
         )
+        self.region_source = region_source(self.config.region)  # where G comes from (dtp.regions)
         self._step = 0
         self._episode_seed = 0
 
@@ -137,14 +139,13 @@ class DTPPolicy:
         inputs = self.adapter.prepare(obs)
         rec.timings["prepare_s"] = time.perf_counter() - t0
         capture = cfg.enabled or self.observe
-        similarity = cfg.relevance == "similarity"
 
         t0 = time.perf_counter()
         gen1: Generation = self.adapter.generate(
             inputs,
             capture=capture_spec_for(inputs.layout) if capture else None,
             relevance_layers=self.relevance_layers if capture else (),
-            hidden_states=capture and similarity,
+            hidden_states=capture and self.region_source.needs_hidden_states,
         )
         rec.timings["pass1_s"] = time.perf_counter() - t0
         rec.tokens_pass1 = gen1.action_bins.tolist()
@@ -154,7 +155,7 @@ class DTPPolicy:
 
         if capture:
             t0 = time.perf_counter()
-            self._analyse(gen1, inputs.layout.grid, rec)
+            self._analyse(gen1, inputs.layout.grid, rec, obs)
             rec.timings["dtp_math_s"] = time.perf_counter() - t0
             if cfg.enabled and rec.n_pruned > 0:
                 t0 = time.perf_counter()
@@ -166,16 +167,16 @@ class DTPPolicy:
         self._step += 1
         return StepResult(action=rec.action, record=rec)
 
-    def _analyse(self, gen: Generation, grid: tuple[int, int], rec: StepRecord) -> None:
+    def _analyse(self, gen: Generation, grid: tuple[int, int], rec: StepRecord, obs: Observation | None = None) -> None:
+        """r, G, A, D and the diagnostics of one step into `rec`; `obs` feeds region sources that read it."""
         cfg = self.config
         trace = gen.trace
         if trace is None:
             raise AttentionError("the adapter returned no trace from a capture pass")
-        if cfg.relevance == "similarity":
-            r = core.relevance_from_similarity(trace.prompt_hidden, trace.image_hidden, grid)
-        else:
-            r = core.relevance_from_attention(trace.prompt_rows, grid)
-        g = core.important_region(r, cfg.k, cfg.effective_sigma)
+        if obs is None and self.region_source.obs_field is not None:
+            raise InputError(f"region={cfg.region!r} reads obs.{self.region_source.obs_field}; pass the observation")
+        region = self.region_source.compute(obs, trace, grid, cfg)
+        r, g = region.relevance, region.region
         a = core.attention_map(trace.action_rows, grid, cfg.aggregation)
         d = core.distracting_mask(a, g, cfg.tau)
         pruned = d

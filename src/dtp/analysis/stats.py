@@ -109,6 +109,7 @@ def step_diagnostics(steps: list[dict[str, Any]], near: float = 0.05) -> dict[st
         # firings whose D held at least one patch of the task object, goal or gripper (DTP pruning the task)
         "task_pruned_share_of_firings": float(np.mean([(s.get("d_on_task") or 0) > 0 for s in fired])) if fired else float("nan"),
         "g_covers_task": _nanmean(s.get("g_covers_task") for s in steps),
+        "g_covers_object": _nanmean(s.get("g_covers_object") for s in steps),  # the named object alone
         "d_covers_distractors": _nanmean(s.get("d_covers_distractors") for s in steps),
     }
 

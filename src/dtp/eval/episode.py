@@ -9,11 +9,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .. import core
+from ..errors import ConfigError
 from ..policy import DTPPolicy, StepRecord
+from ..regions import ORACLE_LABELS, SEGMENTATION_LABELS
+from .runner import ENV_FIELDS
 
 # Segmentation labels of dtp.envs: 1 task object, 2 goal, 3 gripper, 4 distractors.
-TASK_LABELS = (1, 2, 3)
-DISTRACTOR_LABEL = 4
+TASK_LABELS = ORACLE_LABELS
+OBJECT_LABEL = SEGMENTATION_LABELS["task_object"]
+GOAL_LABEL = SEGMENTATION_LABELS["goal"]
+DISTRACTOR_LABEL = SEGMENTATION_LABELS["distractor"]
 
 
 @dataclass
@@ -25,23 +31,30 @@ class EpisodeOutcome:
 
 
 def patch_labels(seg: np.ndarray, grid: tuple[int, int], labels: tuple[int, ...]) -> torch.Tensor:
-    """(h, w) bool: patches containing at least one pixel with one of `labels`."""
-    h, w = grid
-    hit = np.isin(seg, labels)
-    ph, pw = seg.shape[0] // h, seg.shape[1] // w
-    hit = hit[: ph * h, : pw * w].reshape(h, ph, w, pw).any(axis=(1, 3))
-    return torch.from_numpy(hit)
+    """(h, w) bool: patches containing at least one pixel with one of `labels` (core.pixels_to_patches)."""
+    return core.pixels_to_patches(torch.from_numpy(np.isin(seg, labels)), grid)
 
 
-def region_scores(rec: StepRecord, seg: np.ndarray) -> dict[str, float]:
-    """Share of the task-object patches that G covers, and of the distractor patches that D covers."""
+def named_object_labels(env: Any) -> tuple[int, ...]:
+    """Labels of the thing the instruction names: the task object, or the goal where the task has
+    no object (reach: "reach the red ball")."""
+    task = getattr(getattr(env, "unwrapped", env), "task", None)
+    return (GOAL_LABEL,) if task is not None and not task.object_bodies else (OBJECT_LABEL,)
+
+
+def region_scores(rec: StepRecord, seg: np.ndarray, object_labels: tuple[int, ...] = (OBJECT_LABEL,)) -> dict[str, float]:
+    """Share of the task patches (object, goal, gripper) and of the named object's patches that G
+    covers, and of the distractor patches that D covers (NaN where none is visible)."""
     if rec.region is None:
         return {}
     grid = tuple(rec.region.shape)
     task = patch_labels(seg, grid, TASK_LABELS)
+    obj = patch_labels(seg, grid, object_labels)
     dis = patch_labels(seg, grid, (DISTRACTOR_LABEL,))
-    out = {"gt_task_patches": int(task.sum()), "gt_distractor_patches": int(dis.sum())}
+    out = {"gt_task_patches": int(task.sum()), "gt_object_patches": int(obj.sum()),
+           "gt_distractor_patches": int(dis.sum())}
     out["g_covers_task"] = float((rec.region & task).sum() / task.sum()) if task.any() else float("nan")
+    out["g_covers_object"] = float((rec.region & obj).sum() / obj.sum()) if obj.any() else float("nan")
     pruned = rec.distracting if rec.distracting is not None else rec.pruned
     out["d_covers_distractors"] = float((pruned & dis).sum() / dis.sum()) if dis.any() else float("nan")
     out["d_on_task"] = float((pruned & task).sum()) if pruned is not None else float("nan")
@@ -56,20 +69,37 @@ def run_episode(
     score_regions: bool = False,
     on_step: Callable[[int, dict, StepRecord], None] | None = None,
 ) -> EpisodeOutcome:
-    """Reset `env` with `seed`, act until success or truncation; rows are plain dicts."""
+    """Reset `env` with `seed`, act until success or truncation; rows are plain dicts.
+
+    When the policy's region source reads the segmentation (region="oracle"), each observation
+    carries the env's segmentation of the same frame; scoring reuses it.
+    """
+    obs_field = policy.region_source.obs_field
+    if obs_field not in ENV_FIELDS:
+        raise ConfigError(
+            f"region={policy.config.region!r} reads obs[{obs_field!r}], which the benchmark env does not supply"
+        )
+    supply_seg = obs_field == "segmentation"
+    object_labels = named_object_labels(env)
     obs, _ = env.reset(seed=seed)
     policy.reset(seed)
     rows: list[dict[str, Any]] = []
     t_policy = t_env = t_seg = 0.0
     success, length = False, 0
     while True:
+        seg = None
+        if supply_seg:
+            t0 = time.perf_counter()
+            seg = env.segmentation()
+            obs = {**obs, "segmentation": seg}
+            t_seg += time.perf_counter() - t0
         t0 = time.perf_counter()
         res = policy.step(obs)
         t_policy += time.perf_counter() - t0
         row = res.record.scalars()
         if score_regions and res.record.region is not None:
             t0 = time.perf_counter()
-            row.update(region_scores(res.record, env.segmentation()))
+            row.update(region_scores(res.record, env.segmentation() if seg is None else seg, object_labels))
             t_seg += time.perf_counter() - t0
         if on_step is not None:
             on_step(length, obs, res.record)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import core
-from ..config import DTPConfig
+from ..config import RELEVANCE_MODES, DTPConfig
 from ..errors import ConfigError
 from ..models.base import Observation
 from ..models.common import capture_spec_for
@@ -119,6 +119,8 @@ def choose_layers(
     relevance: the mode whose layers are chosen ("attention" or "similarity").
     """
     DTPConfig(k=k, sigma=sigma, relevance=relevance)  # the same checks as any DTP run (ConfigError)
+    if relevance not in RELEVANCE_MODES:
+        raise ConfigError(f"layers are chosen for a relevance map {RELEVANCE_MODES}; region {relevance!r} uses no layers")
     similarity = relevance == "similarity"
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis import stats
+from ..regions import region_sources
 from .store import RunStore
 
 
@@ -34,10 +35,33 @@ def summary_table(episodes: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _tau_of(name: str) -> float | None:
-    if name.startswith("dtp@tau="):
-        return float(name.split("=", 1)[1])
-    return None
+def _tau_series(name: str) -> tuple[str, float] | None:
+    """(region source, tau) of a DTP config named like runner.config_name: "dtp@tau=1" is the
+    attention region, "oracle@tau=1" DTP over the oracle region; anything else (baseline,
+    ablations, eval's "dtp") is in no tau series."""
+    what, sep, tau = name.partition("@tau=")
+    if not sep:
+        return None
+    region = "attention" if what == "dtp" else what
+    if region not in region_sources():
+        return None
+    try:
+        return region, float(tau)
+    except ValueError:
+        return None
+
+
+def _region_by_config(store: RunStore, configs: list[str]) -> dict[str, str]:
+    """Each config's region source from the run's config.json (older runs named it `relevance`)."""
+    try:
+        spec = store.config().get("configs", {})
+    except FileNotFoundError:
+        spec = {}
+    out = {}
+    for c in configs:
+        d = spec.get(c, {})
+        out[c] = d.get("region") or d.get("relevance") or "attention"
+    return out
 
 
 def analyse(run_dir: str | Path) -> dict[str, Any]:
@@ -46,6 +70,7 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
     eps, steps = store.episodes(), store.steps()
     configs = list(dict.fromkeys(e["config"] for e in eps))
     out: dict[str, Any] = {"episodes": len(eps), "configs": configs}
+    out["region_by_config"] = _region_by_config(store, configs)
     out["success_by_config_task"] = stats.success_by(eps, ("config", "task"))
     out["success_by_config"] = stats.success_by(eps, ("config",))
     base_rate = {r["config"]: r["rate"] for r in out["success_by_config"]}
@@ -75,15 +100,21 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
     for c in configs:
         keys = {e["key"] for e in eps if e["config"] == c}
         out["time_curves"][c] = stats.time_curve([s for s in steps if s["key"] in keys], outcome)
-    # tau curve and the best tau (the paper's "upper bound" under fixed weights)
-    taus = sorted((t, c) for c in configs if (t := _tau_of(c)) is not None)
+    # tau curves per region source, and the best tau of the main one (the series with the most
+    # taus, attention on ties): the paper's "upper bound" under fixed weights
+    series = sorted((rt[0], rt[1], c) for c in configs if (rt := _tau_series(c)) is not None)
     entropy = {c: stats._nanmean(s.get("entropy") for s in steps if s["config"] == c) for c in configs}
-    out["tau_curve"] = [{"tau": t, "config": c, "rate": base_rate[c], "mean_entropy": entropy[c],
+    out["tau_curve"] = [{"tau": t, "region": reg, "config": c, "rate": base_rate[c], "mean_entropy": entropy[c],
                          "ci": stats.wilson_interval(sum(e["success"] for e in eps if e["config"] == c),
-                                                     sum(1 for e in eps if e["config"] == c))} for t, c in taus]
-    if taus:
-        best = max(out["tau_curve"], key=lambda r: r["rate"])
-        out["best_tau"] = {"tau": best["tau"], "rate": best["rate"], "baseline_rate": base_rate.get("baseline")}
+                                                     sum(1 for e in eps if e["config"] == c))} for reg, t, c in series]
+    if series:
+        counts = defaultdict(int)
+        for reg, _, _ in series:
+            counts[reg] += 1
+        main = max(counts, key=lambda reg: (counts[reg], reg == "attention"))
+        best = max((r for r in out["tau_curve"] if r["region"] == main), key=lambda r: r["rate"])
+        out["best_tau"] = {"tau": best["tau"], "region": main, "rate": best["rate"],
+                           "baseline_rate": base_rate.get("baseline")}
     out["diagnostics"] = {c: stats.step_diagnostics([s for s in steps if s["config"] == c]) for c in configs}
     out["baseline_entropy"] = entropy.get("baseline")
     return out
@@ -122,9 +153,11 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
     if res.get("tau_curve"):
         tc = res["tau_curve"]
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        t = [r["tau"] for r in tc]
-        ax.errorbar(t, [r["rate"] for r in tc], yerr=[[r["rate"] - r["ci"][0] for r in tc], [r["ci"][1] - r["rate"] for r in tc]],
-                    marker="o", capsize=3, label="DTP")
+        for reg in dict.fromkeys(r["region"] for r in tc):
+            pts = [r for r in tc if r["region"] == reg]
+            ax.errorbar([r["tau"] for r in pts], [r["rate"] for r in pts],
+                        yerr=[[r["rate"] - r["ci"][0] for r in pts], [r["ci"][1] - r["rate"] for r in pts]],
+                        marker="o", capsize=3, label=f"DTP, {reg} region")
         base = res["best_tau"].get("baseline_rate")
         if base is not None:
             ax.axhline(base, color="#888", ls="--", label="baseline")
@@ -195,10 +228,14 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     md = [f"# DTP report: `{run}`", "",
           f"{len(eps)} episodes; model `{cfg.get('model')}`; tasks {', '.join(cfg.get('tasks', []))}; "
           f"{cfg.get('distractors')} distractors ({cfg.get('palette')} palette); seed set {cfg.get('seed')}.", "",
-          "## Success (95% Wilson interval)", "", "| config | successes / episodes | rate | 95% CI |", "|---|---|---|---|"]
+          "## Success (95% Wilson interval)", "",
+          "Region source: where G comes from (attention, similarity, the simulator's ground truth `oracle`, "
+          "a user `mask`); the baseline prunes nothing, its G only feeds the diagnostics.", "",
+          "| config | region source | successes / episodes | rate | 95% CI |", "|---|---|---|---|---|"]
+    regions = res["region_by_config"]
     for r in res["success_by_config"]:
-        md.append(f"| {r['config']} | {r['successes']} / {r['episodes']} | {_fmt(r['rate'], True)} | "
-                  f"{_fmt(r['ci_low'], True)} - {_fmt(r['ci_high'], True)} |")
+        md.append(f"| {r['config']} | {regions.get(r['config'], '-')} | {r['successes']} / {r['episodes']} | "
+                  f"{_fmt(r['rate'], True)} | {_fmt(r['ci_low'], True)} - {_fmt(r['ci_high'], True)} |")
     md += ["", "### Per task", "", "```", summary_table(eps), "```", ""]
     if res["paired_vs_baseline"]:
         md += ["## Paired with the baseline (same seeds, exact McNemar)", "",
@@ -210,11 +247,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         md.append("")
     if res.get("best_tau"):
         b = res["best_tau"]
-        md += ["## tau sweep", "", f"Best tau {b['tau']:g}: {_fmt(b['rate'], True)} (baseline {_fmt(b['baseline_rate'], True)}). "
+        md += ["## tau sweep", "", f"Best tau {b['tau']:g} ({b['region']} region): {_fmt(b['rate'], True)} "
+               f"(baseline {_fmt(b['baseline_rate'], True)}). "
                "Picking the best tau on the same seeds it is scored on is the paper's 'upper bound', not a held-out result.", "",
-               "| tau | rate | mean action-token entropy (nats) |", "|---|---|---|"]
+               "| region source | tau | rate | mean action-token entropy (nats) |", "|---|---|---|---|"]
         for r in res["tau_curve"]:
-            md.append(f"| {r['tau']:g} | {_fmt(r['rate'], True)} | {_fmt(r['mean_entropy'])} |")
+            md.append(f"| {r['region']} | {r['tau']:g} | {_fmt(r['rate'], True)} | {_fmt(r['mean_entropy'])} |")
         md.append("")
     md += ["## Irrelevant attention: failed vs successful episodes (Mann-Whitney U, one-sided: failures higher)", "",
            "| config / task | n fail | n success | mean fail | mean success | U | p |", "|---|---|---|---|---|---|---|"]
@@ -223,14 +261,19 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                   f"{_fmt(m['U'])} | {_fmt(m['p_greater'])} |")
     md += ["", "## Diagnostics per config", "",
            "| config | fired | pruned when fired | firings within 0.05 of threshold | action changed when fired | "
-           "L2 change when fired | firings that prune a task patch | G covers task patches | D covers distractor patches |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "L2 change when fired | firings that prune a task patch | G covers task patches | "
+           "G covers the named object | D covers distractor patches |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for c, d in res["diagnostics"].items():
         if d:
             md.append(f"| {c} | {_fmt(d['fired_share'], True)} | {_fmt(d['mean_pruned_when_fired'])} | "
                       f"{_fmt(d['near_threshold_share_of_firings'], True)} | {_fmt(d['action_changed_share_when_fired'], True)} | "
                       f"{_fmt(d['mean_action_l2_when_fired'])} | {_fmt(d['task_pruned_share_of_firings'], True)} | "
-                      f"{_fmt(d['g_covers_task'], True)} | {_fmt(d['d_covers_distractors'], True)} |")
+                      f"{_fmt(d['g_covers_task'], True)} | {_fmt(d.get('g_covers_object'), True)} | "
+                      f"{_fmt(d['d_covers_distractors'], True)} |")
+    md += ["", "Ground truth from the simulator's segmentation mapped to patches (a patch counts if any of its "
+           "pixels shows the part): task patches = task object, goal and gripper; the named object = the task "
+           "object (reach: its target ball). Shares are means over logged steps where the part is visible."]
     md += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
     md += ["", f"Numbers from `dtp analyze {run}`; raw rows in `{run}/episodes.jsonl` and `steps.jsonl`; all statistics in `stats.json`."]
     path = out / "report.md"

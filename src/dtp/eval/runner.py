@@ -17,11 +17,15 @@ from typing import Any, Iterator
 
 from ..config import DTPConfig
 from ..errors import ConfigError
+from ..regions import region_source, region_sources
 from .store import RunStore, episode_key
 
 log = logging.getLogger(__name__)
 
 EVAL_SEED_BASE = 1_000_000  # far from the demonstration seeds the model was trained on
+# Observation fields the benchmark env can hand a region source (dtp.regions obs_field): none,
+# or its segmentation (region="oracle"). A user's mask (region="mask") has no source here.
+ENV_FIELDS = (None, "segmentation")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,14 @@ class EvalSpec:
             raise ConfigError("episodes_by_config values must be >= 1")
         if self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        for name, cfg in self.configs.items():
+            field = region_source(cfg.region).obs_field
+            if field not in ENV_FIELDS:
+                raise ConfigError(
+                    f"config {name!r}: region={cfg.region!r} needs obs[{field!r}] with every observation, which "
+                    f"the benchmark does not supply; evaluate with one of "
+                    f"{tuple(n for n in region_sources() if region_source(n).obs_field in ENV_FIELDS)}"
+                )
 
     def episodes_of(self, config: str) -> int:
         return self.episodes_by_config.get(config, self.episodes)
@@ -100,24 +112,44 @@ class EvalSpec:
         return cls(**d)
 
 
+def config_name(cfg: DTPConfig) -> str:
+    """A sweep's name for a config: what runs, its region source unless attention, and tau.
+
+    "baseline"; "dtp@tau=1" (attention region); "oracle@tau=1" (DTP over another region source);
+    "random_outside@tau=1" or "random_outside/oracle@tau=1" (an ablation, with its region).
+    """
+    if not cfg.enabled:
+        return "baseline"
+    what = "dtp" if cfg.ablation == "none" else cfg.ablation
+    if cfg.region != "attention":
+        what = cfg.region if what == "dtp" else f"{what}/{cfg.region}"
+    return f"{what}@tau={cfg.tau:g}"
+
+
 def sweep_configs(
     taus: list[float],
     *,
     base: DTPConfig | None = None,
     default_tau: float | None = None,
-    ablations: tuple[str, ...] = ("random_anywhere", "random_outside", "no_smoothing", "similarity"),
+    ablations: tuple[str, ...] = ("random_anywhere", "random_outside", "no_smoothing", "similarity", "oracle"),
 ) -> dict[str, DTPConfig]:
-    """Baseline, DTP at each tau, and each ablation at the default tau (DTP's count for random pruning)."""
+    """Baseline, DTP at each tau, and each ablation at the default tau (DTP's count for random pruning).
+
+    An ablation is a DTPConfig ablation mode, or a region source (dtp.regions) that replaces
+    the base's region: "similarity" relevance, the "oracle" ground-truth region. Names follow
+    `config_name`, so a base region other than attention shows in every name.
+    """
     base = base or DTPConfig()
     default_tau = base.tau if default_tau is None else default_tau
-    out: dict[str, DTPConfig] = {"baseline": base.replace(enabled=False)}
-    for tau in taus:
-        out[f"dtp@tau={tau:g}"] = base.replace(tau=float(tau))
+    configs = [base.replace(enabled=False)] + [base.replace(tau=float(tau)) for tau in taus]
     for ab in ablations:
-        if ab == "similarity":
-            out[f"similarity@tau={default_tau:g}"] = base.replace(tau=default_tau, relevance="similarity")
+        if ab in region_sources():
+            configs.append(base.replace(tau=default_tau, region=ab))
         else:
-            out[f"{ab}@tau={default_tau:g}"] = base.replace(tau=default_tau, ablation=ab)
+            configs.append(base.replace(tau=default_tau, ablation=ab))
+    out: dict[str, DTPConfig] = {}
+    for cfg in configs:
+        out.setdefault(config_name(cfg), cfg)  # e.g. region "oracle" on an oracle base is DTP at that tau
     return out
 
 
@@ -179,7 +211,7 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[di
                 "tau": cfg.tau if cfg.enabled and math.isfinite(cfg.tau) else None,
                 "dtp_enabled": cfg.enabled,
                 "ablation": cfg.ablation,
-                "relevance": cfg.relevance,
+                "region": cfg.region,
                 "instruction": getattr(env.unwrapped, "instruction", ""),
                 "wall_s": wall,
                 **out.seconds,
@@ -213,7 +245,8 @@ def run_eval(
     adapter=None,
 ) -> RunStore:
     """Run every job not yet in `out_dir`, appending each episode as it finishes."""
-    store = RunStore(out_dir).open(spec.to_dict())
+    # config.json of older runs spells the region `relevance`: the same options still resume them
+    store = RunStore(out_dir).open(spec.to_dict(), upgrade=lambda d: EvalSpec.from_dict(d).to_dict())
     done = store.done_keys()
     todo = [j for j in spec.jobs() if j.key not in done]
     log.info("%d of %d episodes to run in %s", len(todo), len(spec.jobs()), out_dir)

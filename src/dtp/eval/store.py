@@ -15,7 +15,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError
 
@@ -71,12 +71,21 @@ class RunStore:
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
 
-    def open(self, config: dict[str, Any]) -> "RunStore":
-        """Create the folder or check that it holds the same run, then prepare to append."""
+    def open(self, config: dict[str, Any], upgrade: Callable[[dict], dict] | None = None) -> "RunStore":
+        """Create the folder or check that it holds the same run, then prepare to append.
+
+        upgrade: maps a config.json written by an older version onto today's form (e.g. a field
+        renamed), so that the same options still resume it.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.dir / CONFIG
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
+            if upgrade is not None:
+                try:
+                    old = json.loads(json.dumps(upgrade(old)))
+                except (ConfigError, KeyError, TypeError):
+                    pass  # not upgradable: compared as written
             if old != json.loads(json.dumps(config)):
                 raise ConfigError(
                     f"{self.dir} holds a different run (its {CONFIG} differs); use a new --out folder "

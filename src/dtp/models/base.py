@@ -33,10 +33,14 @@ class Observation:
     image: np.ndarray  # (H, W, 3) uint8
     instruction: str
     proprio: np.ndarray | None = None  # (P,) float
+    # read only by region sources (dtp.regions): region="oracle" / region="mask"
+    segmentation: np.ndarray | None = None  # (H, W) int labels of the same frame (dtp.envs labels)
+    region_mask: np.ndarray | torch.Tensor | None = None  # bool (h, w) patches or (H, W) pixels
 
     @classmethod
     def from_dict(cls, obs: dict[str, Any]) -> "Observation":
-        return cls(image=obs["image"], instruction=obs["instruction"], proprio=obs.get("proprio"))
+        return cls(image=obs["image"], instruction=obs["instruction"], proprio=obs.get("proprio"),
+                   segmentation=obs.get("segmentation"), region_mask=obs.get("region_mask"))
 
 
 def check_observation(obs: Observation, image_size: tuple[int, int] | None = None) -> None:
