@@ -174,3 +174,22 @@ def test_the_action_decoder_is_openvlas(native):
     ids = np.array([v - 1, v - 2, v - 100, v - 200, v - 255, v - 256, v - 3])
     bins = torch.tensor([1, 2, 100, 200, 255, 256, 3]) - 1  # adapter bin b is id v - 1 - b
     assert np.allclose(native.decode(bins), want(ids))
+
+
+def test_dtp_runs_on_the_native_model(native):
+    """Masking equals removal on the native model, and a two-pass DTP step prunes and returns a finite action."""
+    from model_checks import mask_vs_removal
+
+    from dtp.config import DTPConfig
+    from dtp.policy import DTPPolicy
+
+    inputs = native.prepare(observation())
+    n = inputs.layout.num_image_tokens
+    assert inputs.layout.grid == (4, 4)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[torch.randperm(n, generator=torch.Generator().manual_seed(1))[: n // 3]] = False
+    diffs = mask_vs_removal(native, inputs, keep)
+    assert diffs["prefill"] < 1e-5 and diffs["decode"] < 1e-5 and diffs["same_tokens"], diffs
+    result = DTPPolicy(native, DTPConfig(tau=0.05, k=0.25)).step(observation())
+    assert result.record.n_pruned > 0
+    assert result.action.shape == (7,) and np.isfinite(result.action).all()
