@@ -192,3 +192,20 @@ def test_cli_measures_a_config_sized_model_in_bfloat16(tmp_path, capsys):
     assert r["naive_attention_bytes"] == r["layers"] * r["heads"] * r["seq_len"] ** 2 * 2
     assert r["tokens_pruned"] > 0  # (the naive reference may prune otherwise here: its eager rows are rounded to bf16)
     assert any("bfloat16 weights" in line for line in out)
+
+
+def test_a_builder_registers_a_model_family(monkeypatch):
+    """Another family (e.g. pi0) is one register_builder call: its name is then a valid bench model."""
+    from dtp.bench import models as bench_models
+
+    calls = []
+
+    def build(name, seed, device, dtype):
+        calls.append((name, seed, device.type, dtype))
+        return bench_models.build_model("tiny", seed, device, dtype)
+
+    monkeypatch.setitem(bench_models._BUILDERS, "my-family", build)
+    assert "my-family" in bench.builder_names()
+    bench.BenchConfig(models=("my-family",))  # accepted
+    bm = bench.build_model("my-family", seed=3)
+    assert calls == [("my-family", 3, "cpu", torch.float32)] and bm.adapter.lm.config.hidden_size == 64
