@@ -193,3 +193,20 @@ def test_dtp_runs_on_the_native_model(native):
     result = DTPPolicy(native, DTPConfig(tau=0.05, k=0.25)).step(observation())
     assert result.record.n_pruned > 0
     assert result.action.shape == (7,) and np.isfinite(result.action).all()
+
+
+def test_loads_in_bfloat16_without_building_the_model_twice(ckpt, native):
+    """Built on the meta device and filled from the checkpoint: no tensor left empty, RoPE's buffers
+    computed (float32 as transformers keeps them), and the bf16 model follows the float32 one."""
+    model, _ = build_native_openvla(ckpt, torch.bfloat16)
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    assert model.language_model.lm_head.weight.dtype == torch.bfloat16
+    rope = model.language_model.model.rotary_emb
+    assert rope.inv_freq.dtype == torch.float32
+    assert torch.equal(rope.inv_freq, native.model.language_model.model.rotary_emb.inv_freq)
+    pos = model.vision_backbone.fused_featurizer.embeddings.position_ids
+    assert pos.flatten().tolist() == list(range(16))
+    adapter = OpenVLAAdapter(model, native.processor)
+    g16, g32 = (a.generate(a.prepare(observation())) for a in (adapter, native))
+    assert torch.isfinite(g16.action_logits).all()
+    assert (g16.action_logits[0] - g32.action_logits[0]).abs().max() < 0.1 * g32.action_logits[0].abs().max()

@@ -490,6 +490,27 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _materialize_buffers(model: nn.Module) -> None:
+    """Compute the non-persistent buffers (RoPE frequencies, position ids) that a meta-device build left empty.
+
+    Each module holding one is rebuilt on the CPU from its own config (these modules are small) and its
+    buffers are taken over; they keep the dtype their module gives them (RoPE's stay float32)."""
+    for name, module in model.named_modules():
+        meta = [b for b, t in module.named_buffers(recurse=False) if t is not None and t.is_meta]
+        if not meta:
+            continue
+        cfg = getattr(module, "config", None)
+        if cfg is None:
+            raise CheckpointError(f"cannot compute the buffers {meta} of {name} ({type(module).__name__}): it has no config")
+        with torch.device("cpu"):
+            fresh = type(module)(cfg)
+        for b in meta:
+            module._buffers[b] = fresh._buffers[b]
+    left = [n for n, t in model.named_buffers() if t.is_meta] + [n for n, t in model.named_parameters() if t.is_meta]
+    if left:
+        raise CheckpointError(f"tensors left without values after loading: {left[:5]}")
+
+
 def build_native_openvla(path: str | Path, dtype: torch.dtype | str | None = None) -> tuple[NativeOpenVLA, PrismaticInputs]:
     """(NativeOpenVLA in eval mode with the checkpoint's weights, its inputs processor); nothing is downloaded."""
     path = Path(path)
@@ -501,15 +522,18 @@ def build_native_openvla(path: str | Path, dtype: torch.dtype | str | None = Non
         dtype = mapped["language_model.lm_head.weight"].dtype if "language_model.lm_head.weight" in mapped else torch.float32
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    model = NativeOpenVLA(config).to(dtype)  # random init first (non-persistent buffers such as RoPE's are computed)
+    with torch.device("meta"):  # no memory and no random init: a 7B model is never held twice
+        model = NativeOpenVLA(config)
     want = set(model.state_dict())
     missing, extra = sorted(want - set(mapped)), sorted(set(mapped) - want)
     if missing or extra:
         raise CheckpointError(f"weight mapping mismatch: missing {missing[:5]}, unexpected {extra[:5]}")
+    mapped = {k: v.to(dtype) for k, v in mapped.items()}
     try:
-        model.load_state_dict(mapped, strict=True)
+        model.load_state_dict(mapped, strict=True, assign=True)
     except RuntimeError as e:  # shape mismatches
         raise CheckpointError(f"checkpoint weights do not fit the native OpenVLA model: {e}") from e
+    _materialize_buffers(model)
     return model.eval(), PrismaticInputs.from_pretrained(path)
 
 
