@@ -3,6 +3,7 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -115,3 +116,96 @@ def test_capture_mean_heads_keeps_the_head_mean_of_the_same_rows():
     (full, full_bytes), (mean, mean_bytes) = rows[False], rows[True]
     assert mean.shape[2] == 1 and torch.allclose(mean, full.mean(dim=2, keepdim=True), atol=1e-7)
     assert mean_bytes * cfg.num_attention_heads == full_bytes
+
+
+# -- model sizes from a config ------------------------------------------------------------------
+
+TINY_SHAPE = {"name": "tiny-shape", "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 400, "image_tokens": 16,
+              "patch_size": 4, "vision_width": 16, "prompt_tokens": 6, "action_tokens": 3}
+
+
+@pytest.mark.parametrize("name", sorted(bench.SHAPES))
+def test_named_shapes_count_the_parameters_of_the_real_model(name):
+    """The shape's parameter count is the LlamaForCausalLM of those sizes (built on the meta device)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    s = bench.SHAPES[name]
+    cfg = LlamaConfig(hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers, num_attention_heads=s.num_attention_heads,
+                      num_key_value_heads=s.kv_heads, intermediate_size=s.intermediate_size, vocab_size=s.vocab_size,
+                      tie_word_embeddings=False)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    assert s.parameters() == sum(p.numel() for p in model.parameters())
+    if name == "llama-7b":  # Llama 2 7B: 6,738,415,616 with 32000 ids; OpenVLA pads to 32064
+        assert s.parameters() == 6_738_415_616 + 2 * 64 * 4096
+
+
+def test_shape_json_base_and_overrides(tmp_path):
+    p = tmp_path / "llama7b-4L.json"
+    p.write_text(json.dumps({"base": "llama-7b", "num_hidden_layers": 4}))
+    s = bench.shape_from_json(p)
+    assert (s.name, s.hidden_size, s.num_hidden_layers, s.intermediate_size, s.image_tokens) == ("llama7b-4L", 4096, 4, 11008, 256)
+    bad = tmp_path / "typo.json"
+    bad.write_text(json.dumps({"base": "llama-7b", "num_hiden_layers": 4}))
+    with pytest.raises(ConfigError, match="num_hiden_layers"):
+        bench.shape_from_json(bad)
+    bad.write_text(json.dumps({"hidden_size": 64}))
+    with pytest.raises(ConfigError, match="missing"):
+        bench.shape_from_json(bad)
+    bad.write_text(json.dumps({**TINY_SHAPE, "image_tokens": 15}))
+    with pytest.raises(ConfigError, match="square"):
+        bench.shape_from_json(bad)
+    bad.write_text(json.dumps({**TINY_SHAPE, "num_key_value_heads": 3}))
+    with pytest.raises(ConfigError, match="key/value"):
+        bench.shape_from_json(bad)
+    with pytest.raises(ConfigError, match="unknown bench model"):
+        bench.BenchConfig(models=(str(tmp_path / "nope.yaml"),))
+
+
+def test_bench_builds_the_shape_it_is_given(tmp_path):
+    p = tmp_path / "shape.json"
+    p.write_text(json.dumps(TINY_SHAPE))
+    bm = bench.build_model(str(p))
+    lm = bm.adapter.lm.config
+    assert (lm.hidden_size, lm.num_hidden_layers, lm.num_attention_heads, lm.num_key_value_heads, lm.intermediate_size,
+            lm.vocab_size) == (48, 2, 4, 2, 96, 400)
+    inputs = bm.adapter.prepare(bench.models.random_observation(bm.adapter, bm.instruction, np.random.default_rng(0)))
+    assert inputs.layout.num_image_tokens == 16 and inputs.layout.prompt_positions.numel() == 6
+    assert bm.adapter.n_action_tokens == 3
+
+
+def test_cli_measures_a_config_sized_model_in_bfloat16(tmp_path, capsys):
+    """--model-config with a JSON of sizes, --dtype bfloat16 on the CPU: the same step, the memory formula in 2 bytes."""
+    p = tmp_path / "shape.json"
+    p.write_text(json.dumps(TINY_SHAPE))
+    parser = argparse.ArgumentParser()
+    bench.add_bench_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--model-config", str(p), "--dtype", "bfloat16", "--repeats", "1", "--warmup", "0",
+                              "--min-seconds", "0", "--no-memory", "--no-work", "--threads", "1", "--json"])
+    assert bench.run_bench_cli(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    r = json.loads(out[-1])["tiny-shape"]
+    assert (r["layers"], r["width"], r["image_tokens"], r["prompt_tokens"], r["action_tokens"]) == (2, 48, 16, 6, 3)
+    assert r["dtype"] == "bfloat16" and r["device"] == "cpu"
+    assert r["model_shape"]["lm_parameters"] == bench.shape_from_json(p).parameters()
+    assert r["naive_attention_bytes"] == r["layers"] * r["heads"] * r["seq_len"] ** 2 * 2
+    assert r["tokens_pruned"] > 0  # (the naive reference may prune otherwise here: its eager rows are rounded to bf16)
+    assert any("bfloat16 weights" in line for line in out)
+
+
+def test_a_builder_registers_a_model_family(monkeypatch):
+    """Another family (e.g. pi0) is one register_builder call: its name is then a valid bench model."""
+    from dtp.bench import models as bench_models
+
+    calls = []
+
+    def build(name, seed, device, dtype):
+        calls.append((name, seed, device.type, dtype))
+        return bench_models.build_model("tiny", seed, device, dtype)
+
+    monkeypatch.setitem(bench_models._BUILDERS, "my-family", build)
+    assert "my-family" in bench.builder_names()
+    bench.BenchConfig(models=("my-family",))  # accepted
+    bm = bench.build_model("my-family", seed=3)
+    assert calls == [("my-family", 3, "cpu", torch.float32)] and bm.adapter.lm.config.hidden_size == 64

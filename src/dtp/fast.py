@@ -148,9 +148,10 @@ def second_pass(
     lm = adapter.lm
     cache = _cache_subset(pass1.extras.pop("cache"), plan.cached, lm.config)  # a copy; pass 1's is freed
     s = layout.seq_len
-    computed = plan.computed.to(embeds.device)
+    dev = embeds.device
+    computed = plan.computed.to(dev)
     n_cached = plan.cached.numel()
-    state = {"mask": torch.ones(1, n_cached + computed.numel(), dtype=torch.long)}
+    state = {"mask": torch.ones(1, n_cached + computed.numel(), dtype=torch.long, device=dev)}
 
     def prefill() -> torch.Tensor:
         out = lm(
@@ -164,11 +165,11 @@ def second_pass(
         return out.logits[0, -1]
 
     def step(token: torch.Tensor, t: int) -> torch.Tensor:
-        state["mask"] = torch.cat([state["mask"], torch.ones(1, 1, dtype=torch.long)], dim=1)
+        state["mask"] = torch.cat([state["mask"], torch.ones(1, 1, dtype=torch.long, device=dev)], dim=1)
         out = lm(
             input_ids=token,
             attention_mask=state["mask"],
-            position_ids=torch.tensor([[s + t]]),
+            position_ids=torch.tensor([[s + t]], device=dev),
             cache=cache,
             use_cache=True,
         )

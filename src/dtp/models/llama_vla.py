@@ -84,7 +84,9 @@ class LlamaVLAAdapter:
         memo = mi.get("_embeds")
         if memo is not None and all(a is b for a, b in zip(memo[0], src)):
             return memo[1]
-        embeds = self.model.sequence_embeddings(*src)  # shared with training
+        param = next(self.model.parameters())  # the model's device and dtype (bf16 / CUDA for the bench)
+        pixels, ids, proprio = src[0].to(param.device, param.dtype), src[1].to(param.device), src[2].to(param.device, param.dtype)
+        embeds = self.model.sequence_embeddings(pixels, ids, proprio)  # shared with training
         mi["_embeds"] = (src, embeds)
         return embeds
 
@@ -100,8 +102,9 @@ class LlamaVLAAdapter:
     ) -> Generation:
         layout = inputs.layout
         embeds = self.embed(inputs)
+        dev = embeds.device
         s = layout.seq_len
-        mask = padding_mask_with_holes(s, layout, keep)
+        mask = padding_mask_with_holes(s, layout, keep).to(dev)
         cache = DynamicCache(config=self.lm.config)
         state: dict = {}
         ctx = AttentionCapture(self.lm.config, capture) if capture is not None else nullcontext()
@@ -110,7 +113,7 @@ class LlamaVLAAdapter:
             out = self.lm(
                 inputs_embeds=embeds,
                 attention_mask=mask,
-                position_ids=torch.arange(s).unsqueeze(0),
+                position_ids=torch.arange(s, device=dev).unsqueeze(0),
                 cache=cache,
                 use_cache=True,
                 output_hidden_states=hidden_states,
@@ -120,11 +123,11 @@ class LlamaVLAAdapter:
             return out.logits[0, -1]
 
         def step(token: torch.Tensor, t: int) -> torch.Tensor:
-            state["mask"] = torch.cat([state.get("mask", mask), torch.ones(1, 1, dtype=torch.long)], dim=1)
+            state["mask"] = torch.cat([state.get("mask", mask), torch.ones(1, 1, dtype=torch.long, device=dev)], dim=1)
             out = self.lm(
                 input_ids=token,
                 attention_mask=state["mask"],
-                position_ids=torch.tensor([[s + t]]),
+                position_ids=torch.tensor([[s + t]], device=dev),
                 cache=cache,
                 use_cache=True,
             )

@@ -18,13 +18,14 @@ Actions: the last 256 ids of the tokenizer vocabulary (config vocab minus its
 centre of OpenVLA's 255 intervals over [-1, 1], then to the dataset's scale with the
 checkpoint's `norm_stats[unnorm_key]` (q01, q99, mask), exactly as `predict_action` does.
 
-Loading (`load_openvla`, or `dtp.models.load(path, trust_remote_code=True)`) runs the
-checkpoint's own Python code, so it must be asked for explicitly; that code needs `timm`
+Loading (`load_openvla`, or `dtp.models.load(path)`) builds the model natively by default
+(`openvla_native`: transformers' DINOv2 + SigLIP + Llama, no remote code, no timm). With
+trust_remote_code=True it runs the checkpoint's own Python code instead, which needs `timm`
 (0.9.x) and was written for transformers 4.40, so only the three submodules above are
 called, never its forward or generate. What is tested here: the adapter on a tiny stand-in
-with the same module layout and a stand-in processor, and the loader on a local
-checkpoint whose "remote code" is that stand-in. The real OpenVLA code cannot run here
-(no hub, no timm); it is not tested.
+with the same module layout and a stand-in processor, the remote-code loader on a local
+checkpoint whose "remote code" is that stand-in, and the native loader against timm
+(tests/models/test_openvla_timm.py). The real OpenVLA code cannot run here; it is not tested.
 """
 
 from __future__ import annotations
@@ -212,16 +213,22 @@ class OpenVLAAdapter(HFVLAAdapter):
 
 
 def load_openvla(path: str | Path, *, trust_remote_code: bool = False, dtype: Any = "auto", **adapter_kwargs: Any) -> OpenVLAAdapter:
-    """Load a local OpenVLA checkpoint directory and wrap it.
+    """Load a local OpenVLA checkpoint directory and wrap it. Nothing is downloaded.
 
-    The checkpoint's own modeling code (named in config.json's auto_map) is executed, so it
-    runs only with trust_remote_code=True; it needs `timm` installed. Nothing is downloaded.
+    By default the native path (dtp.models.openvla_native: transformers' own DINOv2, SigLIP and
+    Llama, no remote code, no timm) builds checkpoints whose config names their timm towers.
+    With trust_remote_code=True the checkpoint's own modeling code (named in config.json's
+    auto_map) is executed instead; it needs `timm` 0.9.x and was written for transformers 4.40.
     """
     from transformers import AutoProcessor
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
     path = Path(path)
     cfg = json.loads((path / "config.json").read_text())
+    if not trust_remote_code and cfg.get("timm_model_ids"):
+        from .openvla_native import load_openvla_native
+
+        return load_openvla_native(path, dtype=dtype, **adapter_kwargs)
     auto_map = cfg.get("auto_map") or {}
     ref = auto_map.get("AutoModelForVision2Seq") or auto_map.get("AutoModelForImageTextToText")
     if ref is None:
@@ -231,8 +238,9 @@ def load_openvla(path: str | Path, *, trust_remote_code: bool = False, dtype: An
         raise CheckpointError(f"{path} lacks {code.name}, the OpenVLA modeling code its config names ({ref})")
     if not trust_remote_code:
         raise CheckpointError(
-            f"{path} is an OpenVLA checkpoint, whose model class lives in its own {code.name}; read that file, then "
-            "pass trust_remote_code=True to run it (it needs `pip install timm==0.9.10`)"
+            f"{path} is an OpenVLA checkpoint whose config names no timm vision towers (timm_model_ids), so the native "
+            f"loader cannot build it; its model class lives in its own {code.name}: read that file, then "
+            "pass trust_remote_code=True to run it (it needs `pip install timm==0.9.16`)"
         )
     try:
         cls = get_class_from_dynamic_module(ref, str(path), local_files_only=True)

@@ -36,6 +36,7 @@ class TinyVLAConfig:
     hidden_size: int = 160
     num_layers: int = 4
     num_heads: int = 4
+    num_kv_heads: int | None = None  # None: one key/value head per attention head
     intermediate_size: int = 448
     num_words: int = 64  # word tokens incl. specials (pad=0, bos=1, unk=2)
     action_dims: int = 4
@@ -66,7 +67,7 @@ class TinyVLAConfig:
             intermediate_size=self.intermediate_size,
             num_hidden_layers=self.num_layers,
             num_attention_heads=self.num_heads,
-            num_key_value_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads or self.num_heads,
             max_position_embeddings=self.max_positions,
             bos_token_id=1,
             eos_token_id=None,

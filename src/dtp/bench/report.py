@@ -1,0 +1,105 @@
+"""The text table `dtp bench` prints from run_bench's results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["format_report"]
+
+ROWS = (
+    ("plain", "(a) plain: SDPA, no capture"),
+    ("capture", "(b) pass 1 + capture"),
+    ("dtp", "(c) DTP step, pass2=exact"),
+    ("dtp_exact_prefix", "    DTP step, pass2=exact_prefix"),
+    ("dtp_approx_image", "    DTP step, pass2=approx_image*"),
+    ("naive", "(d) naive: eager + output_attentions"),
+)
+
+
+def _kb(n: int) -> str:
+    if n >= 1024**3:
+        return f"{n / 1024**3:,.2f} GiB"
+    return f"{n / 1024:,.1f} KiB" if n < 1024**2 else f"{n / 1024**2:,.2f} MiB"
+
+
+def format_report(results: dict[str, Any]) -> str:
+    lines = []
+    for name, r in results.items():
+        m = r["machine"]
+        lines.append(f"== {name}: {r['note']}")
+        lines.append(
+            f"   {r['layers']} layers x {r['width']} wide, {r['heads']} heads; sequence {r['seq_len']} = "
+            f"{r['image_tokens']} image + {r['prompt_tokens']} prompt + BOS + proprio; {r['action_tokens']} action tokens"
+        )
+        lines.append(
+            f"   tau={r['tau']:g} prunes {r['tokens_pruned']}/{r['image_tokens']} image tokens "
+            f"(exact_prefix reuses {r['exact_prefix_reused_tokens']} positions); frame: {r['frame']}"
+        )
+        load = m["load_average_1min"]
+        lines.append(
+            f"   CPU: {m['cpu']}, {m['cpu_count']} cores (1-min load {load if load is None else round(load, 1)}), "
+            f"torch {m['torch']} with {r['threads']} threads; {r['timed_rounds']} interleaved rounds after "
+            f"{r['warmup']} warm-up rounds"
+        )
+        lines.append(f"   device {r.get('device', 'cpu')}" + (f" ({m['gpu']}, CUDA {m['cuda']})" if "gpu" in m else "")
+                     + f", {r.get('dtype', 'float32')} weights and activations")
+        work = "plain_flops" in r
+        head = f"   {'variant':40s} {'median ms':>10s} {'IQR ms':>8s} {'x (a)':>7s} {'min ms':>8s} {'x (a)':>6s}"
+        if work:
+            head += f" {'GFLOP':>7s} {'aten ops':>8s}"
+        if "plain_peak_tensor_bytes" in r:
+            head += f" {'peak tensors':>14s}"
+        lines.append(head)
+        for key, label in ROWS:
+            ratio = r[f"{key}_ms"] / r["plain_ms"]
+            row = (f"   {label:40s} {r[f'{key}_ms']:10.1f} {r[f'{key}_iqr_ms']:8.1f} {ratio:7.2f}"
+                   f" {r[f'{key}_min_ms']:8.1f} {r['ratios_of_min'][key]:6.2f}")
+            if work:
+                row += f" {r[f'{key}_flops'] / 1e9:7.3f} {r[f'{key}_aten_ops']:8d}"
+            if f"{key}_peak_tensor_bytes" in r:
+                row += f" {_kb(r[f'{key}_peak_tensor_bytes']):>14s}"
+            lines.append(row)
+        lines.append("   * approx_image is an approximation (kept image tokens keep pass 1's keys/values)")
+        if "weights_bytes" in r:
+            lines.append(f"   GPU memory: weights {_kb(r['weights_bytes'])}, most allocated at once "
+                         f"{_kb(r['cuda_max_allocated_bytes'])}")
+        lines.append(
+            f"   held attention: capture {_kb(r['capture_bytes'])} vs naive L x H x S x S = {_kb(r['naive_attention_bytes'])}"
+            f" ({100 * r['capture_fraction']:.2f}%); naive returned {_kb(r['naive_attention_bytes_held'])} in all"
+        )
+        lines.append(
+            f"   naive reference prunes the same tokens: {r['naive_same_pruned']}, same actions: {r['naive_same_actions']}"
+        )
+        t = r["targets"]
+        lines.append(
+            "   targets: "
+            + "; ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in t.items())
+            + f" (b/a {r['capture_ratio']:.3f}, c/a {r['dtp_ratio']:.3f}, capture {100 * r['capture_fraction']:.2f}%)"
+        )
+        if "agreement" in r:
+            a = r["agreement"]
+            lines.append(
+                f"   approx_image vs exact on {a['steps']} frames ({a['steps_pruned']} pruned), {a['source']}, "
+                f"{a['weights']} weights: "
+                f"same actions {a['approx_image_same_actions']}/{a['steps_pruned']} "
+                f"(max logit diff {a['approx_image_max_logit_diff']:.3g}); exact_prefix same "
+                f"{a['exact_prefix_same_actions']}/{a['steps_pruned']} (max logit diff {a['exact_prefix_max_logit_diff']:.2g})"
+            )
+        if "throughput" in r:
+            tp = r["throughput"]
+            if "skipped" in tp:
+                lines.append(f"   rollout throughput skipped: {tp['skipped']}")
+            else:
+                for label in ("off", "on"):
+                    x = tp[label]
+                    lines.append(
+                        f"   rollouts DTP {label:3s}: {x['steps_per_s']:.1f} env steps/s, {x['episodes_per_min']:.2f} "
+                        f"episodes/min over {x['episodes']} episodes ({x['steps']} steps, pass 2 ran on "
+                        f"{x['steps_pruned']}); per step: model "
+                        f"{1e3 * x['model_s_per_step']:.1f} ms, render {1e3 * x['render_s_per_step']:.1f} ms, physics "
+                        f"{1e3 * x['physics_s_per_step']:.1f} ms, other {1e3 * x['other_s_per_step']:.1f} ms"
+                    )
+                lines.append(f"   (rollouts of {tp['task']} by {tp['rollout']}; render = median of 20 env.render() on each "
+                             "episode's last state, physics = env.step - render)")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Rollout throughput with DTP off and on: env steps per second and where the time of a step goes."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from ..config import DTPConfig
+from ..policy import DTPPolicy
+
+__all__ = ["throughput"]
+
+
+def _rollout_loop(policy: DTPPolicy, env, seed: int) -> tuple[float, float, int, int]:
+    """The evaluation loop when dtp.eval is not there: (model seconds, env seconds, steps, steps pruned)."""
+    obs, _ = env.reset(seed=seed)
+    policy.reset(seed)
+    model_s = env_s = 0.0
+    steps = fired = 0
+    while True:
+        t0 = time.perf_counter()
+        res = policy.step(obs)
+        model_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        obs, _, terminated, truncated, _ = env.step(res.action)
+        env_s += time.perf_counter() - t0
+        steps += 1
+        fired += res.record.fired
+        if terminated or truncated:
+            return model_s, env_s, steps, fired
+
+
+def _render_seconds(env, n: int = 20) -> float:
+    """Median seconds of one env.render() (the same renderer env.step uses for its observation)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        env.render()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def throughput(adapter, cfg: DTPConfig, episodes: int, seed: int) -> dict[str, Any]:
+    """Rollouts of "push" with DTP off and on: env steps/s, episodes/min, time per step split into
+    model (policy.step), render and physics (env.step = physics + rendering the next frame; rendering
+    is timed on its own on each episode's final state and subtracted), other (env build, reset)."""
+    from ..envs import make_env
+
+    try:
+        from ..eval.episode import run_episode
+    except ImportError:  # dtp.eval not there yet: the same loop, here
+        run_episode = None
+    size = adapter.model.config.image_size
+    out: dict[str, Any] = {"rollout": "dtp.eval.episode.run_episode" if run_episode else "dtp.bench loop", "task": "push"}
+    for label, dtp_cfg in (("off", DTPConfig(enabled=False)), ("on", cfg)):
+        policy = DTPPolicy(adapter, dtp_cfg)
+        model_s = env_s = render_s = probe_s = 0.0
+        steps = fired = 0
+        t_all = time.perf_counter()
+        for ep in range(episodes):
+            env = make_env("push", image_size=size)
+            try:
+                if run_episode is not None:
+                    res = run_episode(policy, env, seed + ep)
+                    m, e, n = res.seconds["policy_s"], res.seconds["env_s"], res.length
+                    f = sum(bool(row.get("fired")) for row in res.steps)
+                else:
+                    m, e, n, f = _rollout_loop(policy, env, seed + ep)
+                t0 = time.perf_counter()
+                per_frame = _render_seconds(env)
+                probe_s += time.perf_counter() - t0
+            finally:
+                env.close()
+            model_s, env_s, render_s = model_s + m, env_s + e, render_s + per_frame * n
+            steps, fired = steps + n, fired + f
+        wall = time.perf_counter() - t_all - probe_s
+        out[label] = {
+            "episodes": episodes,
+            "steps": steps,
+            "steps_pruned": fired,
+            "steps_per_s": steps / wall,
+            "episodes_per_min": 60 * episodes / wall,
+            "model_s_per_step": model_s / steps,
+            "render_s_per_step": render_s / steps,
+            "physics_s_per_step": max(0.0, (env_s - render_s) / steps),
+            "other_s_per_step": max(0.0, (wall - model_s - env_s) / steps),
+        }
+    return out

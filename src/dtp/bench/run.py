@@ -1,0 +1,167 @@
+"""Run the bench: per model, time the variants, count their work and memory, and collect the extras."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import core
+from ..config import DTPConfig
+from .agreement import agreement
+from .config import TARGETS, BenchConfig
+from .models import BenchModel, build_model, env_frames, random_observation, shape_of
+from .profiling import count_work, peak_cuda_bytes, peak_tensor_bytes
+from .rollouts import throughput
+from .timing import iqr, time_interleaved
+from .variants import capture_step, naive_step, pick_tau, variant_steps
+
+__all__ = ["bench_model", "machine", "run_bench"]
+
+log = logging.getLogger(__name__)
+
+
+def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
+    adapter = bm.adapter
+    device = cfg.torch_device()
+    rng = np.random.default_rng(cfg.seed)
+    obs = random_observation(adapter, bm.instruction, rng)
+    frame_source = "random image"
+    if bm.name == "tinyvla":  # the model trained on these frames sees one; random weights see noise
+        try:
+            obs = next(env_frames(adapter, 1, cfg.seed))
+            frame_source = "Meta-World frame (first reset of the first task)"
+        except Exception as e:  # no simulator or no GL here
+            frame_source = f"random image (simulator unavailable: {type(e).__name__})"
+    tau, n_pruned = pick_tau(adapter, obs, cfg.tau)
+    dtp_cfg = DTPConfig(tau=tau)
+    fns, dtp = variant_steps(adapter, obs, dtp_cfg)
+    log.info("%s: tau=%g prunes %d tokens; timing %d variants x %d rounds", bm.name, tau, n_pruned, len(fns),
+             cfg.warmup + cfg.repeats)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    times = time_interleaved(fns, cfg.repeats, cfg.warmup, cfg.min_seconds, sync=sync)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    fastest = {n: min(v) for n, v in times.items()}
+
+    inputs = adapter.prepare(obs)
+    shape = shape_of(adapter, inputs)
+    rec = dtp.step(obs).record
+    naive_rec = naive_step(dtp, obs)
+    gen1 = capture_step(dtp, obs)
+    l, h, s = shape["layers"], shape["heads"], shape["seq_len"]
+    itemsize = torch.empty((), dtype=cfg.torch_dtype()).element_size()
+    naive_formula = l * h * s * s * itemsize
+    plan = None
+    if rec.n_pruned:
+        from ..fast import reuse_plan
+
+        plan = reuse_plan(inputs.layout, core.keep_mask(rec.pruned), "exact_prefix")
+    res: dict[str, Any] = {
+        "note": bm.note,
+        "frame": frame_source,
+        "instruction": obs.instruction,
+        **shape,
+        "device": str(device),
+        "dtype": str(cfg.torch_dtype()).removeprefix("torch."),
+        "tau": tau,
+        "tokens_pruned": rec.n_pruned,
+        "exact_prefix_reused_tokens": int(plan.cached.numel()) if plan is not None else 0,
+        "naive_same_pruned": bool(torch.equal(naive_rec.pruned, rec.pruned)),
+        "naive_same_actions": naive_rec.tokens == rec.tokens,
+        **{f"{n}_ms": 1e3 * m for n, m in med.items()},
+        **{f"{n}_iqr_ms": 1e3 * iqr(v) for n, v in times.items()},
+        **{f"{n}_min_ms": 1e3 * m for n, m in fastest.items()},
+        # the same ratios from the fastest call of each: other processes only ever add time
+        "ratios_of_min": {n: fastest[n] / fastest["plain"] for n in fastest},
+        "timed_rounds": len(times["plain"]),
+        "capture_ratio": med["capture"] / med["plain"],
+        "dtp_ratio": med["dtp"] / med["plain"],
+        "dtp_exact_prefix_ratio": med["dtp_exact_prefix"] / med["plain"],
+        "dtp_approx_image_ratio": med["dtp_approx_image"] / med["plain"],
+        "naive_ratio": med["naive"] / med["plain"],
+        "capture_bytes": int(gen1.trace.capture_bytes),
+        "naive_attention_bytes": naive_formula,
+        "naive_attention_bytes_held": int(naive_rec.capture_bytes),
+        "threads": torch.get_num_threads(),
+        "repeats": cfg.repeats,
+        "min_seconds": cfg.min_seconds,
+        "warmup": cfg.warmup,
+    }
+    if bm.shape is not None:
+        res["model_shape"] = bm.shape
+    res["capture_fraction"] = res["capture_bytes"] / naive_formula
+    if cfg.count_work:
+        for n, fn in fns.items():
+            res[f"{n}_flops"], res[f"{n}_aten_ops"] = count_work(fn)
+    if cfg.memory:
+        log.info("%s: peak tensor memory of each variant (%s)", bm.name, "allocator" if device.type == "cuda" else "profiler")
+        for n, fn in fns.items():
+            res[f"{n}_peak_tensor_bytes"] = peak_cuda_bytes(fn, device) if device.type == "cuda" else peak_tensor_bytes(fn)
+        if device.type == "cuda":
+            res["weights_bytes"] = sum(p.numel() * p.element_size() for p in adapter.model.parameters())
+            res["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    res["targets"] = {
+        "capture_ratio<=1.05": res["capture_ratio"] <= TARGETS["capture_ratio"],
+        "dtp_ratio<=2.1": res["dtp_ratio"] <= TARGETS["dtp_ratio"],
+        "capture_bytes<=1%naive": res["capture_fraction"] <= TARGETS["capture_fraction"],
+    }
+    if bm.name == "tinyvla" and cfg.agreement_steps:
+        log.info("%s: pass-2 agreement on %d frames", bm.name, cfg.agreement_steps)
+        res["agreement"] = agreement(adapter, dtp_cfg, cfg.agreement_steps, cfg.seed, bm.instruction)
+        res["agreement"]["weights"] = "shipped checkpoint" if bm.shipped else "random (flat logits: agreement means little)"
+    if bm.name == "tinyvla" and cfg.episodes:
+        log.info("%s: rollout throughput, %d episodes with DTP off and on", bm.name, cfg.episodes)
+        try:
+            res["throughput"] = throughput(adapter, dtp_cfg, cfg.episodes, cfg.seed)
+        except Exception as e:  # no simulator here: say so
+            res["throughput"] = {"skipped": f"{type(e).__name__}: {e}"}
+    return res
+
+
+def machine(device: torch.device | None = None) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    out = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if device is not None and device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        out |= {"gpu": props.name, "gpu_memory_bytes": int(props.total_memory), "cuda": torch.version.cuda}
+    return out
+
+
+def run_bench(cfg: BenchConfig = BenchConfig()) -> dict[str, Any]:
+    """Run every measurement of `cfg`; returns {model name: {...}} (the JSON `dtp bench --json` prints)."""
+    saved_threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        out: dict[str, Any] = {}
+        for name in cfg.models:
+            t0 = time.perf_counter()
+            bm = build_model(name, cfg.seed, cfg.torch_device(), cfg.torch_dtype())
+            log.info("bench %s: %s", bm.name, bm.note)
+            res = bench_model(bm, cfg)
+            res["machine"] = machine(cfg.torch_device())
+            res["bench_seconds"] = time.perf_counter() - t0
+            out[bm.name] = res
+            del bm
+        return out
+    finally:
+        torch.set_num_threads(saved_threads)
