@@ -159,3 +159,9 @@ def test_ctrl_c_in_collect_stops_the_workers_and_the_rerun_resumes(tmp_path):
     # workers finish out of order, so a lower seed may still be missing; saved files are kept, not redone
     assert reach["episodes"] == saved and reach["existing"] >= 1 and reach["existing"] + reach["new"] == saved
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_bench_mistakes_go_to_stderr(dtp):
+    code, out, err = dtp("bench", "--models", "nosuchmodel")
+    assert code == 2 and out == ""
+    assert _one_error(err, "bench").startswith("dtp bench: error: unknown bench model")
