@@ -495,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     _setup_logging(args.verbose)
+    from .envs.errors import RenderBackendError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -505,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             text = "interrupted"
         print(f"dtp {args.command}: {text}", file=sys.stderr)
         return 130
-    except (DTPError, ValueError, OSError) as e:  # user mistakes: bad values, names, paths
+    except (DTPError, ValueError, OSError, RenderBackendError) as e:  # bad values, names, paths, no OpenGL
         if args.verbose:
             traceback.print_exc()
         message = " ".join(str(e).split()) or type(e).__name__

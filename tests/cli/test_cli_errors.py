@@ -165,3 +165,16 @@ def test_bench_mistakes_go_to_stderr(dtp):
     code, out, err = dtp("bench", "--models", "nosuchmodel")
     assert code == 2 and out == ""
     assert _one_error(err, "bench").startswith("dtp bench: error: unknown bench model")
+
+
+def test_no_opengl_is_one_line_saying_what_to_install(dtp, tiny_ck, tmp_path, monkeypatch):
+    import mujoco
+
+    def no_context(*a, **k):
+        raise RuntimeError("gladLoadGL error")
+
+    monkeypatch.setattr(mujoco, "Renderer", no_context)
+    code, _, err = dtp("eval", "--model", tiny_ck, *FAST, "--out", tmp_path / "r")
+    line = _one_error(err, "eval")
+    assert code == 2 and "MUJOCO_GL" in line and "apt-get install libegl1" in line
+    assert not (tmp_path / "r").exists()
