@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dtp.tinyvla.train import TrainConfig, _parser, config_from_args, saved_step, train
+from dtp.tinyvla.train import TrainConfig, _parser, config_from_args, interrupted_note, saved_step, train
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 TINY = ["--image-size", "48", "--patch-size", "8", "--vision-width", "32", "--hidden-size", "32", "--num-layers", "2",
@@ -100,3 +100,9 @@ def test_ctrl_c_in_train_says_which_step_was_saved(demos, tmp_path):
     assert err.rstrip("\n").split("\n")[-1] == (
         f"dtp train: interrupted: checkpoint at step {saved_step(out)} of 100000 saved (one every 2 steps); "
         "rerun the same command to resume")
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path):
+    note = interrupted_note(config_from_args(["--out-dir", str(tmp_path / "t"), "--save-every", "400"]))
+    assert note == ("interrupted before the first checkpoint (one every 400 steps): nothing saved; "
+                    "rerun the same command to start again")

@@ -628,7 +628,11 @@ def interrupted_note(cfg: TrainConfig | None) -> str:
     """What a Ctrl-C left behind, in one line."""
     if cfg is None:
         return "interrupted"
-    return (f"interrupted: checkpoint at step {saved_step(cfg.out_dir)} of {cfg.steps} saved "
+    step = saved_step(cfg.out_dir)
+    if step == 0:
+        return (f"interrupted before the first checkpoint (one every {cfg.save_every} steps): nothing saved; "
+                "rerun the same command to start again")
+    return (f"interrupted: checkpoint at step {step} of {cfg.steps} saved "
             f"(one every {cfg.save_every} steps); rerun the same command to resume")
 
 
