@@ -80,7 +80,7 @@ def _k(text: str) -> int | float:
 
 
 def _csv(text: str) -> tuple[str, ...]:
-    items = tuple(x.strip() for x in text.split(",") if x.strip())
+    items = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))  # in order, once each
     if not items:
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return items

@@ -13,11 +13,12 @@ from cli_helpers import FAST, error_lines
 
 def test_demo_honours_max_steps_and_says_where_results_went(dtp, tmp_path):
     out = tmp_path / "demo"
-    code, text, _ = dtp("demo", "--tasks", "reach", "--episodes", "1", "--max-steps", "3", "--out", out)
+    code, text, _ = dtp("demo", "--tasks", "reach,reach", "--episodes", "1", "--max-steps", "3", "--out", out)
     assert code == 0
     episodes = [json.loads(l) for l in (out / "run" / "episodes.jsonl").read_text().splitlines()]
     assert len(episodes) == 2 and all(e["length"] <= 3 for e in episodes)
-    assert json.loads((out / "run" / "config.json").read_text())["max_steps"] == 3
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert config["max_steps"] == 3 and config["tasks"] == ["reach"]  # a repeated name runs once
     assert (out / "heatmap_reach.png").is_file()
     assert f"next: dtp analyze {out / 'run'}" in text and str(out / "heatmap_reach.png") in text
 
