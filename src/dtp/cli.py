@@ -1,4 +1,9 @@
-"""`dtp`: thin shells over the Python API (each command maps options onto one function)."""
+"""`dtp`: thin shells over the Python API (each command maps options onto one function).
+
+User mistakes end as one stderr line and exit code 2 (the traceback only with -v); Ctrl-C
+says what was saved and exits 130. Everything a run depends on is checked before its
+folder is created (see dtp.eval.preflight), so a typo never leaves a half-made run behind.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import logging
 import math
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
@@ -15,22 +21,69 @@ from .errors import ConfigError, DTPError
 ALL_TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' to every option whose default means something (not None, not a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        if action.default is None or action.default is False or not action.option_strings:
+            return help_
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """Defaults in every --help; a usage mistake is one line pointing at --help."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- option types: each says what it wants in the user's words -----------------------------
+def _int_at_least(lo: int, what: str = "a whole number"):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+_positive = _int_at_least(1)
+_non_negative = _int_at_least(0)
+
+
 def _tau(text: str) -> float:
     try:
         v = float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"tau must be a number or 'inf', got {text!r}") from e
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tau must be a number or 'inf', got {text!r}") from None
     if math.isnan(v) or v < 0:
         raise argparse.ArgumentTypeError(f"tau must be >= 0 (inf prunes nothing), got {text!r}")
     return v
 
 
 def _k(text: str) -> int | float:
-    return float(text) if any(c in text for c in ".eE") else int(text)
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"k is a count of image tokens (e.g. 16) or a fraction of them with a dot (e.g. 0.25), got {text!r}"
+        ) from None
 
 
 def _csv(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
+    items = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))  # in order, once each
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return items
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -47,18 +100,60 @@ def _floats(text: str) -> list[float]:
     return [_tau(x) for x in _csv(text)]
 
 
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layers are comma-separated layer numbers (e.g. 1,2), got {text!r}") from None
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        return [int(x) for x in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"steps are comma-separated step numbers (e.g. 0,10), got {text!r}") from None
+
+
+def _ablations(text: str) -> tuple[str, ...]:
+    from .eval.runner import SWEEP_ABLATIONS
+
+    names = _csv(text) if text.strip() not in ("", "none") else ()
+    unknown = [a for a in names if a not in SWEEP_ABLATIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown ablation {', '.join(map(repr, unknown))}; choose from {', '.join(SWEEP_ABLATIONS)} (or 'none')"
+        )
+    return names
+
+
+# -- shared options ----------------------------------------------------------------------------
+DTP_FLAGS = {"tau": "--tau", "k": "--k", "sigma": "--sigma", "relevance": "--relevance", "region": "--region",
+             "layers": "--layers",
+             "aggregation": "--aggregation"}
+
+
 def _add_dtp_options(p: argparse.ArgumentParser) -> None:
+    from .config import RELEVANCE_MODES, DTPConfig
+    from .core import AGGREGATIONS
+    from .regions import region_sources
+
+    d = DTPConfig()
     g = p.add_argument_group("DTP")
-    g.add_argument("--tau", type=_tau, default=None, help="tolerance of the pruning rule (default: DTPConfig's)")
-    g.add_argument("--k", type=_k, default=None, help="important-region size: count, or fraction if it has a dot")
-    g.add_argument("--sigma", type=float, default=None, help="Gaussian smoothing of relevance, in patches (0 = off)")
-    g.add_argument("--region", default=None,
-                   help="where the important region G comes from: attention (default), similarity, "
-                        "oracle (the simulator's segmentation of task object, goal, gripper)")
-    g.add_argument("--relevance", choices=("attention", "similarity"), default=None, help="old name of --region")
-    g.add_argument("--layers", type=lambda s: tuple(int(x) for x in _csv(s)), default=None,
-                   help="relevance layers, comma-separated (default: middle third)")
-    g.add_argument("--aggregation", choices=("mean", "max", "sum", "first", "last"), default=None)
+    g.add_argument("--tau", type=_tau, default=None,
+                   help=f"tolerance of the pruning rule: smaller prunes more, inf prunes nothing (default: {d.tau:g})")
+    g.add_argument("--k", type=_k, default=None,
+                   help=f"important-region size: a count of image tokens, or a fraction if it has a dot (default: {d.k})")
+    g.add_argument("--sigma", type=float, default=None,
+                   help=f"Gaussian smoothing of relevance, in patches, 0 = off (default: {d.sigma:g})")
+    g.add_argument("--region", choices=region_sources(), default=None,
+                   help="where the important region G comes from: attention, similarity, oracle (the simulator's "
+                        f"segmentation of task object, goal, gripper) (default: {d.region})")
+    g.add_argument("--relevance", choices=RELEVANCE_MODES, default=None, help="old name of --region")
+    g.add_argument("--layers", type=_layers, default=None,
+                   help="relevance layers, comma-separated (default: the checkpoint's stored choice, else the middle "
+                        "third; the run's config.json records the layers used)")
+    g.add_argument("--aggregation", choices=AGGREGATIONS, default=None,
+                   help=f"how attention combines over the action tokens (default: {d.aggregation})")
 
 
 def _dtp_config(args: argparse.Namespace):
@@ -73,20 +168,42 @@ def _dtp_config(args: argparse.Namespace):
 
 def _add_run_options(p: argparse.ArgumentParser, *, episodes: int) -> None:
     p.add_argument("--model", default="tinyvla", help="'tinyvla' (shipped) or a checkpoint directory")
-    p.add_argument("--tasks", type=_csv, default=ALL_TASKS, help="comma-separated task names")
-    p.add_argument("--episodes", type=int, default=episodes, help="episodes per task and config")
-    p.add_argument("--seed", type=int, default=0, help="seed set: the same seed gives the same scenes")
-    p.add_argument("--distractors", type=int, default=3, help="distractor objects per scene")
-    p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor split")
-    p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the env's)")
+    p.add_argument("--tasks", type=_csv, default=",".join(ALL_TASKS), help="comma-separated task names")
+    p.add_argument("--episodes", type=_positive, default=episodes, help="episodes per task and config")
+    p.add_argument("--seed", type=_non_negative, default=0, help="seed set: the same seed gives the same scenes")
+    p.add_argument("--distractors", type=_non_negative, default=3, help="distractor objects per scene")
+    p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor colours and shapes")
+    p.add_argument("--max-steps", type=_positive, default=None, help="episode step limit (default: the env's)")
 
 
 def _add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
-    p.add_argument("--runner", choices=("local", "ray"), default="local")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--workers", type=int, default=2, help="Ray workers")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per runner process")
+    p.add_argument("--runner", choices=("local", "ray"), default="local", help="who runs the episodes")
+    p.add_argument("--address", default=None, help="Ray cluster address (--runner ray only; default: a local Ray)")
+    p.add_argument("--workers", type=_positive, default=None, help="Ray workers (--runner ray only; default: 2)")
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads per runner process")
+
+
+def _check_runner_flags(args: argparse.Namespace) -> None:
+    """--address/--workers only mean something with Ray: refuse them otherwise rather than ignore them."""
+    given = [flag for flag, v in (("--address", args.address), ("--workers", args.workers)) if v is not None]
+    if args.runner != "ray" and given:
+        verb = "apply" if len(given) > 1 else "applies"
+        raise ConfigError(f"{' and '.join(given)} only {verb} to --runner ray; add --runner ray or drop it")
+    if args.workers is None:
+        args.workers = 2
+
+
+# -- what a Ctrl-C leaves behind -----------------------------------------------------------------
+def _episodes_saved(run: Path) -> str:
+    from .eval.runner import EvalSpec
+    from .eval.store import CONFIG, RunStore
+
+    if not (run / CONFIG).is_file():
+        return "interrupted before any episode ran; nothing saved"
+    store = RunStore(run)
+    total = len(EvalSpec.from_dict(store.config()).jobs())
+    return f"interrupted: {len(store.episodes())} of {total} episodes saved in {run}; rerun the same command to resume"
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -96,14 +213,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = run_demo(
         model=args.model, episodes=args.episodes, tasks=args.tasks, tau=args.tau,
         distractors=args.distractors, palette=args.palette, out_dir=args.out, seed=args.seed,
-        progress=not args.json,
+        max_steps=args.max_steps, threads=args.threads, progress=not args.json,
     )
     if not summary["trained_model"]:
         print("NOTE: no shipped checkpoint yet; this ran a random TinyVLA, so the rates mean nothing.")
     print(format_table(summary))
     print("heatmaps:", *summary["heatmaps"], sep="\n  ")
+    run = summary["run_dir"]
+    print(f"results: {run}/episodes.jsonl, steps.jsonl, config.json; next: dtp analyze {run}")
     if args.json:
-        keep = {"tasks", "average", "heatmaps"}
+        keep = {"tasks", "average", "heatmaps", "run_dir"}
         print(json.dumps({k: v for k, v in summary.items() if k in keep}))
     return 0
 
@@ -125,6 +244,11 @@ def _run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict 
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    _check_runner_flags(args)
+    given = [flag for name, flag in DTP_FLAGS.items() if getattr(args, name) is not None]
+    if args.baseline_only and given:
+        raise ConfigError(f"{', '.join(given)} {'set' if len(given) > 1 else 'sets'} DTP, which --baseline-only "
+                          "does not run; drop it or --baseline-only")
     dtp = _dtp_config(args)
     configs = {"baseline": dtp.replace(enabled=False)}
     if not args.baseline_only:
@@ -136,42 +260,84 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .eval import sweep_configs
     from .eval.runner import config_name
 
+    _check_runner_flags(args)
     base = _dtp_config(args)
     configs = sweep_configs(args.taus, base=base, ablations=args.ablations)
-    main = {"baseline": args.main_episodes}
     default_name = config_name(base)
     if default_name not in configs:
         configs[default_name] = base
-    main[default_name] = args.main_episodes
-    return _run_spec(args, configs, {k: v for k, v in main.items() if v})
+    main = {}
+    if args.main_episodes is not None:
+        main = {"baseline": args.main_episodes, default_name: args.main_episodes}
+    return _run_spec(args, configs, main)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from .eval.preflight import check_writable_dir
     from .eval.report import write_report
 
+    out = Path(args.out) if args.out else Path(args.run) / "report"
+    if Path(args.run).is_dir():
+        check_writable_dir(out, "report folder")
     path = write_report(args.run, out_dir=args.out)
     print(f"report: {path}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from .demo import torch_threads
     from .eval.show import show_episode
 
-    paths = show_episode(args.run, key=args.episode, steps=args.steps, out_dir=args.out, gif=args.gif)
+    with torch_threads(args.threads):
+        paths = show_episode(args.run, key=args.episode, steps=args.steps, out_dir=args.out, gif=args.gif)
     print(*paths, sep="\n")
     return 0
 
 
-def cmd_layers(args: argparse.Namespace) -> int:
-    import torch
+def _layers_target(args: argparse.Namespace) -> Path | None:
+    """The checkpoint --write would change, checked before any rollout: writable, and the shipped one only with --force."""
+    import os
 
+    from .models import shipped_model_path
+
+    if not args.write:
+        return None
+    if args.relevance != "attention":
+        raise ConfigError("--write stores attention-mode layers (DTP's default relevance); drop --relevance")
+    shipped = str(args.model) == "tinyvla"
+    target = shipped_model_path() if shipped else Path(args.model)
+    cfg = target / "config.json"
+    if shipped and not args.force:
+        raise ConfigError(
+            f"--write would change the model installed with dtp ({target}); copy it and name the copy "
+            f"(cp -r {target} my-tinyvla; dtp layers --model my-tinyvla --write), or add --force"
+        )
+    if not cfg.is_file():
+        raise ConfigError(f"--write needs a TinyVLA checkpoint folder with a config.json; {target} has none")
+    if not os.access(cfg, os.W_OK):
+        raise ConfigError(f"--write cannot change {cfg}: the file is read-only")
+    if shipped:
+        print(f"WARNING: --force: storing the chosen layers in the installed model {target}", file=sys.stderr)
+    return target
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from .demo import torch_threads
     from .eval.layer_choice import choose_layers
     from .eval.runner import EvalSpec, benchmark_env
-    from .models import load, shipped_model_path
+    from .models import load
 
-    if args.write and args.relevance != "attention":
-        raise ConfigError("--write stores attention-mode layers (DTP's default relevance); drop --relevance")
-    torch.set_num_threads(args.threads)
+    target = _layers_target(args)
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            raise ConfigError(f"--out {out} is a folder; name a JSON file")
+        from .eval.preflight import check_writable_dir
+
+        check_writable_dir(out.parent, "folder of --out")
+    from .eval.preflight import check_tasks
+
+    check_tasks(args.tasks)
     adapter = load(args.model)
     if args.seed == 0:
         print("WARNING: seed set 0 holds the test scenes that dtp eval reports; choose layers on another set")
@@ -180,8 +346,9 @@ def cmd_layers(args: argparse.Namespace) -> int:
         return benchmark_env(task, distractors=args.distractors, palette=args.palette,
                              image_size=EvalSpec.image_size, max_steps=args.max_steps)
 
-    choice = choose_layers(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed,
-                           relevance=args.relevance)
+    with torch_threads(args.threads):
+        choice = choose_layers(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed,
+                               relevance=args.relevance)
     print(f"share of task-object patches inside G ({args.relevance} relevance, k={choice.details['k']}, "
           f"chance {choice.chance:.2f}), "
           f"{choice.steps} steps, seed set {args.seed}")
@@ -196,13 +363,17 @@ def cmd_layers(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
         print(f"written: {args.out}")
-    if args.write:
+    if target is not None:
         from .tinyvla.modeling import write_default_relevance_layers
 
-        target = shipped_model_path() if str(args.model) == "tinyvla" else Path(args.model)
         path = write_default_relevance_layers(target, choice.best)
         print(f"default relevance layers {list(choice.best)} stored in {path}")
     return 0
+
+
+def _demos_saved(args: argparse.Namespace) -> str:
+    n = sum(len(list((Path(args.out) / t).glob("ep_*.h5"))) for t in args.tasks)
+    return f"interrupted: {n} episodes saved in {args.out}; rerun the same command to resume"
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -217,9 +388,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .tinyvla.train import main as train_main
+    from .tinyvla.train import config_from_args, resume_if_same, train
 
-    return train_main(args.train_args)
+    argv = list(args.train_args)
+    cfg = resume_if_same(config_from_args(argv, prog="dtp train", parser_class=Parser))
+    args.train_config = cfg  # for the Ctrl-C note
+    print(train(cfg, command="dtp train " + " ".join(argv)))
+    return 0
+
+
+def _train_saved(args: argparse.Namespace) -> str:
+    from .tinyvla.train import interrupted_note
+
+    return interrupted_note(getattr(args, "train_config", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -251,38 +432,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dtp", description="Distracting Token Pruning for vision-language-action policies (arXiv 2601.16065)."
     )
     parser.add_argument("--version", action="version", version=f"dtp {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, third-party logs, and tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
 
     p = sub.add_parser("demo", help="shipped model on the benchmark with distractors, with and without DTP")
     _add_run_options(p, episodes=3)
-    p.add_argument("--tau", type=_tau, default=None, help="DTP tolerance (default: DTPConfig's)")
-    p.add_argument("--out", default="dtp-demo", help="folder for results and heatmaps")
+    p.add_argument("--tau", type=_tau, default=None, help="DTP tolerance (default: 1)")
+    p.add_argument("--out", default="dtp-demo", help="folder for results (OUT/run) and heatmaps")
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads")
     p.add_argument("--json", action="store_true", help="print one JSON summary on the last line")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, on_interrupt=lambda a: _episodes_saved(Path(a.out) / "run"))
 
     p = sub.add_parser("eval", help="baseline vs DTP over tasks x seeds, paired, resumable")
     _add_run_options(p, episodes=10)
     _add_runner_options(p)
     _add_dtp_options(p)
     p.add_argument("--baseline-only", action="store_true", help="run only the baseline (DTP off)")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, on_interrupt=lambda a: _episodes_saved(Path(a.out)))
+
+    from .eval.runner import SWEEP_ABLATIONS
 
     p = sub.add_parser("sweep", help="tau grid and ablations, paired with the baseline")
     _add_run_options(p, episodes=25)
     _add_runner_options(p)
     _add_dtp_options(p)
-    p.add_argument("--taus", type=_floats, default=[0.25, 0.5, 0.75, 1.0, 1.5, 2.0], help="tau grid")
-    p.add_argument("--ablations", type=_csv,
-                   default=("random_anywhere", "random_outside", "no_smoothing", "similarity", "oracle"),
-                   help="ablation modes and region sources run at the default tau")
-    p.add_argument("--main-episodes", type=int, default=None,
+    p.add_argument("--taus", type=_floats, default="0.25,0.5,0.75,1,1.5,2", help="tau grid, comma-separated")
+    p.add_argument("--ablations", type=_ablations, default=",".join(SWEEP_ABLATIONS),
+                   help=f"comma-separated, from {', '.join(SWEEP_ABLATIONS)}; 'none' for no ablation")
+    p.add_argument("--main-episodes", type=_positive, default=None,
                    help="episodes for the baseline and DTP at the default tau (default: --episodes)")
-    p.set_defaults(func=cmd_sweep)
+    p.set_defaults(func=cmd_sweep, on_interrupt=lambda a: _episodes_saved(Path(a.out)))
 
     p = sub.add_parser("analyze", help="statistics, plots and a report of a run folder")
     p.add_argument("run", help="run folder written by eval or sweep")
@@ -292,37 +476,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="heatmaps of chosen steps and a rollout strip of one episode (replayed)")
     p.add_argument("run", help="run folder")
     p.add_argument("--episode", default=None, help="episode key 'config|task|seed' (default: first DTP episode)")
-    p.add_argument("--steps", type=lambda s: [int(x) for x in _csv(s)], default=None, help="steps to draw")
+    p.add_argument("--steps", type=_steps, default=None, help="steps to draw, comma-separated (default: the middle one)")
     p.add_argument("--out", default=None, help="folder (default: RUN/show)")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF of the rollout")
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("layers", help="choose relevance layers on validation scenes by G's coverage of the task objects")
     _add_run_options(p, episodes=2)
     p.set_defaults(seed=1)  # validation seed set; the reported tests use 0
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads")
     p.add_argument("--out", default=None, help="write the coverage table as JSON here")
     p.add_argument("--relevance", choices=("attention", "similarity"), default="attention",
                    help="relevance mode whose layers are chosen")
     p.add_argument("--write", action="store_true",
-                   help="store the best layers as the TinyVLA checkpoint's default (attention mode only)")
+                   help="store the best layers as the default of the --model checkpoint (attention mode only)")
+    p.add_argument("--force", action="store_true", help="let --write change the model installed with dtp")
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("collect", help="scripted demonstrations to HDF5, resumable")
-    p.add_argument("--out", default="data/demos")
-    p.add_argument("--tasks", type=_csv, default=ALL_TASKS)
-    p.add_argument("--episodes", type=int, default=120, help="successful episodes per task")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=96)
-    p.add_argument("--max-distractors", type=int, default=3)
-    p.add_argument("--palette", choices=("train", "ood"), default="train")
-    p.add_argument("--workers", type=int, default=2)
-    p.set_defaults(func=cmd_collect)
+    p.add_argument("--out", default="data/demos", help="demonstration folder (one collection's settings per folder)")
+    p.add_argument("--tasks", type=_csv, default=",".join(ALL_TASKS), help="comma-separated task names")
+    p.add_argument("--episodes", type=_positive, default=120, help="successful episodes per task")
+    p.add_argument("--seed", type=_non_negative, default=0, help="base seed (0-9) of the demonstration scenes")
+    p.add_argument("--image-size", type=_positive, default=96, help="camera image size in pixels")
+    p.add_argument("--max-distractors", type=_non_negative, default=3,
+                   help="each episode shows 0 to this many distractors")
+    p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor colours and shapes")
+    p.add_argument("--workers", type=_positive, default=2, help="processes (1: in this process)")
+    p.set_defaults(func=cmd_collect, on_interrupt=_demos_saved)
 
     p = sub.add_parser("train", help="train the TinyVLA on demonstrations (options: dtp train --help)",
                        add_help=False)
     p.add_argument("train_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, on_interrupt=_train_saved)
 
     p = sub.add_parser("serve", help="serve a DTP-wrapped policy over the openpi or vla-eval WebSocket protocol",
                        description="Serve until SIGTERM/Ctrl-C. DTP_SERVE_API_KEY (env) makes the openpi protocol "
@@ -350,6 +537,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging(verbose: bool) -> None:
+    """dtp's own INFO lines always; third-party INFO (OpenGL, Ray, ...) only with -v."""
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when a host (e.g. pytest) configured logging first
+    logging.getLogger("dtp").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `dtp train --flag ...`: argparse's REMAINDER misses options that come first, so the trainer's
@@ -359,14 +554,24 @@ def main(argv: list[str] | None = None) -> int:
         args.train_args = unknown + list(args.train_args)
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _setup_logging(args.verbose)
+    from .envs.errors import RenderBackendError
+
     try:
         return int(args.func(args) or 0)
-    except DTPError as e:
-        print(f"dtp {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # e.g. an unknown task name from the env
-        print(f"dtp {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        note = getattr(args, "on_interrupt", None)
+        try:
+            text = note(args) if note else "interrupted"
+        except Exception:  # the note is a courtesy; never a second traceback after Ctrl-C
+            text = "interrupted"
+        print(f"dtp {args.command}: {text}", file=sys.stderr)
+        return 130
+    except (DTPError, ValueError, OSError, RenderBackendError) as e:  # bad values, names, paths, no OpenGL
+        if args.verbose:
+            traceback.print_exc()
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"dtp {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -5,9 +5,10 @@ Prints a success table, writes heatmaps of one step per task, returns a JSON-abl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .config import DTPConfig
 from .eval.runner import EvalSpec, run_eval
@@ -63,33 +64,50 @@ def demo_adapter(model: str):
     return load(model), True
 
 
-def write_heatmaps(adapter, spec: EvalSpec, dtp_config: DTPConfig, out_dir: Path, max_steps: int = 40) -> list[str]:
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Pin torch's thread count inside the block (more threads than free cores stall on a shared machine)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def write_heatmaps(adapter, spec: EvalSpec, dtp_config: DTPConfig, out_dir: Path, max_steps: int = 40,
+                   progress: bool = True) -> list[str]:
     """One heatmap per task: the step (within the first `max_steps`) where DTP pruned the most tokens."""
+    from tqdm.auto import tqdm
+
     from .analysis.heatmaps import save_step_heatmap
     from .eval.runner import _make_env
     from .policy import DTPPolicy
 
     paths = []
-    for task in spec.tasks:
-        env = _make_env(spec, task)
-        try:
-            policy = DTPPolicy(adapter, dtp_config)
-            seed = spec.seeds()[0]
-            obs, _ = env.reset(seed=seed)
-            policy.reset(seed)
-            best = None
-            for _ in range(max_steps):
-                res = policy.step(obs)
-                if best is None or res.record.n_pruned > best[1].n_pruned:
-                    best = (obs["image"].copy(), res.record)
-                obs, _, term, trunc, _ = env.step(res.action)
-                if term or trunc:
-                    break
-            image, rec = best
-            title = f"{task}: \"{obs['instruction']}\"  step {rec.step}, tau={dtp_config.tau:g}"
-            paths.append(str(save_step_heatmap(image, rec, out_dir / f"heatmap_{task}.png", title)))
-        finally:
-            env.close()
+    with torch_threads(spec.threads), tqdm(spec.tasks, desc="heatmaps", unit="task", disable=not progress) as bar:
+        for task in bar:
+            env = _make_env(spec, task)
+            try:
+                policy = DTPPolicy(adapter, dtp_config)
+                seed = spec.seeds()[0]
+                obs, _ = env.reset(seed=seed)
+                policy.reset(seed)
+                best = None
+                for _ in range(max_steps):
+                    res = policy.step(obs)
+                    if best is None or res.record.n_pruned > best[1].n_pruned:
+                        best = (obs["image"].copy(), res.record)
+                    obs, _, term, trunc, _ = env.step(res.action)
+                    if term or trunc:
+                        break
+                image, rec = best
+                title = f"{task}: \"{obs['instruction']}\"  step {rec.step}, tau={dtp_config.tau:g}"
+                paths.append(str(save_step_heatmap(image, rec, out_dir / f"heatmap_{task}.png", title)))
+            finally:
+                env.close()
     return paths
 
 
@@ -103,8 +121,11 @@ def run_demo(
     palette: str = "train",
     out_dir: str | Path = "dtp-demo",
     seed: int = 0,
+    max_steps: int | None = None,
+    threads: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Checks every setting first (nothing is written on a typo), runs, then draws the heatmaps."""
     adapter, trained = demo_adapter(model)
     dtp_cfg = DTPConfig() if tau is None else DTPConfig(tau=tau)
     spec = EvalSpec(
@@ -115,13 +136,17 @@ def run_demo(
         configs={"baseline": DTPConfig(enabled=False), "dtp": dtp_cfg},
         distractors=distractors,
         palette=palette,
+        max_steps=max_steps,
         observe=False,
         score_regions=False,
+        threads=threads,
     )
     out = Path(out_dir)
     store = run_eval(spec, out / "run", adapter=adapter, progress=progress)
+    resolved = EvalSpec.from_dict(store.config())  # relevance layers and step limit as they ran
     summary = success_table(store.episodes())
-    summary["heatmaps"] = write_heatmaps(adapter, spec, dtp_cfg, out)
+    summary["heatmaps"] = write_heatmaps(adapter, resolved, resolved.configs["dtp"], out,
+                                         max_steps=min(40, resolved.max_steps), progress=progress)
     summary["trained_model"] = trained
     summary["tau"] = dtp_cfg.tau
     summary["run_dir"] = str(out / "run")

@@ -80,7 +80,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
-        print(f"dtp bench: {e}")
+        print(f"dtp bench: error: {e}", file=sys.stderr)
         return 2
     results = run_bench(cfg)
     print(format_report(results))

@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dtp.envs.tasks import task_index
+from dtp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ DEMO_SEED_LIMIT = 1_000_000  # demo seeds stay below; dtp.eval's evaluation seed
 MAX_INDEX = 10_000  # episodes (incl. failures) per task and base seed
 MAX_BASE_SEED = 10
 FAILED_LOG = "failed.jsonl"
+COLLECTION = "collection.json"  # the settings every episode of the folder shares
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,47 @@ def _record_batch(out_dir: str, task: str, seeds: list[int], settings: RecordSet
         env.close()
 
 
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is the driver's to handle (it stops the workers itself)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def check_same_collection(out: Path, record: dict[str, Any]) -> None:
+    """Refuse to mix settings (image size, tasks, distractors, ...) in one demonstration folder.
+
+    The folder's collection.json holds the settings of the first collection; folders written
+    before it existed are checked against the attributes of their episode files.
+    """
+    path = out / COLLECTION
+    if path.is_file():
+        from dtp.eval.store import config_differences
+
+        diffs = config_differences(json.loads(path.read_text()), record)
+    elif out.is_dir():
+        diffs = []
+        for task_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+            first = next(iter(sorted(task_dir.glob("ep_*.h5"))), None)
+            if first is None:
+                continue
+            if task_dir.name not in record["tasks"]:
+                diffs.append(f"tasks: {task_dir.name} in the folder, not asked for now")
+            with h5py.File(first, "r") as f:
+                for key in ("image_size", "palette", "camera", "max_steps"):
+                    old = f.attrs.get(key)
+                    old = old.item() if isinstance(old, np.generic) else old
+                    if old is not None and old != record[key]:
+                        diffs.append(f"{key}: {old!r} in the folder, {record[key]!r} now")
+            if diffs:
+                break
+    else:
+        return
+    if diffs:
+        raise ConfigError(
+            f"{out} holds demonstrations collected with other settings ({'; '.join(diffs[:6])}). "
+            "Collect into another --out folder, or rerun with that folder's settings"
+        )
+
+
 def _read_failed(out_dir: Path) -> set[tuple[str, int]]:
     path = out_dir / FAILED_LOG
     if not path.exists():
@@ -227,7 +271,14 @@ def collect_demos(
         post_success_steps=int(post_success_steps),
     )
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder; name a folder for the demonstrations")
+    record = {**asdict(settings), "distractor_count_range": list(settings.distractor_count_range),
+              "seed": int(seed), "tasks": sorted(tasks)}
+    check_same_collection(out, record)
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / COLLECTION).is_file():
+        (out / COLLECTION).write_text(json.dumps(record, indent=2))
     failed_seen = _read_failed(out)
     max_failures = max_failures_per_task if max_failures_per_task is not None else max(10, episodes_per_task)
     state = {t: _TaskProgress(target=int(episodes_per_task)) for t in tasks}
@@ -286,7 +337,8 @@ def collect_demos(
                 pending = list(batches())
         else:
             ctx = multiprocessing.get_context("spawn")
-            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            before = set(multiprocessing.active_children())
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
                 futures: dict[cf.Future, str] = {}
 
                 def submit_all() -> None:
@@ -298,12 +350,20 @@ def collect_demos(
                         task, seeds = nxt
                         futures[pool.submit(_record_batch, str(out), task, seeds, settings)] = task
 
-                submit_all()
-                while futures:
-                    finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-                    for fut in finished:
-                        handle(futures.pop(fut), fut.result())
+                try:
                     submit_all()
+                    while futures:
+                        finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+                        for fut in finished:
+                            handle(futures.pop(fut), fut.result())
+                        submit_all()
+                except KeyboardInterrupt:
+                    # Ctrl-C: stop our workers now rather than wait for their batches (episode files
+                    # are renamed into place whole, so a killed worker leaves no half episode)
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    for proc in set(multiprocessing.active_children()) - before:
+                        proc.terminate()
+                    raise
     finally:
         bar.close()
 

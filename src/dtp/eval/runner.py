@@ -112,6 +112,9 @@ class EvalSpec:
         return cls(**d)
 
 
+SWEEP_ABLATIONS = ("random_anywhere", "random_outside", "no_smoothing", "similarity", "oracle")
+
+
 def config_name(cfg: DTPConfig) -> str:
     """A sweep's name for a config: what runs, its region source unless attention, and tau.
 
@@ -131,7 +134,7 @@ def sweep_configs(
     *,
     base: DTPConfig | None = None,
     default_tau: float | None = None,
-    ablations: tuple[str, ...] = ("random_anywhere", "random_outside", "no_smoothing", "similarity", "oracle"),
+    ablations: tuple[str, ...] = SWEEP_ABLATIONS,
 ) -> dict[str, DTPConfig]:
     """Baseline, DTP at each tau, and each ablation at the default tau (DTP's count for random pruning).
 
@@ -139,6 +142,9 @@ def sweep_configs(
     the base's region: "similarity" relevance, the "oracle" ground-truth region. Names follow
     `config_name`, so a base region other than attention shows in every name.
     """
+    unknown = [a for a in ablations if a not in SWEEP_ABLATIONS]
+    if unknown:
+        raise ConfigError(f"unknown ablation {', '.join(map(repr, unknown))}; choose from {', '.join(SWEEP_ABLATIONS)}")
     base = base or DTPConfig()
     default_tau = base.tau if default_tau is None else default_tau
     configs = [base.replace(enabled=False)] + [base.replace(tau=float(tau)) for tau in taus]
@@ -244,7 +250,16 @@ def run_eval(
     progress: bool = True,
     adapter=None,
 ) -> RunStore:
-    """Run every job not yet in `out_dir`, appending each episode as it finishes."""
+    """Run every job not yet in `out_dir`, appending each episode as it finishes.
+
+    Everything is checked first (runner, folder, model, tasks, DTP settings; see
+    dtp.eval.preflight), so a bad setting writes nothing; config.json records the resolved spec.
+    """
+    from .preflight import check_runner, check_writable_dir, prepare_run
+
+    check_runner(runner)
+    check_writable_dir(out_dir, "run folder")
+    spec, adapter = prepare_run(spec, adapter)
     # config.json of older runs spells the region `relevance`: the same options still resume them
     store = RunStore(out_dir).open(spec.to_dict(), upgrade=lambda d: EvalSpec.from_dict(d).to_dict())
     done = store.done_keys()
@@ -253,17 +268,17 @@ def run_eval(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(spec.jobs()), initial=len(spec.jobs()) - len(todo), desc="episodes", disable=not progress)
-    if runner == "local":
-        results = run_jobs(spec, todo, adapter=adapter)
-    elif runner == "ray":
-        from .ray_runner import run_jobs_ray
+    try:  # the bar is closed before any error or Ctrl-C reaches the terminal
+        if runner == "ray":
+            from .ray_runner import run_jobs_ray
 
-        results = run_jobs_ray(spec, todo, address=address, workers=workers)
-    else:
-        raise ConfigError(f"unknown runner {runner!r}; choose 'local' or 'ray'")
-    for row, steps in results:
-        store.append(row, steps)
-        bar.update(1)
-        bar.set_postfix_str(f"{row['task']} {row['config']} {'ok' if row['success'] else 'fail'}")
-    bar.close()
+            results = run_jobs_ray(spec, todo, address=address, workers=workers)
+        else:
+            results = run_jobs(spec, todo, adapter=adapter)
+        for row, steps in results:
+            store.append(row, steps)
+            bar.update(1)
+            bar.set_postfix_str(f"{row['task']} {row['config']} {'ok' if row['success'] else 'fail'}")
+    finally:
+        bar.close()
     return store

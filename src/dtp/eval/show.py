@@ -24,12 +24,23 @@ def _mark_pruned(image: np.ndarray, pruned) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+SHOW_FILES = ("step_*.png", "rollout_strip.png", "rollout.gif")  # what show_episode writes (and clears first)
+
+
 def show_episode(run_dir: str | Path, *, key: str | None = None, steps: list[int] | None = None,
-                 out_dir: str | Path | None = None, gif: bool = False, strip_frames: int = 8, adapter=None) -> list[str]:
+                 out_dir: str | Path | None = None, gif: bool = False, strip_frames: int = 8, adapter=None,
+                 progress: bool = True) -> list[str]:
+    """Replay one episode and draw it; the output folder keeps only this call's frames."""
+    from tqdm.auto import tqdm
+
     from ..analysis.heatmaps import save_step_heatmap
     from ..policy import DTPPolicy
     from .episode import run_episode
+    from .preflight import check_writable_dir
+    from .store import CONFIG
 
+    if not (Path(run_dir) / CONFIG).is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG}); make one with dtp eval --out {run_dir}")
     store = RunStore(run_dir)
     spec = EvalSpec.from_dict(store.config())
     episodes = store.episodes()
@@ -42,15 +53,27 @@ def show_episode(run_dir: str | Path, *, key: str | None = None, steps: list[int
     if row is None:
         raise ConfigError(f"no episode {key!r} in {run_dir}; keys look like 'config|task|seed'")
     out = Path(out_dir) if out_dir else Path(run_dir) / "show"
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "show folder")
+    if steps and any(not 0 <= s < int(row["length"]) for s in steps):
+        raise ConfigError(f"steps {steps} reach outside the episode (0..{int(row['length']) - 1})")
     adapter = adapter if adapter is not None else _load_adapter(spec.model)
     env = _make_env(spec, row["task"])
     frames: list[tuple[np.ndarray, object]] = []
+
+    def keep(i, obs, rec) -> None:
+        frames.append((obs["image"].copy(), rec))
+        bar.update(1)
+
     try:
-        policy = DTPPolicy(adapter, spec.configs[row["config"]], observe=True)
-        result = run_episode(policy, env, int(row["seed"]), on_step=lambda i, obs, rec: frames.append((obs["image"].copy(), rec)))
+        with tqdm(total=int(row["length"]), desc=f"replaying {key}", unit="step", disable=not progress) as bar:
+            policy = DTPPolicy(adapter, spec.configs[row["config"]], observe=True)
+            result = run_episode(policy, env, int(row["seed"]), on_step=keep)
     finally:
         env.close()
+    out.mkdir(parents=True, exist_ok=True)
+    for pattern in SHOW_FILES:  # frames of an earlier call (other steps, other episode) would mislead
+        for old in out.glob(pattern):
+            old.unlink()
     paths = []
     chosen = steps if steps else [frames[len(frames) // 2][1].step] if frames else []
     for s in chosen:

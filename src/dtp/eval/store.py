@@ -65,6 +65,22 @@ def _cut_torn_tail(path: Path) -> None:
         f.truncate(data.rfind(b"\n") + 1)
 
 
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """'setting: X in the folder, Y now' for each setting (dotted path) that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in new:
+                out.append(f"{path}: only in the folder")
+            elif key not in old:
+                out.append(f"{path}: only now")
+            else:
+                out += config_differences(old[key], new[key], path)
+        return out
+    return [] if old == new else [f"{prefix}: {json.dumps(old)} in the folder, {json.dumps(new)} now"]
+
+
 class RunStore:
     """Append-only results of one run folder."""
 
@@ -86,10 +102,13 @@ class RunStore:
                     old = json.loads(json.dumps(upgrade(old)))
                 except (ConfigError, KeyError, TypeError):
                     pass  # not upgradable: compared as written
-            if old != json.loads(json.dumps(config)):
+            new = json.loads(json.dumps(config))
+            if old != new:
+                diffs = config_differences(old, new)
+                shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
                 raise ConfigError(
-                    f"{self.dir} holds a different run (its {CONFIG} differs); use a new --out folder "
-                    "or the same options to resume"
+                    f"{self.dir} holds a different run ({shown}). Rerun with that run's options to resume it, "
+                    f"or use a new --out folder (deleting {self.dir} is fine too)"
                 )
         else:
             tmp = cfg_path.with_suffix(".tmp")

@@ -28,14 +28,16 @@ Output directory:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
 import logging
 import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +327,14 @@ def _read_log(path: Path, upto_step: int) -> list[dict]:
 
 
 # -- the loop -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _closing(bar):
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
 def _param_groups(model: TinyVLA, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -348,7 +358,6 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
     if existing and not cfg.resume:
         raise ConfigError(f"{out} already holds checkpoints ({existing[-1].name}); pass resume=True "
                           "(--resume) to continue that run, or choose another out_dir")
-    out.mkdir(parents=True, exist_ok=True)
     resume_from = existing[-1] if (cfg.resume and existing) else None
 
     # data: every step of every (successful) demo, in memory
@@ -391,6 +400,7 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
         log.info("resuming from %s (step %d)", resume_from, start_step)
     n_params = sum(p.numel() for p in model.parameters())
 
+    out.mkdir(parents=True, exist_ok=True)  # only now: a bad data folder or config leaves nothing behind
     (out / "train_config.json").write_text(json.dumps(cfg.to_json(), indent=2))
     log_path = out / LOG_NAME
     records = _read_log(log_path, start_step)
@@ -402,7 +412,7 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
     last_val: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=start_step, disable=not cfg.progress, desc="train tinyvla", dynamic_ncols=True)
     tick = time.perf_counter()
-    with log_path.open("a") as logf:
+    with log_path.open("a") as logf, _closing(bar):  # the bar closes before any error or Ctrl-C is printed
 
         def emit(rec: dict) -> None:
             logf.write(json.dumps(rec) + "\n")
@@ -491,36 +501,154 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
 
 
 # -- command line -----------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dtp.tinyvla.train", description="Train TinyVLA on demonstrations.")
+_HELP = {
+    "data_dir": "folder of demonstrations written by 'dtp collect'",
+    "out_dir": "run folder: checkpoints, log, final model (rerun the same command to resume)",
+    "steps": "optimizer steps",
+    "batch_size": "samples (control steps) per batch",
+    "lr": "peak learning rate",
+    "min_lr_ratio": "the cosine ends at lr * this",
+    "weight_decay": "AdamW weight decay of matrices and embeddings",
+    "warmup": "linear warmup steps",
+    "grad_clip": "gradient norm clip",
+    "bin_sigma": "soft targets: std in bins of a Gaussian over neighbouring action bins (0: one-hot)",
+    "seed": "seed of the model, batches, augmentation and validation split",
+    "image_size": "model input size in pixels (demos are resized)",
+    "patch_size": "vision patch size in pixels",
+    "vision_width": "vision encoder width",
+    "hidden_size": "language model width",
+    "num_layers": "language model layers",
+    "num_heads": "attention heads",
+    "intermediate_size": "MLP width",
+    "tasks": "comma-separated task names (default: every task folder in --data-dir)",
+    "only_success": "train on successful demonstrations only",
+    "val_fraction": "share of each task's episodes held out for validation",
+    "max_shift": "random shift augmentation, in pixels",
+    "color_jitter": "brightness/contrast jitter range (+-)",
+    "log_every": "steps per log line",
+    "eval_every": "steps between validation passes",
+    "eval_samples": "validation steps per periodic pass (0: all)",
+    "save_every": "steps between checkpoints (a multiple of --log-every)",
+    "keep_checkpoints": "checkpoints kept",
+    "resume": "continue the checkpoints in --out-dir even if the options changed (the same options resume anyway)",
+    "threads": "torch threads (2 on a shared 2-core machine stalls)",
+    "precision": "autocast dtype of the training forward pass",
+    "progress": "progress bar",
+}
+_WARMUP_DEFAULT = TrainConfig.warmup
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' except where the default is None (the help text says what None means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help or "" if action.default is None else super()._get_help_string(action)
+
+
+def _task_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _parser(prog: str = "python -m dtp.tinyvla.train", parser_class=argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = parser_class(prog=prog, description="Train TinyVLA on demonstrations (behaviour cloning).",
+                                formatter_class=_Help)
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        help_ = _HELP.get(f.name, "")
         if f.name == "tasks":
-            p.add_argument(flag, nargs="+", default=None, help="task names (default: all in data_dir)")
+            p.add_argument(flag, nargs="+", type=_task_list, default=None, help=help_)
+        elif f.name == "warmup":
+            p.add_argument(flag, type=int, default=None,
+                           help=f"{help_} (default: {_WARMUP_DEFAULT}, clipped to --steps minus 1 for shorter runs)")
+        elif f.name == "precision":
+            p.add_argument(flag, choices=("bf16", "fp32"), default=f.default, help=help_)
         elif f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
         else:
             kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=f.default)
+            p.add_argument(flag, type=kind, default=f.default, help=help_)
     return p
 
 
-def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    ns = vars(_parser().parse_args(argv))
+def _as_flags(message: str) -> str:
+    """A TrainConfig message in command-line words: 'batch_size' -> '--batch-size'."""
+    message = message.removeprefix("TrainConfig: ")
+    names = sorted((f.name for f in fields(TrainConfig)), key=len, reverse=True)
+    return re.sub(r"\b(" + "|".join(names) + r")\b", lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
+def config_from_args(argv: list[str] | None = None, prog: str = "python -m dtp.tinyvla.train",
+                     parser_class=argparse.ArgumentParser) -> TrainConfig:
+    """TrainConfig from command-line words; --tasks takes names separated by commas or spaces."""
+    ns = vars(_parser(prog, parser_class).parse_args(argv))
     if ns["tasks"] is not None:
-        ns["tasks"] = tuple(ns["tasks"])
-    return TrainConfig(**ns)
+        ns["tasks"] = tuple(t for group in ns["tasks"] for t in group)
+    if ns["warmup"] is None:  # the default warmup would not fit a short run: clip it
+        ns["warmup"] = min(_WARMUP_DEFAULT, max(0, ns["steps"] - 1)) if isinstance(ns["steps"], int) else _WARMUP_DEFAULT
+    try:
+        return TrainConfig(**ns)
+    except ConfigError as e:
+        raise ConfigError(_as_flags(str(e))) from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def resume_if_same(cfg: TrainConfig) -> TrainConfig:
+    """Rerunning the command of an interrupted run resumes it, as `dtp eval` does.
+
+    out_dir holds checkpoints: the same options (apart from --resume/--progress) continue
+    them; other options are refused, naming what differs, unless --resume says to continue anyway.
+    """
+    out = Path(cfg.out_dir)
+    if cfg.resume or not _checkpoints(out):
+        return cfg
+    stored_path = out / "train_config.json"
+    ignore = {"resume", "progress"}
+    stored = json.loads(stored_path.read_text()) if stored_path.is_file() else {}
+    old = {k: v for k, v in stored.items() if k not in ignore}
+    new = {k: v for k, v in cfg.to_json().items() if k not in ignore}
+    if old != new:
+        from ..eval.store import config_differences
+
+        diffs = config_differences(old, new)
+        raise ConfigError(
+            f"{out} holds checkpoints of a different training run ({'; '.join(_as_flags(d) for d in diffs[:6])}). "
+            "Rerun with its options to resume it, add --resume to continue it with these options, "
+            "or choose another --out-dir"
+        )
+    log.info("resuming the run in %s from %s", out, _checkpoints(out)[-1].name)
+    return replace(cfg, resume=True)
+
+
+def saved_step(out_dir: str | Path) -> int:
+    """Step of the last complete checkpoint in out_dir (0 when there is none)."""
+    ck = _checkpoints(Path(out_dir))
+    return int(json.loads((ck[-1] / STATE_NAME).read_text())["step"]) if ck else 0
+
+
+def interrupted_note(cfg: TrainConfig | None) -> str:
+    """What a Ctrl-C left behind, in one line."""
+    if cfg is None:
+        return "interrupted"
+    step = saved_step(cfg.out_dir)
+    if step == 0:
+        return (f"interrupted before the first checkpoint (one every {cfg.save_every} steps): nothing saved; "
+                "rerun the same command to start again")
+    return (f"interrupted: checkpoint at step {step} of {cfg.steps} saved "
+            f"(one every {cfg.save_every} steps); rerun the same command to resume")
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m dtp.tinyvla.train") -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     argv = sys.argv[1:] if argv is None else argv
+    cfg = None
     try:
-        cfg = config_from_args(argv)
+        cfg = resume_if_same(config_from_args(argv, prog))
+        final = train(cfg, command=f"{prog} " + " ".join(argv))
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    final = train(cfg, command="python -m dtp.tinyvla.train " + " ".join(argv))
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted_note(cfg)}", file=sys.stderr)
+        return 130
     print(final)
     return 0
 

@@ -1,0 +1,36 @@
+"""Issue 14, item 6: `dtp layers --write` never rewrites the installed model by surprise: it writes to
+the checkpoint the user names, and refuses the shipped one (before any rollout) unless --force."""
+
+import json
+import shutil
+
+from dtp.models import shipped_model_path
+
+from cli_helpers import error_lines
+
+
+def test_write_on_the_shipped_model_asks_for_force_before_the_rollouts(dtp, monkeypatch):
+    def no_rollouts(*a, **k):
+        raise AssertionError("rollouts ran before --write's target was checked")
+
+    monkeypatch.setattr("dtp.eval.layer_choice.choose_layers", no_rollouts)
+    before = (shipped_model_path() / "config.json").read_bytes()
+    code, _, err = dtp("layers", "--write", "--episodes", "1", "--tasks", "reach")
+    assert code == 2
+    [line] = error_lines(err)
+    assert line.startswith("dtp layers: error: --write would change the model installed with dtp")
+    assert "--force" in line and "--model my-tinyvla --write" in line
+    assert (shipped_model_path() / "config.json").read_bytes() == before
+
+
+def test_write_stores_the_choice_in_the_named_checkpoint(dtp, tiny_ck, tmp_path):
+    ck = tmp_path / "my-ck"
+    shutil.copytree(tiny_ck, ck)
+    shipped = (shipped_model_path() / "config.json").read_bytes()
+    code, text, _ = dtp("layers", "--model", ck, "--write", "--episodes", "1", "--max-steps", "2", "--tasks", "reach",
+                        "--out", tmp_path / "layers.json")
+    assert code == 0
+    best = json.loads((tmp_path / "layers.json").read_text())["best"]
+    assert json.loads((ck / "config.json").read_text())["extra"]["dtp_relevance_layers"] == sorted(best)
+    assert f"stored in {ck / 'config.json'}" in text
+    assert (shipped_model_path() / "config.json").read_bytes() == shipped

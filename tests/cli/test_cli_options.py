@@ -1,0 +1,109 @@
+"""Issue 14, item 3: options do what they say, bad values and flags of another mode are refused,
+every --help shows defaults, and messages use the user's words."""
+
+import argparse
+import json
+
+import pytest
+
+from dtp.cli import HelpFormatter, build_parser
+
+from cli_helpers import FAST, error_lines
+
+
+def test_demo_honours_max_steps_and_says_where_results_went(dtp, tmp_path):
+    out = tmp_path / "demo"
+    code, text, _ = dtp("demo", "--tasks", "reach,reach", "--episodes", "1", "--max-steps", "3", "--out", out)
+    assert code == 0
+    episodes = [json.loads(l) for l in (out / "run" / "episodes.jsonl").read_text().splitlines()]
+    assert len(episodes) == 2 and all(e["length"] <= 3 for e in episodes)
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert config["max_steps"] == 3 and config["tasks"] == ["reach"]  # a repeated name runs once
+    assert (out / "heatmap_reach.png").is_file()
+    assert f"next: dtp analyze {out / 'run'}" in text and str(out / "heatmap_reach.png") in text
+
+
+@pytest.mark.parametrize("command,bad,flag", [
+    ("eval", ["--max-steps", "0"], "--max-steps"),
+    ("demo", ["--max-steps", "-3"], "--max-steps"),
+    ("eval", ["--episodes", "-1"], "--episodes"),
+    ("sweep", ["--main-episodes", "0"], "--main-episodes"),
+    ("eval", ["--distractors", "-1"], "--distractors"),
+    ("collect", ["--episodes", "0"], "--episodes"),
+    ("eval", ["--k", "abc"], "--k"),
+    ("eval", ["--layers", "a,b"], "--layers"),
+    ("sweep", ["--taus", "x"], "--taus"),
+])
+def test_bad_values_are_refused_in_one_line(dtp, tmp_path, command, bad, flag):
+    out = [] if command in ("demo", "collect") else ["--out", tmp_path / "r"]
+    code, _, err = dtp(command, *out, *bad)
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith(f"dtp {command}: error: argument {flag}")
+    assert f"see dtp {command} --help" in lines[0]
+    for internal in ("_k", "<lambda>", "episodes_by_config", "DTPConfig", "_positive", "_csv"):
+        assert internal not in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--address", "ray://x:1"], "--address only applies to --runner ray"),
+    (["--workers", "3"], "--workers only applies to --runner ray"),
+    (["--baseline-only", "--tau", "0.5", "--k", "8"], "--tau, --k set DTP, which --baseline-only does not run"),
+])
+def test_flags_of_another_mode_are_refused(dtp, tiny_ck, tmp_path, extra, message):
+    code, _, err = dtp("eval", "--model", tiny_ck, *FAST, "--out", tmp_path / "r", *extra)
+    assert code == 2 and message in err and not (tmp_path / "r").exists()
+
+
+def test_ablations_list_their_names(dtp, tmp_path, capsys):
+    code, _, err = dtp("sweep", "--out", tmp_path / "s", "--ablations", "random,similarity")
+    assert code == 2
+    assert "unknown ablation 'random'; choose from random_anywhere, random_outside, no_smoothing, similarity" in err
+    code, text, _ = dtp("sweep", "--help")
+    assert code == 0 and "random_anywhere, random_outside, no_smoothing, similarity" in " ".join(text.split())
+
+
+def _subparsers(parser):
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_help_shows_defaults_and_no_internal_names(dtp, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # no line wrapping inside the phrases checked below
+    fmt = HelpFormatter("dtp")
+    for name, sub in _subparsers(build_parser()).items():
+        if name == "train":
+            continue  # its own parser, checked in test_cli_train
+        for action in sub._actions:
+            if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+                continue
+            assert "default" in fmt._get_help_string(action), f"dtp {name} {action.option_strings[0]} hides its default"
+        code, text, _ = dtp(name, "--help")
+        assert code == 0 and "DTPConfig" not in text and "None" not in text.replace("'none'", "")
+    text = " ".join(dtp("eval", "--help")[1].split())
+    assert "--episodes EPISODES episodes per task and config (default: 10)" in text
+    assert "(default: reach,push,pick-place,button-press-topdown,drawer-open)" in text
+    assert "(default: 1)" in text and "--workers WORKERS Ray workers (--runner ray only; default: 2)" in text
+
+
+def test_collect_refuses_to_mix_settings_in_one_folder(dtp, tmp_path):
+    out = tmp_path / "demos"
+    base = ["collect", "--out", out, "--tasks", "reach", "--episodes", "1", "--workers", "1", "--max-distractors", "0"]
+    code, text, _ = dtp(*base)
+    assert code == 0 and len(list((out / "reach").glob("ep_*.h5"))) == 1
+    assert dtp(*base, "--episodes", "2")[0] == 0  # more episodes of the same collection are fine
+    code, _, err = dtp(*base, "--image-size", "64")
+    assert code == 2 and "image_size: 96 in the folder, 64 now" in err and "another --out" in err
+    code, _, err = dtp(*base[:4], "reach,push", *base[5:])
+    assert code == 2 and "tasks" in err
+    assert not (out / "push").exists()
+
+
+def test_collect_checks_folders_written_before_the_settings_file(dtp, tmp_path):
+    out = tmp_path / "demos"
+    base = ["collect", "--out", out, "--tasks", "reach", "--episodes", "1", "--workers", "1", "--max-distractors", "0"]
+    assert dtp(*base)[0] == 0
+    (out / "collection.json").unlink()  # as an older dtp left it
+    code, _, err = dtp(*base, "--image-size", "64")
+    assert code == 2 and "image_size: 96 in the folder, 64 now" in err
