@@ -115,13 +115,14 @@ def _steps(text: str) -> list[int]:
 
 
 def _ablations(text: str) -> tuple[str, ...]:
-    from .eval.runner import SWEEP_ABLATIONS
+    from .eval.runner import sweep_ablation_names
 
     names = _csv(text) if text.strip() not in ("", "none") else ()
-    unknown = [a for a in names if a not in SWEEP_ABLATIONS]
+    valid = sweep_ablation_names()
+    unknown = [a for a in names if a not in valid]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown ablation {', '.join(map(repr, unknown))}; choose from {', '.join(SWEEP_ABLATIONS)} (or 'none')"
+            f"unknown ablation {', '.join(map(repr, unknown))}; choose from {', '.join(valid)} (or 'none')"
         )
     return names
 
@@ -455,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-only", action="store_true", help="run only the baseline (DTP off)")
     p.set_defaults(func=cmd_eval, on_interrupt=lambda a: _episodes_saved(Path(a.out)))
 
-    from .eval.runner import SWEEP_ABLATIONS
+    from .eval.runner import SWEEP_ABLATIONS, sweep_ablation_names
 
     p = sub.add_parser("sweep", help="tau grid and ablations, paired with the baseline")
     _add_run_options(p, episodes=25)
@@ -463,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dtp_options(p)
     p.add_argument("--taus", type=_floats, default="0.25,0.5,0.75,1,1.5,2", help="tau grid, comma-separated")
     p.add_argument("--ablations", type=_ablations, default=",".join(SWEEP_ABLATIONS),
-                   help=f"comma-separated, from {', '.join(SWEEP_ABLATIONS)}; 'none' for no ablation")
+                   help=f"comma-separated, from {', '.join(sweep_ablation_names())}; 'none' for no ablation")
     p.add_argument("--main-episodes", type=_positive, default=None,
                    help="episodes for the baseline and DTP at the default tau (default: --episodes)")
     p.set_defaults(func=cmd_sweep, on_interrupt=lambda a: _episodes_saved(Path(a.out)))

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config import DTPConfig
+from ..config import ABLATIONS, DTPConfig
 from ..errors import ConfigError
 from ..regions import region_source, region_sources
 from .store import RunStore, episode_key
@@ -76,8 +76,7 @@ class EvalSpec:
             if field not in ENV_FIELDS:
                 raise ConfigError(
                     f"config {name!r}: region={cfg.region!r} needs obs[{field!r}] with every observation, which "
-                    f"the benchmark does not supply; evaluate with one of "
-                    f"{tuple(n for n in region_sources() if region_source(n).obs_field in ENV_FIELDS)}"
+                    f"the benchmark does not supply; evaluate with one of {benchmark_region_sources()}"
                 )
 
     def episodes_of(self, config: str) -> int:
@@ -112,7 +111,17 @@ class EvalSpec:
         return cls(**d)
 
 
-SWEEP_ABLATIONS = ("random_anywhere", "random_outside", "no_smoothing", "similarity", "oracle")
+SWEEP_ABLATIONS = ("random_anywhere", "random_outside", "no_smoothing", "similarity", "oracle")  # the default set
+
+
+def benchmark_region_sources() -> tuple[str, ...]:
+    """The region sources (dtp.regions) whose observation field the benchmark supplies."""
+    return tuple(n for n in region_sources() if region_source(n).obs_field in ENV_FIELDS)
+
+
+def sweep_ablation_names() -> tuple[str, ...]:
+    """What a sweep's ablation may name: a DTPConfig ablation mode or a region source the benchmark can feed."""
+    return tuple(a for a in ABLATIONS if a != "none") + benchmark_region_sources()
 
 
 def config_name(cfg: DTPConfig) -> str:
@@ -142,14 +151,15 @@ def sweep_configs(
     the base's region: "similarity" relevance, the "oracle" ground-truth region. Names follow
     `config_name`, so a base region other than attention shows in every name.
     """
-    unknown = [a for a in ablations if a not in SWEEP_ABLATIONS]
+    valid = sweep_ablation_names()
+    unknown = [a for a in ablations if a not in valid]
     if unknown:
-        raise ConfigError(f"unknown ablation {', '.join(map(repr, unknown))}; choose from {', '.join(SWEEP_ABLATIONS)}")
+        raise ConfigError(f"unknown ablation {', '.join(map(repr, unknown))}; choose from {', '.join(valid)}")
     base = base or DTPConfig()
     default_tau = base.tau if default_tau is None else default_tau
     configs = [base.replace(enabled=False)] + [base.replace(tau=float(tau)) for tau in taus]
     for ab in ablations:
-        if ab in region_sources():
+        if ab in benchmark_region_sources():
             configs.append(base.replace(tau=default_tau, region=ab))
         else:
             configs.append(base.replace(tau=default_tau, ablation=ab))
