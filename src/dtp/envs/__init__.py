@@ -2,7 +2,9 @@
 
 from dtp.envs.errors import RenderBackendError, UnknownTaskError
 from dtp.envs.tasks import TASKS, TaskSpec, all_instruction_words, get_task
-from dtp.envs.distractors import DistractorConfig
+from dtp.envs.variants import DEFAULT_VARIANT, VARIANTS, Variant, get_variant
+from dtp.envs.distractors import DistractorConfig, validate_palette
+from dtp.envs.scene import Scene, SceneObject
 from dtp.envs.metaworld_env import MetaWorldEnv, expert_action, make_env
 from dtp.envs.demos import collect_demos, demo_seed, iter_demo_files, load_episode
 
@@ -14,6 +16,13 @@ __all__ = [
     "MetaWorldEnv",
     "expert_action",
     "DistractorConfig",
+    "validate_palette",
+    "DEFAULT_VARIANT",
+    "VARIANTS",
+    "Variant",
+    "get_variant",
+    "Scene",
+    "SceneObject",
     "RenderBackendError",
     "UnknownTaskError",
     "all_instruction_words",
