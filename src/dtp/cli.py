@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .envs.variants import DEFAULT_VARIANT, VARIANTS
 from .errors import ConfigError, DTPError
 
 ALL_TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
@@ -65,7 +66,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, episodes: int) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed set: the same seed gives the same scenes")
     p.add_argument("--distractors", type=int, default=3, help="distractor objects per scene")
     p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor split")
+    _add_variant_option(p)
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the env's)")
+
+
+def _add_variant_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", choices=tuple(VARIANTS), default=DEFAULT_VARIANT,
+                   help="benchmark variant: 'grounded' names colours and adds lookalikes; 'plain' is the "
+                        "benchmark the shipped model was trained on (default: %(default)s)")
 
 
 def _add_runner_options(p: argparse.ArgumentParser) -> None:
@@ -82,7 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(
         model=args.model, episodes=args.episodes, tasks=args.tasks, tau=args.tau,
-        distractors=args.distractors, palette=args.palette, out_dir=args.out, seed=args.seed,
+        distractors=args.distractors, palette=args.palette, variant=args.variant, out_dir=args.out, seed=args.seed,
         progress=not args.json,
     )
     if not summary["trained_model"]:
@@ -90,7 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(format_table(summary))
     print("heatmaps:", *summary["heatmaps"], sep="\n  ")
     if args.json:
-        keep = {"tasks", "average", "heatmaps"}
+        keep = {"tasks", "average", "heatmaps", "variant"}
         print(json.dumps({k: v for k, v in summary.items() if k in keep}))
     return 0
 
@@ -101,7 +109,7 @@ def _run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict 
 
     spec = EvalSpec(
         model=args.model, tasks=args.tasks, episodes=args.episodes, seed=args.seed, configs=configs,
-        distractors=args.distractors, palette=args.palette, max_steps=args.max_steps,
+        distractors=args.distractors, palette=args.palette, variant=args.variant, max_steps=args.max_steps,
         episodes_by_config=episodes_by_config or {}, threads=args.threads,
     )
     store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers)
@@ -164,10 +172,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     def env_for(task: str):
         return benchmark_env(task, distractors=args.distractors, palette=args.palette,
-                             image_size=EvalSpec.image_size, max_steps=args.max_steps)
+                             image_size=EvalSpec.image_size, max_steps=args.max_steps, variant=args.variant)
 
     choice = choose_layers(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed,
-                           relevance=args.relevance)
+                           relevance=args.relevance, progress=not args.json)
     print(f"share of task-object patches inside G ({args.relevance} relevance, k={choice.details['k']}, "
           f"chance {choice.chance:.2f}), "
           f"{choice.steps} steps, seed set {args.seed}")
@@ -176,8 +184,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
         row = " ".join(f"{choice.per_task[t][name]:12.3f}" for t in args.tasks)
         mark = "  <- best" if choice.candidates[name] == choice.best else ""
         print(f"{name:<11} {row} {choice.coverage[name]:9.3f}{mark}")
+    chosen = next(n for n, layers in choice.candidates.items() if layers == choice.best)
     result = {"model": str(args.model), "tasks": list(args.tasks), "distractors": args.distractors,
-              "max_steps": args.max_steps, **choice.to_dict()}
+              "palette": args.palette, "variant": args.variant, "max_steps": args.max_steps, **choice.to_dict(),
+              "chosen": {"name": chosen, "layers": list(choice.best), "coverage": choice.coverage[chosen]}}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
@@ -188,7 +198,20 @@ def cmd_layers(args: argparse.Namespace) -> int:
         target = shipped_model_path() if str(args.model) == "tinyvla" else Path(args.model)
         path = write_default_relevance_layers(target, choice.best)
         print(f"default relevance layers {list(choice.best)} stored in {path}")
+    if args.json:  # last line: one JSON object (NaN -> null) so the figure can be checked by a command
+        print(json.dumps(_json_safe(result)))
     return 0
+
+
+def _json_safe(value):
+    """NaN/inf -> None, recursively, so json.dumps writes standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -197,6 +220,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     summary = collect_demos(
         args.out, args.tasks, args.episodes, seed=args.seed, image_size=args.image_size,
         distractor_count_range=(0, args.max_distractors), palette=args.palette, workers=args.workers,
+        variant=args.variant,
     )
     print(json.dumps(summary, default=str))
     return 0
@@ -262,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relevance mode whose layers are chosen")
     p.add_argument("--write", action="store_true",
                    help="store the best layers as the TinyVLA checkpoint's default (attention mode only)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (coverage per candidate layer set, per task, and the chosen one) "
+                        "on the last line")
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("collect", help="scripted demonstrations to HDF5, resumable")
@@ -272,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--max-distractors", type=int, default=3)
     p.add_argument("--palette", choices=("train", "ood"), default="train")
+    _add_variant_option(p)
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_collect)
 

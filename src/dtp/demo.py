@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DTPConfig
+from .envs.variants import DEFAULT_VARIANT
 from .eval.runner import EvalSpec, run_eval
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ def run_demo(
     tau: float | None = None,
     distractors: int = 3,
     palette: str = "train",
+    variant: str = DEFAULT_VARIANT,
     out_dir: str | Path = "dtp-demo",
     seed: int = 0,
     progress: bool = True,
@@ -115,6 +117,7 @@ def run_demo(
         configs={"baseline": DTPConfig(enabled=False), "dtp": dtp_cfg},
         distractors=distractors,
         palette=palette,
+        variant=variant,
         observe=False,
         score_regions=False,
     )
@@ -125,4 +128,5 @@ def run_demo(
     summary["trained_model"] = trained
     summary["tau"] = dtp_cfg.tau
     summary["run_dir"] = str(out / "run")
+    summary["variant"] = variant
     return summary

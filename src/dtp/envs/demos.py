@@ -353,3 +353,41 @@ def load_episode(path: str | Path) -> dict[str, Any]:
         for k, v in f.attrs.items():
             episode[k] = v.item() if isinstance(v, np.generic) else v
     return episode
+
+
+def expert_success(
+    task: str,
+    seeds: Sequence[int],
+    *,
+    variant: str = DEFAULT_VARIANT,
+    palette: Any = "train",
+    distractors: int = 3,
+    max_steps: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run the scripted expert from each reset seed; one row per seed (success, steps, lookalikes).
+
+    A check that a variant's scenes leave the task solvable (lookalikes and distractors are
+    visual-only, so the expert, which reads the simulator state, should not notice them).
+    """
+    from dtp.envs.distractors import DistractorConfig
+    from dtp.envs.metaworld_env import DEFAULT_MAX_STEPS, make_env
+
+    env = make_env(task, distractors=DistractorConfig(count=distractors, palette=palette), variant=variant,
+                   max_steps=int(max_steps or DEFAULT_MAX_STEPS))
+    rows = []
+    try:
+        for seed in seeds:
+            env.reset(seed=int(seed))
+            lookalikes = len(env.scene.lookalikes)
+            success, steps = False, 0
+            while True:
+                _, _, terminated, truncated, info = env.step(env.expert_action())
+                steps += 1
+                if terminated or truncated:
+                    success = bool(info["success"])
+                    break
+            rows.append({"task": task, "seed": int(seed), "success": success, "steps": steps,
+                         "lookalikes": lookalikes, "instruction": env.instruction})
+    finally:
+        env.close()
+    return rows

@@ -11,9 +11,11 @@ import torch
 
 from ..policy import DTPPolicy, StepRecord
 
-# Segmentation labels of dtp.envs: 1 task object, 2 goal, 3 gripper, 4 distractors.
+# Segmentation labels of dtp.envs: 1 task object, 2 goal, 3 gripper, 4 distractors, 5 lookalikes.
 TASK_LABELS = (1, 2, 3)
 DISTRACTOR_LABEL = 4
+LOOKALIKE_LABEL = 5
+DISTRACTOR_LABELS = (DISTRACTOR_LABEL, LOOKALIKE_LABEL)  # lookalikes are distractors too
 
 
 @dataclass
@@ -34,16 +36,22 @@ def patch_labels(seg: np.ndarray, grid: tuple[int, int], labels: tuple[int, ...]
 
 
 def region_scores(rec: StepRecord, seg: np.ndarray) -> dict[str, float]:
-    """Share of the task-object patches that G covers, and of the distractor patches that D covers."""
+    """Share of the task-object patches that G covers, and of the distractor patches that D covers.
+
+    Distractor patches include lookalikes (grounded variant); d_covers_lookalikes counts those alone.
+    """
     if rec.region is None:
         return {}
     grid = tuple(rec.region.shape)
     task = patch_labels(seg, grid, TASK_LABELS)
-    dis = patch_labels(seg, grid, (DISTRACTOR_LABEL,))
-    out = {"gt_task_patches": int(task.sum()), "gt_distractor_patches": int(dis.sum())}
+    dis = patch_labels(seg, grid, DISTRACTOR_LABELS)
+    look = patch_labels(seg, grid, (LOOKALIKE_LABEL,))
+    out = {"gt_task_patches": int(task.sum()), "gt_distractor_patches": int(dis.sum()),
+           "gt_lookalike_patches": int(look.sum())}
     out["g_covers_task"] = float((rec.region & task).sum() / task.sum()) if task.any() else float("nan")
     pruned = rec.distracting if rec.distracting is not None else rec.pruned
     out["d_covers_distractors"] = float((pruned & dis).sum() / dis.sum()) if dis.any() else float("nan")
+    out["d_covers_lookalikes"] = float((pruned & look).sum() / look.sum()) if look.any() else float("nan")
     out["d_on_task"] = float((pruned & task).sum()) if pruned is not None else float("nan")
     return out
 

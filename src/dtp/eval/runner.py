@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import DTPConfig
+from ..envs.variants import DEFAULT_VARIANT
 from ..errors import ConfigError
 from .store import RunStore, episode_key
 
@@ -46,6 +47,7 @@ class EvalSpec:
     configs: dict[str, DTPConfig] = field(default_factory=lambda: {"baseline": DTPConfig(enabled=False), "dtp": DTPConfig()})
     distractors: int = 3
     palette: str = "train"
+    variant: str = DEFAULT_VARIANT  # benchmark variant (dtp.envs.variants); run folders before it existed hold "plain"
     max_steps: int | None = None
     image_size: int = 96
     observe: bool = True  # capture during baseline passes too, for the attention analysis
@@ -67,6 +69,9 @@ class EvalSpec:
             raise ConfigError("episodes_by_config values must be >= 1")
         if self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        from ..envs.variants import get_variant
+
+        get_variant(self.variant)  # ConfigError naming the known variants
 
     def episodes_of(self, config: str) -> int:
         return self.episodes_by_config.get(config, self.episodes)
@@ -95,6 +100,7 @@ class EvalSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EvalSpec":
         d = dict(d)
+        d.setdefault("variant", "plain")  # written before variants existed: the plain benchmark
         d["tasks"] = tuple(d["tasks"])
         d["configs"] = {k: DTPConfig.from_dict(v) for k, v in d["configs"].items()}
         return cls(**d)
@@ -127,13 +133,15 @@ def _load_adapter(model: str):
     return load(model)
 
 
-def benchmark_env(task: str, *, distractors: int, palette: str, image_size: int, max_steps: int | None = None):
+def benchmark_env(task: str, *, distractors: int, palette: str, image_size: int, max_steps: int | None = None,
+                  variant: str = DEFAULT_VARIANT):
     """The Meta-World env of an evaluation run; max_steps None keeps the env's own limit."""
     from ..envs import DistractorConfig, make_env
 
     kwargs: dict[str, Any] = {
         "distractors": DistractorConfig(count=distractors, palette=palette),
         "image_size": image_size,
+        "variant": variant,
     }
     if max_steps is not None:
         kwargs["max_steps"] = max_steps
@@ -142,7 +150,7 @@ def benchmark_env(task: str, *, distractors: int, palette: str, image_size: int,
 
 def _make_env(spec: EvalSpec, task: str):
     return benchmark_env(task, distractors=spec.distractors, palette=spec.palette, image_size=spec.image_size,
-                         max_steps=spec.max_steps)
+                         max_steps=spec.max_steps, variant=spec.variant)
 
 
 def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[dict, list[dict]]]:
