@@ -194,7 +194,7 @@ def _env_frames(adapter, n: int, seed: int) -> Iterator[Observation]:
     tasks = list(TASKS)
     produced, episode = 0, 0
     while produced < n:
-        env = make_env(tasks[episode % len(tasks)], image_size=size)
+        env = make_env(tasks[episode % len(tasks)], image_size=size, variant="plain")  # as docs/performance.md measured
         try:
             obs, _ = env.reset(seed=seed + episode)
             for _ in range(env.max_steps):
@@ -486,7 +486,7 @@ def _throughput(adapter, cfg: DTPConfig, episodes: int, seed: int) -> dict[str, 
         steps = fired = 0
         t_all = time.perf_counter()
         for ep in range(episodes):
-            env = make_env("push", image_size=size)
+            env = make_env("push", image_size=size, variant="plain")  # as docs/performance.md measured
             try:
                 if run_episode is not None:
                     res = run_episode(policy, env, seed + ep)

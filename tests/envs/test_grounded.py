@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dtp.envs import DistractorConfig, all_instruction_words, make_env
 from dtp.envs.grounding import REFERENTS
@@ -229,3 +231,25 @@ def test_vocabulary_covers_every_colour_and_grounded_template():
         for split in variant.splits.values():
             assert set(split.palette) <= words
     assert PLAIN.grounded is False and GROUNDED.grounded is True
+
+
+_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
+_unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(_names, st.tuples(_unit, _unit, _unit), min_size=1, max_size=6))
+def test_valid_palettes_pass_through_unchanged(palette):
+    if len(set(palette.values())) < len(palette):  # equal RGB under two names is refused (tested above)
+        return
+    assert DistractorConfig(palette=palette).palette == {k: tuple(map(float, v)) for k, v in palette.items()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(_names, st.tuples(_unit, _unit, _unit), st.integers(0, 2),
+       st.one_of(st.floats(max_value=-1e-9, allow_nan=False), st.floats(min_value=1.0 + 1e-9)))
+def test_any_channel_outside_unit_range_is_refused(name, rgb, channel, bad):
+    rgb = list(rgb)
+    rgb[channel] = bad
+    with pytest.raises(ConfigError, match=name):
+        DistractorConfig(palette={name: tuple(rgb)})

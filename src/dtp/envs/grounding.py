@@ -140,8 +140,10 @@ def _part_ids(model: "mujoco.MjModel", data: "mujoco.MjData", ref: Referent, pre
         site = model.site(ref.source).id
         r = float(model.site_size[site][0])
         return PartIds(-1, [], [], [site], [], [], np.zeros(0, int), np.array([r, r]))
-    root = model.body(ref.source if prefix is None else f"{prefix}/{ref.source}").id if not ref.is_site else \
-        model.body(prefix).id
+    if ref.is_site:  # a goal's copy is one body holding one geom
+        root = model.body(prefix).id
+    else:  # attach_body prefixed every name of the copied subtree
+        root = model.body(ref.source if prefix is None else f"{prefix}/{ref.source}").id
     inside = _subtree(model, root)
     bodies = np.flatnonzero(inside).tolist()
     geoms = np.flatnonzero(inside[model.geom_bodyid]).tolist()
@@ -291,8 +293,8 @@ def sample_grounding(
     return Grounding(colours, tuple(placed))
 
 
-def apply_grounding(model: "mujoco.MjModel", task: str, ids: GroundingIds, grounding: Grounding | None) -> None:
-    """Write colours and lookalike poses into the model; None hides every copy (plain scenes)."""
+def apply_grounding(model: "mujoco.MjModel", ids: GroundingIds, grounding: Grounding | None) -> None:
+    """Write colours and lookalike poses into the model; None hides every copy."""
     shown: dict[tuple[str, int], Lookalike] = {}
     if grounding is not None:
         for role, (_, rgb) in grounding.colours.items():

@@ -211,7 +211,7 @@ class MetaWorldEnv(gym.Env):
             space = self._sim._random_reset_space
             self._grounding = sample_grounding(g_rng, self.task.name, self._grounding_ids, self._sim.data,
                                                self._colours, n, (space.low, space.high))
-            apply_grounding(self._sim.model, self.task.name, self._grounding_ids, self._grounding)
+            apply_grounding(self._sim.model, self._grounding_ids, self._grounding)
             mujoco.mj_forward(self._sim.model, self._sim.data)
             for look in self._grounding.lookalikes:
                 half = self._grounding_ids.slots[look.mimics][look.slot].half_extent
