@@ -439,7 +439,8 @@ class MetaWorldEnv(gym.Env):
                                    bodies, geoms, sites))
         for i, look in enumerate(self._grounding.lookalikes if self._grounding is not None else ()):
             part = self._grounding_ids.slots[look.mimics][look.slot]
-            objects.append(SceneObject(f"lookalike_{i}", "lookalike", look.shape, look.colour, look.rgb, look.pos,
+            pos = tuple(float(v) for v in data.xpos[part.object_bodies[0]])  # as the real one's: its object body
+            objects.append(SceneObject(f"lookalike_{i}", "lookalike", look.shape, look.colour, look.rgb, pos,
                                        look.mimics, tuple(part.object_bodies), tuple(part.object_geoms), ()))
         for i, d in enumerate(self._layout):
             body = model.body(f"{SLOT_PREFIX}{i}").id
