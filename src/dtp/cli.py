@@ -70,10 +70,21 @@ def _add_run_options(p: argparse.ArgumentParser, *, episodes: int) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the env's)")
 
 
-def _add_variant_option(p: argparse.ArgumentParser) -> None:
+def _add_variant_option(p: argparse.ArgumentParser, lookalikes: bool = True) -> None:
     p.add_argument("--variant", choices=tuple(VARIANTS), default=DEFAULT_VARIANT,
                    help="benchmark variant: 'grounded' names colours and adds lookalikes; 'plain' is the "
                         "benchmark the shipped model was trained on (default: %(default)s)")
+    if lookalikes:
+        p.add_argument("--lookalikes", type=_count_range, default=None, metavar="N|LO-HI",
+                       help="lookalikes per scene in the grounded variant (default: the split's, train 1-4, ood 3-6)")
+
+
+def _count_range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        return (int(lo), int(hi or lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a range LO-HI, got {text!r}") from None
 
 
 def _add_runner_options(p: argparse.ArgumentParser) -> None:
@@ -90,7 +101,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(
         model=args.model, episodes=args.episodes, tasks=args.tasks, tau=args.tau,
-        distractors=args.distractors, palette=args.palette, variant=args.variant, out_dir=args.out, seed=args.seed,
+        distractors=args.distractors, palette=args.palette, variant=args.variant, lookalikes=args.lookalikes,
+        out_dir=args.out, seed=args.seed,
         progress=not args.json,
     )
     if not summary["trained_model"]:
@@ -109,8 +121,8 @@ def _run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict 
 
     spec = EvalSpec(
         model=args.model, tasks=args.tasks, episodes=args.episodes, seed=args.seed, configs=configs,
-        distractors=args.distractors, palette=args.palette, variant=args.variant, max_steps=args.max_steps,
-        episodes_by_config=episodes_by_config or {}, threads=args.threads,
+        distractors=args.distractors, palette=args.palette, variant=args.variant, lookalikes=args.lookalikes,
+        max_steps=args.max_steps, episodes_by_config=episodes_by_config or {}, threads=args.threads,
     )
     store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers)
     store.to_parquet()
@@ -172,7 +184,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     def env_for(task: str):
         return benchmark_env(task, distractors=args.distractors, palette=args.palette,
-                             image_size=EvalSpec.image_size, max_steps=args.max_steps, variant=args.variant)
+                             image_size=EvalSpec.image_size, max_steps=args.max_steps, variant=args.variant,
+                             lookalikes=args.lookalikes)
 
     choice = choose_layers(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed,
                            relevance=args.relevance, progress=not args.json)
@@ -186,7 +199,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
         print(f"{name:<11} {row} {choice.coverage[name]:9.3f}{mark}")
     chosen = next(n for n, layers in choice.candidates.items() if layers == choice.best)
     result = {"model": str(args.model), "tasks": list(args.tasks), "distractors": args.distractors,
-              "palette": args.palette, "variant": args.variant, "max_steps": args.max_steps, **choice.to_dict(),
+              "palette": args.palette, "variant": args.variant, "lookalikes": args.lookalikes,
+              "max_steps": args.max_steps, **choice.to_dict(),
               "chosen": {"name": chosen, "layers": list(choice.best), "coverage": choice.coverage[chosen]}}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -299,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--max-distractors", type=int, default=3)
     p.add_argument("--palette", choices=("train", "ood"), default="train")
-    _add_variant_option(p)
+    _add_variant_option(p, lookalikes=False)
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_collect)
 

@@ -103,6 +103,7 @@ def run_demo(
     distractors: int = 3,
     palette: str = "train",
     variant: str = DEFAULT_VARIANT,
+    lookalikes: tuple[int, int] | None = None,
     out_dir: str | Path = "dtp-demo",
     seed: int = 0,
     progress: bool = True,
@@ -118,6 +119,7 @@ def run_demo(
         distractors=distractors,
         palette=palette,
         variant=variant,
+        lookalikes=lookalikes,
         observe=False,
         score_regions=False,
     )

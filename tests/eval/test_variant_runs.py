@@ -69,3 +69,22 @@ def test_variant_option_is_checked_and_recorded(tiny_checkpoint, tmp_path, capsy
     assert main(["eval", "--model", str(tiny_checkpoint), "--tasks", "push", "--episodes", "1", "--max-steps", "2",
                  "--baseline-only", "--variant", "plain", "--out", str(tmp_path / "p")]) == 0
     assert json.loads((tmp_path / "p" / "config.json").read_text())["variant"] == "plain"
+
+
+def test_lookalike_count_option_reaches_the_env(tiny_checkpoint, tmp_path):
+    spec = EvalSpec(model=str(tiny_checkpoint), tasks=("push",), episodes=1, max_steps=1,
+                    configs={"baseline": DTPConfig(enabled=False)}, lookalikes=0, distractors=0)
+    assert spec.lookalikes == (0, 0) and EvalSpec.from_dict(spec.to_dict()) == spec
+    env = benchmark_env("push", distractors=0, palette="ood", image_size=48, lookalikes=(2, 2))
+    try:
+        env.reset(seed=1_010_000)
+        assert len(env.scene.lookalikes) == 2
+    finally:
+        env.close()
+    with pytest.raises(ConfigError, match="lookalikes"):
+        EvalSpec(lookalikes=(4, 2))
+    assert main(["eval", "--model", str(tiny_checkpoint), "--tasks", "push", "--episodes", "1", "--max-steps", "1",
+                 "--baseline-only", "--lookalikes", "0", "--distractors", "0", "--out", str(tmp_path / "z")]) == 0
+    assert json.loads((tmp_path / "z" / "config.json").read_text())["lookalikes"] == [0, 0]
+    with pytest.raises(SystemExit):
+        main(["eval", "--out", str(tmp_path / "y"), "--lookalikes", "many"])
