@@ -253,3 +253,17 @@ def test_any_channel_outside_unit_range_is_refused(name, rgb, channel, bad):
     rgb[channel] = bad
     with pytest.raises(ConfigError, match=name):
         DistractorConfig(palette={name: tuple(rgb)})
+
+
+def test_unnamed_objects_wear_a_colour_no_palette_has():
+    from dtp.envs.variants import NEUTRAL_RGB
+
+    every = [c for v in VARIANTS.values() for s in v.splits.values() for c in s.palette.values()]
+    assert min(np.linalg.norm(np.subtract(NEUTRAL_RGB, c)) for c in every) > 0.25
+    env = make_env("reach", variant="grounded")
+    try:
+        env.reset(seed=SEEDS[0])
+        model = env.sim.model
+        np.testing.assert_allclose(model.geom_rgba[model.geom("objGeom").id][:3], NEUTRAL_RGB)
+    finally:
+        env.close()

@@ -35,7 +35,7 @@ from dtp.envs.grounding import (
     sample_grounding,
 )
 from dtp.envs.scene import Scene, SceneObject
-from dtp.envs.variants import DEFAULT_VARIANT, get_variant
+from dtp.envs.variants import DEFAULT_VARIANT, NEUTRAL_RGB, get_variant
 from dtp.errors import ConfigError
 from dtp.envs.rendering import (
     DEFAULT_CAMERA,
@@ -154,6 +154,10 @@ class MetaWorldEnv(gym.Env):
         self._policy = ENV_POLICY_MAP[self.task.metaworld_id]()  # stateless, reused
         if self.variant.grounded:
             mujoco.mj_forward(model, self._sim.data)  # the copies' footprints need positions
+            if "task_object" not in {r.role for r in REFERENTS.get(self.task.name, ())}:
+                puck = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "objGeom")
+                if puck >= 0:  # an unused puck (reach) must not share a colour word with the goal
+                    model.geom_rgba[puck] = (*NEUTRAL_RGB, 1.0)
         self._grounding_ids = find_grounding_ids(
             model, self._sim.data, self.task.name, self._lookalike_range[1] if named else 0, self.task.object_bodies
         ) if self.variant.grounded else None
