@@ -66,6 +66,10 @@ def test_expert_solves_task_with_distractors_that_never_touch(task):
         env.reset(seed=11)
         model, data = env.sim.model, env.sim.data
         slots = {model.geom(f"dtp_distractor_{i}").id for i in range(3)}
+        copies = {g for g in range(model.ngeom)  # every geom of the grounded variant's lookalike copies
+                  if model.body(model.geom_bodyid[g]).name.startswith("dtp_lookalike_")}
+        assert copies and env.variant.name == "grounded"
+        slots |= copies
         assert all(model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0 for g in slots)
         terminated = truncated = False
         while not (terminated or truncated):
