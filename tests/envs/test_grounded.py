@@ -267,3 +267,10 @@ def test_unnamed_objects_wear_a_colour_no_palette_has():
         np.testing.assert_allclose(model.geom_rgba[model.geom("objGeom").id][:3], NEUTRAL_RGB)
     finally:
         env.close()
+    env = make_env("drawer-open", variant="grounded")
+    try:
+        env.reset(seed=SEEDS[0])
+        model = env.sim.model
+        np.testing.assert_allclose(model.site_rgba[model.site("goal").id][:3], NEUTRAL_RGB)
+    finally:
+        env.close()

@@ -154,10 +154,14 @@ class MetaWorldEnv(gym.Env):
         self._policy = ENV_POLICY_MAP[self.task.metaworld_id]()  # stateless, reused
         if self.variant.grounded:
             mujoco.mj_forward(model, self._sim.data)  # the copies' footprints need positions
-            if "task_object" not in {r.role for r in REFERENTS.get(self.task.name, ())}:
-                puck = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "objGeom")
-                if puck >= 0:  # an unused puck (reach) must not share a colour word with the goal
-                    model.geom_rgba[puck] = (*NEUTRAL_RGB, 1.0)
+            # parts the instruction never names must not wear a colour word: reach's unused
+            # puck (yellow), drawer-open's pull-target marker (green)
+            named = {r.role for r in REFERENTS.get(self.task.name, ())}
+            puck = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "objGeom")
+            if "task_object" not in named and puck >= 0:
+                model.geom_rgba[puck] = (*NEUTRAL_RGB, 1.0)
+            if "goal" not in named and self.task.goal_site is not None:
+                model.site_rgba[model.site(self.task.goal_site).id] = (*NEUTRAL_RGB, 1.0)
         self._grounding_ids = find_grounding_ids(
             model, self._sim.data, self.task.name, self._lookalike_range[1] if named else 0, self.task.object_bodies
         ) if self.variant.grounded else None

@@ -116,9 +116,9 @@ GROUNDED = Variant(
     grounded=True,
 )
 
-# What an object of a grounded scene that the instruction never names wears when it would
-# otherwise show a palette colour (reach's unused puck is yellow in plain scenes): a tan far
-# from every palette colour, so no colour word can refer to it.
+# What a part of a grounded scene that the instruction never names wears when it would
+# otherwise show a palette colour (reach's unused puck is yellow, drawer-open's pull target
+# green in plain scenes): a tan far from every palette colour, so no colour word refers to it.
 NEUTRAL_RGB: RGB = (0.80, 0.70, 0.52)
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (PLAIN, GROUNDED)}
