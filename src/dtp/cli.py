@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
+from .envs.variants import DEFAULT_VARIANT, VARIANTS
 from .errors import ConfigError, DTPError
 
 ALL_TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
@@ -174,7 +175,25 @@ def _add_run_options(p: argparse.ArgumentParser, *, episodes: int) -> None:
     p.add_argument("--seed", type=_non_negative, default=0, help="seed set: the same seed gives the same scenes")
     p.add_argument("--distractors", type=_non_negative, default=3, help="distractor objects per scene")
     p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor colours and shapes")
+    _add_variant_option(p)
     p.add_argument("--max-steps", type=_positive, default=None, help="episode step limit (default: the env's)")
+
+
+def _add_variant_option(p: argparse.ArgumentParser, lookalikes: bool = True) -> None:
+    p.add_argument("--variant", choices=tuple(VARIANTS), default=DEFAULT_VARIANT,
+                   help="benchmark variant: 'grounded' names colours and adds lookalikes; 'plain' is the "
+                        "benchmark the shipped model was trained on (default: %(default)s)")
+    if lookalikes:
+        p.add_argument("--lookalikes", type=_count_range, default=None, metavar="N|LO-HI",
+                       help="lookalikes per scene in the grounded variant (default: the split's, train 1-4, ood 3-6)")
+
+
+def _count_range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        return (int(lo), int(hi or lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a range LO-HI, got {text!r}") from None
 
 
 def _add_runner_options(p: argparse.ArgumentParser) -> None:
@@ -213,8 +232,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(
         model=args.model, episodes=args.episodes, tasks=args.tasks, tau=args.tau,
-        distractors=args.distractors, palette=args.palette, out_dir=args.out, seed=args.seed,
-        max_steps=args.max_steps, threads=args.threads, progress=not args.json,
+        distractors=args.distractors, palette=args.palette, variant=args.variant, lookalikes=args.lookalikes,
+        out_dir=args.out, seed=args.seed, max_steps=args.max_steps, threads=args.threads, progress=not args.json,
     )
     if not summary["trained_model"]:
         print("NOTE: no shipped checkpoint yet; this ran a random TinyVLA, so the rates mean nothing.")
@@ -223,7 +242,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run = summary["run_dir"]
     print(f"results: {run}/episodes.jsonl, steps.jsonl, config.json; next: dtp analyze {run}")
     if args.json:
-        keep = {"tasks", "average", "heatmaps", "run_dir"}
+        keep = {"tasks", "average", "heatmaps", "run_dir", "variant"}
         print(json.dumps({k: v for k, v in summary.items() if k in keep}))
     return 0
 
@@ -234,8 +253,8 @@ def _run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict 
 
     spec = EvalSpec(
         model=args.model, tasks=args.tasks, episodes=args.episodes, seed=args.seed, configs=configs,
-        distractors=args.distractors, palette=args.palette, max_steps=args.max_steps,
-        episodes_by_config=episodes_by_config or {}, threads=args.threads,
+        distractors=args.distractors, palette=args.palette, variant=args.variant, lookalikes=args.lookalikes,
+        max_steps=args.max_steps, episodes_by_config=episodes_by_config or {}, threads=args.threads,
     )
     store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers)
     store.to_parquet()
@@ -345,11 +364,12 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
     def env_for(task: str):
         return benchmark_env(task, distractors=args.distractors, palette=args.palette,
-                             image_size=EvalSpec.image_size, max_steps=args.max_steps)
+                             image_size=EvalSpec.image_size, max_steps=args.max_steps, variant=args.variant,
+                             lookalikes=args.lookalikes)
 
     with torch_threads(args.threads):
         choice = choose_layers(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed,
-                               relevance=args.relevance)
+                               relevance=args.relevance, progress=not args.json)
     print(f"share of task-object patches inside G ({args.relevance} relevance, k={choice.details['k']}, "
           f"chance {choice.chance:.2f}), "
           f"{choice.steps} steps, seed set {args.seed}")
@@ -358,8 +378,11 @@ def cmd_layers(args: argparse.Namespace) -> int:
         row = " ".join(f"{choice.per_task[t][name]:12.3f}" for t in args.tasks)
         mark = "  <- best" if choice.candidates[name] == choice.best else ""
         print(f"{name:<11} {row} {choice.coverage[name]:9.3f}{mark}")
+    chosen = next(n for n, layers in choice.candidates.items() if layers == choice.best)
     result = {"model": str(args.model), "tasks": list(args.tasks), "distractors": args.distractors,
-              "max_steps": args.max_steps, **choice.to_dict()}
+              "palette": args.palette, "variant": args.variant, "lookalikes": args.lookalikes,
+              "max_steps": args.max_steps, **choice.to_dict(),
+              "chosen": {"name": chosen, "layers": list(choice.best), "coverage": choice.coverage[chosen]}}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
@@ -369,6 +392,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
         path = write_default_relevance_layers(target, choice.best)
         print(f"default relevance layers {list(choice.best)} stored in {path}")
+    if args.json:  # last line: one JSON object (NaN -> null) so the figure can be checked by a command
+        print(json.dumps(_json_safe(result)))
     return 0
 
 
@@ -377,12 +402,24 @@ def _demos_saved(args: argparse.Namespace) -> str:
     return f"interrupted: {n} episodes saved in {args.out}; rerun the same command to resume"
 
 
+def _json_safe(value):
+    """NaN/inf -> None, recursively, so json.dumps writes standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from .envs.demos import collect_demos
 
     summary = collect_demos(
         args.out, args.tasks, args.episodes, seed=args.seed, image_size=args.image_size,
         distractor_count_range=(0, args.max_distractors), palette=args.palette, workers=args.workers,
+        variant=args.variant,
     )
     print(json.dumps(summary, default=str))
     return 0
@@ -493,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true",
                    help="store the best layers as the default of the --model checkpoint (attention mode only)")
     p.add_argument("--force", action="store_true", help="let --write change the model installed with dtp")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (coverage per candidate layer set, per task, and the chosen one) "
+                        "on the last line")
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("collect", help="scripted demonstrations to HDF5, resumable")
@@ -504,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-distractors", type=_non_negative, default=3,
                    help="each episode shows 0 to this many distractors")
     p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor colours and shapes")
+    _add_variant_option(p, lookalikes=False)
     p.add_argument("--workers", type=_positive, default=2, help="processes (1: in this process)")
     p.set_defaults(func=cmd_collect, on_interrupt=_demos_saved)
 

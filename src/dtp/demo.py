@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import DTPConfig
+from .envs.variants import DEFAULT_VARIANT
 from .eval.runner import EvalSpec, run_eval
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ def run_demo(
     tau: float | None = None,
     distractors: int = 3,
     palette: str = "train",
+    variant: str = DEFAULT_VARIANT,
+    lookalikes: tuple[int, int] | None = None,
     out_dir: str | Path = "dtp-demo",
     seed: int = 0,
     max_steps: int | None = None,
@@ -137,6 +140,8 @@ def run_demo(
         distractors=distractors,
         palette=palette,
         max_steps=max_steps,
+        variant=variant,
+        lookalikes=lookalikes,
         observe=False,
         score_regions=False,
         threads=threads,
@@ -150,4 +155,5 @@ def run_demo(
     summary["trained_model"] = trained
     summary["tau"] = dtp_cfg.tau
     summary["run_dir"] = str(out / "run")
+    summary["variant"] = variant
     return summary

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 # Segmentation labels of dtp.envs (MetaWorldEnv.segmentation): the oracle's ground truth.
-SEGMENTATION_LABELS = {"background": 0, "task_object": 1, "goal": 2, "gripper": 3, "distractor": 4}
+SEGMENTATION_LABELS = {"background": 0, "task_object": 1, "goal": 2, "gripper": 3, "distractor": 4, "lookalike": 5}
 ORACLE_LABELS = (1, 2, 3)  # task object, goal, gripper
 OBJECT_LABEL = 1  # the object the instruction names
 

@@ -32,6 +32,10 @@ def test_collect_writes_episodes_and_resumes(tmp_path):
         assert ep["palette"] == "train" and ep["image_size"] == 48 and ep["camera"]
         assert 0 <= ep["distractor_count"] <= 3
         assert len(json.loads(ep["distractors"])) == ep["distractor_count"]
+        scene = json.loads(ep["scene"])  # the default grounded variant: colours and lookalikes on record
+        assert ep["variant"] == scene["variant"] == "grounded" and scene["instruction"] == ep["instruction"]
+        goal = next(o for o in scene["objects"] if o["role"] == "goal")
+        assert goal["colour"] in ep["instruction"].split()
     mtimes = {p: p.stat().st_mtime_ns for p in files}
     again = collect_demos(tmp_path, ["reach", "push"], 1, image_size=48, workers=1, progress=False)
     assert all(s["new"] == 0 and s["existing"] == 1 for s in again["tasks"].values())

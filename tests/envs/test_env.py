@@ -10,7 +10,7 @@ from dtp.envs.metaworld_env import BACKGROUND, DISTRACTOR, GOAL, GRIPPER, TASK_O
 
 @pytest.fixture
 def push_env():
-    env = make_env("push", distractors=DistractorConfig(count=3))
+    env = make_env("push", distractors=DistractorConfig(count=3), variant="plain")
     yield env
     env.close()
 
@@ -38,7 +38,7 @@ def test_same_seed_same_frame_different_seed_different_scene(push_env):
     assert a["image"].tobytes() == b["image"].tobytes()
     assert a["instruction"] == b["instruction"]
     np.testing.assert_array_equal(info_a["state"], info_b["state"])
-    other = make_env("push", distractors=DistractorConfig(count=3))
+    other = make_env("push", distractors=DistractorConfig(count=3), variant="plain")
     try:
         c, _ = other.reset(seed=7)
         assert a["image"].tobytes() == c["image"].tobytes()  # across instances too
@@ -66,6 +66,10 @@ def test_expert_solves_task_with_distractors_that_never_touch(task):
         env.reset(seed=11)
         model, data = env.sim.model, env.sim.data
         slots = {model.geom(f"dtp_distractor_{i}").id for i in range(3)}
+        copies = {g for g in range(model.ngeom)  # every geom of the grounded variant's lookalike copies
+                  if model.body(model.geom_bodyid[g]).name.startswith("dtp_lookalike_")}
+        assert copies and env.variant.name == "grounded"
+        slots |= copies
         assert all(model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0 for g in slots)
         terminated = truncated = False
         while not (terminated or truncated):
@@ -110,7 +114,7 @@ def test_ood_split_holds_out_colours_and_shapes():
     gaps = [np.linalg.norm(np.subtract(a, b)) for a in train.values() for b in ood.values()]
     assert min(gaps) > 0.2
     assert not set(SHAPES["train"]) & set(SHAPES["ood"])
-    env = make_env("reach", distractors=DistractorConfig(count=3, palette="ood"))
+    env = make_env("reach", distractors=DistractorConfig(count=3, palette="ood"), variant="plain")
     try:
         for seed in range(3):
             env.reset(seed=seed)
@@ -142,7 +146,7 @@ def test_segmentation_labels(push_env):
     assert push_env.render().tobytes() == obs["image"].tobytes()  # segmentation left the image alone
     puck = obs["image"][seg == TASK_OBJECT].astype(int)  # the recoloured yellow puck
     assert (puck[:, 0] > puck[:, 2] + 60).mean() > 0.8
-    env = make_env("button-press-topdown")
+    env = make_env("button-press-topdown", variant="plain")
     try:
         env.reset(seed=0)
         labels = set(np.unique(env.segmentation()).tolist())

@@ -59,7 +59,7 @@ def throughput(adapter, cfg: DTPConfig, episodes: int, seed: int) -> dict[str, A
         steps = fired = 0
         t_all = time.perf_counter()
         for ep in range(episodes):
-            env = make_env("push", image_size=size)
+            env = make_env("push", image_size=size, variant="plain")  # as docs/performance.md measured
             try:
                 if run_episode is not None:
                     res = run_episode(policy, env, seed + ep)

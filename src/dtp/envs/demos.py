@@ -5,7 +5,8 @@ Layout of `out_dir/<task>/ep_<seed:06d>.h5`:
     proprio  float32 (T, 4)        hand xyz and gripper opening before each action
     actions  float32 (T, 4)        expert action, clipped to [-1, 1]
     attrs: task, instruction, seed, success, n_steps, success_step, distractor_count,
-           palette, image_size, camera, max_steps, distractors (JSON), format_version
+           palette, image_size, camera, max_steps, distractors (JSON), format_version,
+           variant, scene (JSON of `MetaWorldEnv.scene` at the reset: colours, lookalikes)
 Files are written under a temporary name and renamed, so an interrupted run loses at
 most the episodes in flight and a rerun resumes. Failed seeds go to
 `out_dir/failed.jsonl` and further seeds are tried until each task has its count.
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 from dtp.envs.tasks import task_index
 from dtp.errors import ConfigError
+from dtp.envs.variants import DEFAULT_VARIANT
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +49,11 @@ class RecordSettings:
 
     image_size: int
     distractor_count_range: tuple[int, int]
-    palette: str
+    palette: Any  # split name or colour name -> RGB mapping
     camera: str
     max_steps: int
     post_success_steps: int
+    variant: str = "plain"
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ def record_episode(env: Any, task: str, seed: int, settings: RecordSettings, pat
     start = time.perf_counter()
     count = distractor_count_for(seed, settings.distractor_count_range)
     obs, _ = env.reset(seed=seed, options={"distractor_count": count})
+    scene = env.unwrapped.scene.to_dict()
     images, proprio, actions = [], [], []
     success_step = None
     while True:
@@ -122,12 +126,14 @@ def record_episode(env: Any, task: str, seed: int, settings: RecordSettings, pat
                 "n_steps": len(actions),
                 "success_step": int(success_step),
                 "distractor_count": count,
-                "palette": settings.palette,
+                "palette": settings.palette if isinstance(settings.palette, str) else json.dumps(settings.palette),
                 "image_size": settings.image_size,
                 "camera": settings.camera,
                 "max_steps": settings.max_steps,
                 "distractors": json.dumps([asdict(d) for d in env.unwrapped.distractors]),
                 "format_version": FORMAT_VERSION,
+                "variant": settings.variant,
+                "scene": json.dumps(scene),
             },
         )
     return EpisodeResult(task, int(seed), success, len(actions), time.perf_counter() - start)
@@ -156,6 +162,7 @@ def _record_batch(out_dir: str, task: str, seeds: list[int], settings: RecordSet
         distractors=DistractorConfig(count=settings.distractor_count_range[1], palette=settings.palette),
         max_steps=settings.max_steps,
         camera=settings.camera,
+        variant=settings.variant,
     )
     try:
         return [record_episode(env, task, s, settings, episode_path(out_dir, task, s)) for s in seeds]
@@ -234,7 +241,7 @@ def collect_demos(
     seed: int = 0,
     image_size: int = 96,
     distractor_count_range: tuple[int, int] = (0, 3),
-    palette: str = "train",
+    palette: Any = "train",
     workers: int = 2,
     progress: bool = True,
     camera: str | None = None,
@@ -242,6 +249,7 @@ def collect_demos(
     post_success_steps: int = 5,
     batch_size: int = 4,
     max_failures_per_task: int | None = None,
+    variant: str = DEFAULT_VARIANT,
 ) -> dict[str, Any]:
     """Record `episodes_per_task` successful expert episodes per task (resumable).
 
@@ -249,6 +257,7 @@ def collect_demos(
     whose file exists is kept, a seed listed in failed.jsonl is skipped, a new failure
     is logged there and the next index is tried. workers > 1 uses that many spawned
     processes (each builds its own envs); workers <= 1 runs in this process.
+    variant: the benchmark variant ("grounded" or "plain", see dtp.envs.variants).
     Returns a summary: per task episodes/new/existing/failed, seconds, seconds per episode.
     """
     from dtp.envs.distractors import DistractorConfig
@@ -261,7 +270,10 @@ def collect_demos(
     lo, hi = distractor_count_range
     if not 0 <= lo <= hi:
         raise ValueError(f"distractor_count_range must satisfy 0 <= lo <= hi, got {distractor_count_range}")
-    DistractorConfig(count=hi, palette=palette)  # validates the palette
+    from dtp.envs.variants import get_variant
+
+    get_variant(variant)  # validates the name
+    palette = DistractorConfig(count=hi, palette=palette).palette  # validated (a mapping is copied)
     settings = RecordSettings(
         image_size=int(image_size),
         distractor_count_range=(int(lo), int(hi)),
@@ -269,6 +281,7 @@ def collect_demos(
         camera=camera or DEFAULT_CAMERA,
         max_steps=int(max_steps or DEFAULT_MAX_STEPS),
         post_success_steps=int(post_success_steps),
+        variant=variant,
     )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -400,3 +413,41 @@ def load_episode(path: str | Path) -> dict[str, Any]:
         for k, v in f.attrs.items():
             episode[k] = v.item() if isinstance(v, np.generic) else v
     return episode
+
+
+def expert_success(
+    task: str,
+    seeds: Sequence[int],
+    *,
+    variant: str = DEFAULT_VARIANT,
+    palette: Any = "train",
+    distractors: int = 3,
+    max_steps: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run the scripted expert from each reset seed; one row per seed (success, steps, lookalikes).
+
+    A check that a variant's scenes leave the task solvable (lookalikes and distractors are
+    visual-only, so the expert, which reads the simulator state, should not notice them).
+    """
+    from dtp.envs.distractors import DistractorConfig
+    from dtp.envs.metaworld_env import DEFAULT_MAX_STEPS, make_env
+
+    env = make_env(task, distractors=DistractorConfig(count=distractors, palette=palette), variant=variant,
+                   max_steps=int(max_steps or DEFAULT_MAX_STEPS))
+    rows = []
+    try:
+        for seed in seeds:
+            env.reset(seed=int(seed))
+            lookalikes = len(env.scene.lookalikes)
+            success, steps = False, 0
+            while True:
+                _, _, terminated, truncated, info = env.step(env.expert_action())
+                steps += 1
+                if terminated or truncated:
+                    success = bool(info["success"])
+                    break
+            rows.append({"task": task, "seed": int(seed), "success": success, "steps": steps,
+                         "lookalikes": lookalikes, "instruction": env.instruction})
+    finally:
+        env.close()
+    return rows

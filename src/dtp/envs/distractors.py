@@ -11,38 +11,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+import math
+import re
+from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 
 from dtp.envs.rendering import mujoco
+from dtp.envs.variants import PLAIN, Variant
+from dtp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Palette = Literal["train", "ood"]
+Palette = Union[str, Mapping[str, Sequence[float]]]
+MAX_LOOKALIKES = 8
 
-# Colours chosen away from the task colours (red robot/button/reach goal, yellow puck,
-# green push goal and drawer, blue pick-place goal).
-PALETTES: dict[str, dict[str, tuple[float, float, float]]] = {
-    "train": {
-        "purple": (0.55, 0.20, 0.85),
-        "cyan": (0.00, 0.80, 0.85),
-        "orange": (1.00, 0.50, 0.00),
-        "pink": (1.00, 0.50, 0.75),
-        "white": (0.95, 0.95, 0.95),
-    },
-    "ood": {
-        "brown": (0.50, 0.30, 0.12),
-        "black": (0.08, 0.08, 0.08),
-        "grey": (0.50, 0.50, 0.55),
-        "teal": (0.00, 0.45, 0.40),
-        "navy": (0.10, 0.15, 0.45),
-    },
-}
-SHAPES: dict[str, tuple[str, ...]] = {
-    "train": ("box", "sphere", "cylinder"),
-    "ood": ("capsule", "ellipsoid"),
-}
+# The plain variant's splits, by their old names (colours chosen away from the task colours).
+PALETTES: dict[str, dict[str, tuple[float, float, float]]] = {k: dict(v.palette) for k, v in PLAIN.splits.items()}
+SHAPES: dict[str, tuple[str, ...]] = {k: v.shapes for k, v in PLAIN.splits.items()}
 _GEOM_TYPE = {
     "box": mujoco.mjtGeom.mjGEOM_BOX,
     "sphere": mujoco.mjtGeom.mjGEOM_SPHERE,
@@ -57,35 +43,115 @@ TABLE_X = (-0.3, 0.3)
 TABLE_Y = (0.45, 0.92)
 
 
+def validate_palette(palette: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, float, float]]:
+    """A custom palette checked and copied: one lower-case word per colour, RGB in [0, 1], all distinct.
+
+    Raises ConfigError naming the offending entry.
+    """
+    if not isinstance(palette, Mapping) or not palette:
+        raise ConfigError(f"a palette is a split name or a non-empty mapping colour name -> RGB, got {palette!r}")
+    out: dict[str, tuple[float, float, float]] = {}
+    for name, rgb in palette.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z]+", name):
+            raise ConfigError(f"colour name {name!r} must be one lower-case word (a-z), as instructions use it")
+        try:
+            values = tuple(float(c) for c in rgb)
+        except (TypeError, ValueError):
+            raise ConfigError(f"colour {name!r}: RGB must be three numbers in [0, 1], got {rgb!r}") from None
+        if len(values) != 3 or not all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in values):
+            raise ConfigError(f"colour {name!r}: RGB must be three numbers in [0, 1], got {rgb!r}")
+        out[name] = values  # type: ignore[assignment]
+    seen: dict[tuple[float, float, float], str] = {}
+    for name, rgb in out.items():
+        if rgb in seen:
+            raise ConfigError(f"colours {seen[rgb]!r} and {name!r} have the same RGB {rgb}")
+        seen[rgb] = name
+    return out
+
+
 @dataclass(frozen=True)
 class DistractorConfig:
-    """How many distractors, from which split, and how far they keep from the task.
+    """Distractors and colours of a scene: a named split of the variant, or a custom one.
 
-    count: distractor slots in the scene (a reset may show fewer, see `make_env`).
-    palette: "train" colours or held-out "ood" colours.
-    shapes: shape names to draw from; None means the palette's split
-        ("train": box, sphere, cylinder; "ood": capsule, ellipsoid).
-    clearance: minimum gap in metres (on the table plane) between a distractor's
-        footprint and the task object(s), the goal and the hand.
+    count: generic distractor slots in the scene (a reset may show fewer, see `make_env`).
+    palette: a split name of the variant ("train", "ood") or a custom mapping colour name
+        -> RGB in [0, 1]. In the grounded variant the task object, goal and lookalikes take
+        distinct colours from it; generic distractors draw from it too.
+    shapes: generic distractor shape names; None means the split's (train: box, sphere,
+        cylinder; ood: capsule, ellipsoid; a custom palette takes the train shapes).
+    clearance: minimum gap in metres (on the table plane) between a generic distractor's
+        footprint and the task object(s), the goal, the lookalikes and the hand.
+    lookalikes: lookalikes per scene (grounded variant), a count or an inclusive range
+        (lo, hi); None means the split's (train 1-4, ood 3-6; custom: train's).
     """
 
     count: int = 0
     palette: Palette = "train"
     shapes: tuple[str, ...] | None = None
     clearance: float = 0.10
+    lookalikes: int | tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.count < 0:
-            raise ValueError(f"distractor count must be >= 0, got {self.count}")
-        if self.palette not in PALETTES:
-            raise ValueError(f"palette must be one of {sorted(PALETTES)}, got {self.palette!r}")
+            raise ConfigError(f"distractor count must be >= 0, got {self.count}")
+        if isinstance(self.palette, str):
+            if not any(self.palette in v.splits for v in _variants()):
+                known = sorted({s for v in _variants() for s in v.splits})
+                raise ConfigError(f"palette must be one of {known} or a mapping colour -> RGB, got {self.palette!r}")
+        else:
+            object.__setattr__(self, "palette", validate_palette(self.palette))
+        if self.shapes is not None:
+            object.__setattr__(self, "shapes", tuple(self.shapes))
+            if not self.shapes:
+                raise ConfigError("shapes must name at least one shape (or be None for the split's)")
         unknown = set(self.shapes or ()) - set(_GEOM_TYPE)
         if unknown:
-            raise ValueError(f"unknown distractor shapes {sorted(unknown)}; known: {sorted(_GEOM_TYPE)}")
+            raise ConfigError(f"unknown distractor shapes {sorted(unknown)}; known: {sorted(_GEOM_TYPE)}")
+        if self.lookalikes is not None:
+            lo, hi = (self.lookalikes, self.lookalikes) if isinstance(self.lookalikes, int) else self.lookalikes
+            if not 0 <= int(lo) <= int(hi) <= MAX_LOOKALIKES:
+                raise ConfigError(f"lookalikes must be a count or range within [0, {MAX_LOOKALIKES}], "
+                                  f"got {self.lookalikes!r}")
+            object.__setattr__(self, "lookalikes", (int(lo), int(hi)))
+
+    @property
+    def split(self) -> str:
+        """The split's name, or "custom" for a palette mapping."""
+        return self.palette if isinstance(self.palette, str) else "custom"
+
+    def _split(self, variant: Variant):
+        return variant.split(self.palette if isinstance(self.palette, str) else "train")
+
+    def colours(self, variant: Variant = PLAIN) -> dict[str, tuple[float, float, float]]:
+        """Colour name -> RGB this config draws from in `variant`."""
+        return dict(self.palette) if not isinstance(self.palette, str) else dict(self._split(variant).palette)
+
+    def shapes_for(self, variant: Variant = PLAIN) -> tuple[str, ...]:
+        return tuple(self.shapes) if self.shapes else self._split(variant).shapes
+
+    def lookalike_range(self, variant: Variant = PLAIN) -> tuple[int, int]:
+        """Inclusive (lo, hi) lookalikes per scene; ConfigError when asked of the plain variant."""
+        rng = self.lookalikes if self.lookalikes is not None else self._split(variant).lookalikes
+        if not variant.grounded and rng[1] > 0:
+            raise ConfigError(f"the {variant.name!r} variant has no lookalikes; use the grounded variant")
+        return rng
 
     @property
     def shape_names(self) -> tuple[str, ...]:
-        return tuple(self.shapes) if self.shapes else SHAPES[self.palette]
+        """Generic distractor shapes in the plain variant (kept for callers of the old API)."""
+        return self.shapes_for(PLAIN)
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "palette": self.palette if isinstance(self.palette, str) else
+                {k: list(v) for k, v in self.palette.items()},
+                "shapes": list(self.shapes) if self.shapes else None, "clearance": self.clearance,
+                "lookalikes": list(self.lookalikes) if self.lookalikes is not None else None}
+
+
+def _variants():
+    from dtp.envs.variants import VARIANTS
+
+    return VARIANTS.values()
 
 
 @dataclass(frozen=True)
@@ -155,6 +221,9 @@ def sample_layout(
     keepout: list[tuple[np.ndarray, float]],
     accept: Callable[[np.ndarray], bool] | None = None,
     max_tries: int = 500,
+    *,
+    palette: dict[str, tuple[float, float, float]] | None = None,
+    shapes: tuple[str, ...] | None = None,
 ) -> list[Distractor]:
     """Draw `count` distractors on the table, clear of `keepout` discs and of each other.
 
@@ -163,12 +232,14 @@ def sample_layout(
     accept: optional extra test on a candidate's world position (the env uses it to
     keep distractors where the camera sees the table, not behind the arm). A
     distractor that finds no room in `max_tries` draws is dropped (logged).
+    palette, shapes: what to draw from (default: the config's in the plain variant).
     """
-    palette = PALETTES[config.palette]
+    palette = palette if palette is not None else config.colours(PLAIN)
+    shapes = shapes if shapes is not None else config.shapes_for(PLAIN)
     colours = sorted(palette)
     placed: list[Distractor] = []
     for _ in range(count):
-        shape = config.shape_names[int(rng.integers(len(config.shape_names)))]
+        shape = shapes[int(rng.integers(len(shapes)))]
         colour = colours[int(rng.integers(len(colours)))]
         size, radius, height, lie = _draw_shape(rng, shape)
         yaw = float(rng.uniform(0, np.pi))

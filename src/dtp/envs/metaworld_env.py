@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from dtp.envs.distractors import (
+    SLOT_PREFIX,
     Distractor,
     DistractorConfig,
     add_slots,
@@ -25,6 +26,17 @@ from dtp.envs.distractors import (
     sample_layout,
     slot_geom_ids,
 )
+from dtp.envs.grounding import (
+    REFERENTS,
+    Grounding,
+    add_lookalike_slots,
+    apply_grounding,
+    find_grounding_ids,
+    sample_grounding,
+)
+from dtp.envs.scene import Scene, SceneObject
+from dtp.envs.variants import DEFAULT_VARIANT, NEUTRAL_RGB, get_variant
+from dtp.errors import ConfigError
 from dtp.envs.rendering import (
     DEFAULT_CAMERA,
     UPSIDE_DOWN_CAMERAS,
@@ -33,7 +45,7 @@ from dtp.envs.rendering import (
     make_renderer,
     mujoco,
 )
-from dtp.envs.tasks import TaskSpec, get_task, instruction_for
+from dtp.envs.tasks import TaskSpec, get_task, grounded_instruction_for, instruction_for, task_index
 
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # noqa: E402  (after the GL default)
 from metaworld.policies import ENV_POLICY_MAP  # noqa: E402
@@ -45,11 +57,12 @@ PUCK_RGBA = (1.0, 0.85, 0.0, 1.0)  # the stock dark-red wood puck is a few dark 
 DEFAULT_MAX_STEPS = 150  # scripted experts finish in under 100 steps
 
 # Segmentation labels (see `MetaWorldEnv.segmentation`).
-BACKGROUND, TASK_OBJECT, GOAL, GRIPPER, DISTRACTOR = 0, 1, 2, 3, 4
+BACKGROUND, TASK_OBJECT, GOAL, GRIPPER, DISTRACTOR, LOOKALIKE = 0, 1, 2, 3, 4, 5
 
 
-def _build_metaworld(task: TaskSpec, slots: int) -> Any:
-    """A Meta-World env for `task` whose scene has our cameras, `slots` distractors, a bright puck.
+def _build_metaworld(task: TaskSpec, slots: int, lookalikes: int = 0) -> Any:
+    """A Meta-World env for `task` whose scene has our cameras, `slots` distractors, a bright puck,
+    and copies of the task's named parts for up to `lookalikes` lookalikes (grounded variant).
 
     Also sets what seeded random resets need: full observability (goal in the state),
     no cached observation bounds (they clip the goal), unfrozen random vectors.
@@ -60,6 +73,8 @@ def _build_metaworld(task: TaskSpec, slots: int) -> Any:
         scene = mujoco.MjSpec.from_file(self.fullpath)
         add_cameras(scene)
         add_slots(scene, slots)
+        if lookalikes:
+            add_lookalike_slots(scene, self.fullpath, task.name, lookalikes)
         puck = scene.geom("objGeom")
         if puck is not None and puck.parent.name == "obj":
             puck.material = ""
@@ -94,7 +109,11 @@ class MetaWorldEnv(gym.Env):
     Action: float32 (4,) in [-1, 1] (hand xyz delta, gripper). `terminated` is Meta-World
     success; `truncated` is `max_steps` reached. `info` has "success" and "state" (the raw
     39-dim Meta-World state the scripted experts read).
-    `reset(seed=s, options={"distractor_count": k})` shows k <= config.count distractors.
+    `reset(seed=s, options={"distractor_count": k})` shows k <= config.count distractors;
+    `options={"lookalike_count": n}` fixes the number of lookalikes (grounded variant).
+    variant: "grounded" (default: colours named in the instruction, lookalikes) or "plain"
+    (the benchmark the shipped model was trained on); see `dtp.envs.variants`.
+    After a reset, `scene` lists every object with its colour and ids.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -107,20 +126,49 @@ class MetaWorldEnv(gym.Env):
         distractors: DistractorConfig = DistractorConfig(),
         max_steps: int = DEFAULT_MAX_STEPS,
         camera: str = DEFAULT_CAMERA,
+        variant: str = DEFAULT_VARIANT,
     ):
         self.task = get_task(task)
+        self.variant = get_variant(variant)
         self.image_size = int(image_size)
         self.distractor_config = distractors
         self.max_steps = int(max_steps)
         self.camera = camera
         self.render_mode = "rgb_array"
-        self._sim = _build_metaworld(self.task, distractors.count)
+        self._lookalike_range = distractors.lookalike_range(self.variant)
+        self._colours = distractors.colours(self.variant)
+        self._shapes = distractors.shapes_for(self.variant)
+        named = len(REFERENTS.get(self.task.name, ())) if self.variant.grounded else 0
+        if self.variant.grounded and len(self._colours) < named + self._lookalike_range[1]:
+            raise ConfigError(
+                f"palette {distractors.split!r} has {len(self._colours)} colours; {self.task.name} in the "
+                f"grounded variant needs {named + self._lookalike_range[1]} distinct ones "
+                f"({named} named parts + up to {self._lookalike_range[1]} lookalikes)"
+            )
+        self._sim = _build_metaworld(self.task, distractors.count, self._lookalike_range[1] if named else 0)
         model = self._sim.model
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
             cams = [model.camera(i).name for i in range(model.ncam)]
             self._sim.close()
             raise ValueError(f"unknown camera {camera!r}; available: {cams}")
         self._policy = ENV_POLICY_MAP[self.task.metaworld_id]()  # stateless, reused
+        if self.variant.grounded:
+            mujoco.mj_forward(model, self._sim.data)  # the copies' footprints need positions
+            # parts the instruction never names must not wear a colour word: reach's unused
+            # puck (yellow), drawer-open's pull-target marker (green)
+            named = {r.role for r in REFERENTS.get(self.task.name, ())}
+            puck = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "objGeom")
+            if "task_object" not in named and puck >= 0:
+                model.geom_rgba[puck] = (*NEUTRAL_RGB, 1.0)
+            if "goal" not in named and self.task.goal_site is not None:
+                model.site_rgba[model.site(self.task.goal_site).id] = (*NEUTRAL_RGB, 1.0)
+        self._grounding_ids = find_grounding_ids(
+            model, self._sim.data, self.task.name, self._lookalike_range[1] if named else 0, self.task.object_bodies
+        ) if self.variant.grounded else None
+        self._grounding: Grounding | None = None
+        self._scene: Scene | None = None
+        self._geom_objects = np.full(model.ngeom, -1, dtype=np.int16)
+        self._site_objects = np.full(model.nsite, -1, dtype=np.int16)
         self._geom_labels, self._site_labels = self._label_tables()
         self._renderer: mujoco.Renderer | None = None
         self._state: np.ndarray | None = None
@@ -152,6 +200,10 @@ class MetaWorldEnv(gym.Env):
             raise ValueError(
                 f"distractor_count must be in [0, {self.distractor_config.count}], got {count}"
             )
+        lookalikes = (options or {}).get("lookalike_count")
+        lo, hi = self._lookalike_range
+        if lookalikes is not None and not 0 <= int(lookalikes) <= hi:
+            raise ValueError(f"lookalike_count must be in [0, {hi}], got {lookalikes}")
         self.seed_used = int(seed)
         self._sim.seed(int(seed))
         self._sim.reset()
@@ -160,11 +212,34 @@ class MetaWorldEnv(gym.Env):
         apply_layout(self._sim.model, [], self.distractor_config.count)
         mujoco.mj_forward(self._sim.model, self._sim.data)  # reset_model moves bodies without it
         self._state = self._fresh_state()
+        keepout = self._keepout()
+        if self._grounding_ids is not None:
+            g_rng = np.random.default_rng([int(seed), task_index(self.task.name), 0x6A0D])
+            n = int(g_rng.integers(lo, hi + 1)) if lookalikes is None else int(lookalikes)
+            space = self._sim._random_reset_space
+            self._grounding = sample_grounding(g_rng, self.task.name, self._grounding_ids, self._sim.data,
+                                               self._colours, n, (space.low, space.high))
+            apply_grounding(self._sim.model, self._grounding_ids, self._grounding)
+            mujoco.mj_forward(self._sim.model, self._sim.data)
+            for look in self._grounding.lookalikes:
+                half = self._grounding_ids.slots[look.mimics][look.slot].half_extent
+                keepout.append((np.asarray(look.pos[:2]), float(np.linalg.norm(half))))
+            self._instruction = grounded_instruction_for(
+                self.task.name, seed, {role: name for role, (name, _) in self._grounding.colours.items()}
+            )
+        else:
+            self._instruction = instruction_for(self.task.name, seed)
         accept = self._visible_table_test() if count else None
-        self._layout = sample_layout(rng, count, self.distractor_config, self._keepout(), accept)
+        if self.variant.grounded:  # generic distractors never take a named colour
+            named = {name for name, _ in self._grounding.colours.values()} if self._grounding else set()
+            palette = {k: v for k, v in self._colours.items() if k not in named}
+            self._layout = sample_layout(rng, count, self.distractor_config, keepout, accept,
+                                         palette=palette, shapes=self._shapes)
+        else:
+            self._layout = sample_layout(rng, count, self.distractor_config, keepout, accept)
         apply_layout(self._sim.model, self._layout, self.distractor_config.count)
         mujoco.mj_forward(self._sim.model, self._sim.data)
-        self._instruction = instruction_for(self.task.name, seed)
+        self._scene = self._build_scene()
         info = {"success": False, "state": self._state.copy(), "seed": int(seed)}
         return self._observation(), info
 
@@ -207,7 +282,7 @@ class MetaWorldEnv(gym.Env):
         """Label map uint8 (H, W) of the current frame, same camera as the image.
 
         0 background/other, 1 task object, 2 goal site (when drawn), 3 gripper/hand,
-        4 distractors.
+        4 generic distractors, 5 lookalikes (the whole copy, a button's housing included).
         """
         seg = self._render(segmentation=True)
         ids, types = seg[..., 0], seg[..., 1]
@@ -217,6 +292,32 @@ class MetaWorldEnv(gym.Env):
         labels[geom] = self._geom_labels[ids[geom]]
         labels[site] = self._site_labels[ids[site]]
         return labels
+
+    def instance_segmentation(self) -> np.ndarray:
+        """int16 (H, W): index into `scene.objects` of the object each pixel shows, -1 elsewhere.
+
+        Tells a lookalike from the object it copies (`segmentation` gives both label kinds only).
+        """
+        seg = self._render(segmentation=True)
+        ids, types = seg[..., 0], seg[..., 1]
+        out = np.full(ids.shape, -1, dtype=np.int16)
+        geom = (types == mujoco.mjtObj.mjOBJ_GEOM) & (ids >= 0)
+        site = (types == mujoco.mjtObj.mjOBJ_SITE) & (ids >= 0)
+        out[geom] = self._geom_objects[ids[geom]]
+        out[site] = self._site_objects[ids[site]]
+        return out
+
+    @property
+    def scene(self) -> Scene:
+        """Objects placed at the last reset: task object, goal, gripper, lookalikes, distractors."""
+        if self._scene is None:
+            raise RuntimeError("call reset() before reading the scene")
+        return self._scene
+
+    @property
+    def grounding(self) -> Grounding | None:
+        """Colours and lookalikes of the last reset (None in the plain variant)."""
+        return self._grounding
 
     @property
     def state(self) -> np.ndarray:
@@ -317,6 +418,51 @@ class MetaWorldEnv(gym.Env):
         discs.append((np.asarray(self._sim.tcp_center)[:2].copy(), 0.05))
         return discs
 
+    def _build_scene(self) -> Scene:
+        """The Scene of the current reset, and the geom/site -> object index tables."""
+        model, data = self._sim.model, self._sim.data
+        objects: list[SceneObject] = []
+        colours = self._grounding.colours if self._grounding is not None else {}
+
+        def subtree_ids(roots: list[int]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+            inside = _subtree_mask(model, roots) if roots else np.zeros(model.nbody, bool)
+            return (tuple(np.flatnonzero(inside).tolist()), tuple(np.flatnonzero(inside[model.geom_bodyid]).tolist()),
+                    tuple(np.flatnonzero(inside[model.site_bodyid]).tolist()))
+
+        shapes = {r.role: r.shape for r in REFERENTS.get(self.task.name, ())}
+        if self.task.object_bodies:
+            roots = [model.body(b).id for b in self.task.object_bodies]
+            bodies, geoms, sites = subtree_ids(roots)
+            name, rgb = colours.get("task_object", (None, None))
+            objects.append(SceneObject("task_object", "task_object", shapes.get("task_object", "object"), name, rgb,
+                                       tuple(float(v) for v in data.xpos[roots[0]]), None, bodies, geoms, sites))
+        if self.task.goal_site is not None and "goal" in shapes:
+            site = model.site(self.task.goal_site).id
+            name, rgb = colours.get("goal", (None, None))
+            objects.append(SceneObject("goal", "goal", shapes["goal"], name, rgb,
+                                       tuple(float(v) for v in data.site_xpos[site]), None, (), (), (site,)))
+        bodies, geoms, sites = subtree_ids([model.body("right_hand").id])
+        objects.append(SceneObject("gripper", "gripper", "gripper", None, None,
+                                   tuple(float(v) for v in data.xpos[model.body("right_hand").id]), None,
+                                   bodies, geoms, sites))
+        for i, look in enumerate(self._grounding.lookalikes if self._grounding is not None else ()):
+            part = self._grounding_ids.slots[look.mimics][look.slot]
+            pos = tuple(float(v) for v in data.xpos[part.object_bodies[0]])  # as the real one's: its object body
+            objects.append(SceneObject(f"lookalike_{i}", "lookalike", look.shape, look.colour, look.rgb, pos,
+                                       look.mimics, tuple(part.object_bodies), tuple(part.object_geoms), ()))
+        for i, d in enumerate(self._layout):
+            body = model.body(f"{SLOT_PREFIX}{i}").id
+            geom = model.geom(f"{SLOT_PREFIX}{i}").id
+            objects.append(SceneObject(f"distractor_{i}", "distractor", d.shape, d.colour, tuple(d.rgba[:3]), d.pos,
+                                       None, (body,), (geom,), ()))
+        self._geom_objects[:] = -1
+        self._site_objects[:] = -1
+        for index, o in enumerate(objects):
+            self._geom_objects[list(o.geom_ids)] = index
+            self._site_objects[list(o.site_ids)] = index
+        return Scene(self.variant.name, self.distractor_config.split, int(self.seed_used), self._instruction,
+                     tuple(objects))
+
     def _label_tables(self) -> tuple[np.ndarray, np.ndarray]:
         """Segmentation label per geom id and per site id."""
         model = self._sim.model
@@ -332,6 +478,11 @@ class MetaWorldEnv(gym.Env):
         if self.task.goal_site is not None:
             site_labels[model.site(self.task.goal_site).id] = GOAL
         geom_labels[slot_geom_ids(model, self.distractor_config.count)] = DISTRACTOR
+        if self._grounding_ids is not None:
+            for slots in self._grounding_ids.slots.values():
+                for part in slots:
+                    geom_labels[part.geoms] = LOOKALIKE
+                    site_labels[part.sites] = LOOKALIKE
         return geom_labels, site_labels
 
 
@@ -342,10 +493,12 @@ def make_env(
     distractors: DistractorConfig = DistractorConfig(),
     max_steps: int = DEFAULT_MAX_STEPS,
     camera: str = DEFAULT_CAMERA,
+    variant: str = DEFAULT_VARIANT,
 ) -> MetaWorldEnv:
-    """Build the gymnasium env for `task` (a name in `TASKS`); see `MetaWorldEnv`."""
+    """Build the gymnasium env for `task` (a name in `TASKS`) in `variant`; see `MetaWorldEnv`."""
     return MetaWorldEnv(
-        task, image_size=image_size, distractors=distractors, max_steps=max_steps, camera=camera
+        task, image_size=image_size, distractors=distractors, max_steps=max_steps, camera=camera,
+        variant=variant,
     )
 
 

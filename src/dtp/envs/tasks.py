@@ -9,6 +9,7 @@ keeping distractors clear of them).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -23,6 +24,8 @@ class TaskSpec:
     keepout: (body, radius in m) discs on the table that distractors must stay clear of,
         besides Meta-World's object point, the goal and the hand (always kept clear).
     goal_site: the Meta-World site marking the goal, or None when it is not drawn.
+    grounded_templates: instructions of the grounded variant; "{object}" and "{goal}" stand
+        for the colour names of the task object and the goal marker.
     """
 
     name: str
@@ -31,6 +34,7 @@ class TaskSpec:
     object_bodies: tuple[str, ...]
     keepout: tuple[tuple[str, float], ...]
     goal_site: str | None
+    grounded_templates: tuple[str, ...] = ()
 
 
 # Order is append-only: demo seeds are derived from a task's position in this table.
@@ -47,6 +51,12 @@ _TASK_LIST = (
         object_bodies=(),
         keepout=(),
         goal_site="goal",
+        grounded_templates=(
+            "reach the {goal} ball",
+            "move the gripper to the {goal} ball",
+            "touch the {goal} target with the gripper",
+            "go to the {goal} goal",
+        ),
     ),
     TaskSpec(
         name="push",
@@ -60,6 +70,12 @@ _TASK_LIST = (
         object_bodies=("obj",),
         keepout=(),
         goal_site="goal",
+        grounded_templates=(
+            "push the {object} puck to the {goal} goal",
+            "slide the {object} puck onto the {goal} target",
+            "push the {object} puck to the {goal} ball",
+            "move the {object} puck to the {goal} goal",
+        ),
     ),
     TaskSpec(
         name="pick-place",
@@ -73,6 +89,12 @@ _TASK_LIST = (
         object_bodies=("obj",),
         keepout=(),
         goal_site="goal",
+        grounded_templates=(
+            "pick up the {object} puck and place it at the {goal} goal",
+            "put the {object} puck on the {goal} ball",
+            "grasp the {object} puck and move it to the {goal} target",
+            "lift the {object} puck to the {goal} goal",
+        ),
     ),
     TaskSpec(
         name="button-press-topdown",
@@ -86,6 +108,12 @@ _TASK_LIST = (
         object_bodies=("button",),
         keepout=(("box", 0.15),),
         goal_site=None,
+        grounded_templates=(
+            "press the {object} button",
+            "push the {object} button down",
+            "press down on the {object} button from above",
+            "press the {object} button on the box",
+        ),
     ),
     TaskSpec(
         name="drawer-open",
@@ -99,6 +127,12 @@ _TASK_LIST = (
         object_bodies=("drawer_link",),
         keepout=(("drawercase_link", 0.15),),
         goal_site="goal",
+        grounded_templates=(
+            "open the {object} drawer",
+            "pull the {object} drawer open",
+            "grasp the handle and open the {object} drawer",
+            "pull the {object} drawer out by its handle",
+        ),
     ),
 )
 
@@ -126,6 +160,26 @@ def instruction_for(name: str, seed: int) -> str:
     return templates[int(rng.integers(len(templates)))]
 
 
-def all_instruction_words() -> list[str]:
-    """Sorted list of every word any task instruction can use."""
-    return sorted({w for t in _TASK_LIST for tpl in t.templates for w in tpl.split()})
+def grounded_instruction_for(name: str, seed: int, colours: dict[str, str]) -> str:
+    """The grounded variant's instruction for a reset with `seed`, naming `colours`.
+
+    colours: role -> colour name ("task_object", "goal"). Same template choice by seed as
+    `instruction_for`.
+    """
+    templates = get_task(name).grounded_templates
+    rng = np.random.default_rng([int(seed), 0x1D5])
+    template = templates[int(rng.integers(len(templates)))]
+    return template.format(object=colours.get("task_object", ""), goal=colours.get("goal", ""))
+
+
+def all_instruction_words(colours: Iterable[str] = ()) -> list[str]:
+    """Sorted list of every word any task instruction can use.
+
+    Covers both variants' templates and every colour name of the registered variants'
+    splits, plus `colours` (the names of a custom palette).
+    """
+    from dtp.envs.variants import all_colour_names
+
+    words = {w for t in _TASK_LIST for tpl in t.templates for w in tpl.split()}
+    words |= {w for t in _TASK_LIST for tpl in t.grounded_templates for w in tpl.split() if "{" not in w}
+    return sorted(words | set(all_colour_names()) | {c.lower() for c in colours})

@@ -15,11 +15,13 @@ from ..policy import DTPPolicy, StepRecord
 from ..regions import ORACLE_LABELS, SEGMENTATION_LABELS
 from .runner import ENV_FIELDS
 
-# Segmentation labels of dtp.envs: 1 task object, 2 goal, 3 gripper, 4 distractors.
+# Segmentation labels of dtp.envs: 1 task object, 2 goal, 3 gripper, 4 distractors, 5 lookalikes.
 TASK_LABELS = ORACLE_LABELS
 OBJECT_LABEL = SEGMENTATION_LABELS["task_object"]
 GOAL_LABEL = SEGMENTATION_LABELS["goal"]
 DISTRACTOR_LABEL = SEGMENTATION_LABELS["distractor"]
+LOOKALIKE_LABEL = SEGMENTATION_LABELS["lookalike"]
+DISTRACTOR_LABELS = (DISTRACTOR_LABEL, LOOKALIKE_LABEL)  # lookalikes are distractors too
 
 
 @dataclass
@@ -44,19 +46,24 @@ def named_object_labels(env: Any) -> tuple[int, ...]:
 
 def region_scores(rec: StepRecord, seg: np.ndarray, object_labels: tuple[int, ...] = (OBJECT_LABEL,)) -> dict[str, float]:
     """Share of the task patches (object, goal, gripper) and of the named object's patches that G
-    covers, and of the distractor patches that D covers (NaN where none is visible)."""
+    covers, and of the distractor patches that D covers (NaN where none is visible).
+
+    Distractor patches include lookalikes (grounded variant); d_covers_lookalikes counts those alone.
+    """
     if rec.region is None:
         return {}
     grid = tuple(rec.region.shape)
     task = patch_labels(seg, grid, TASK_LABELS)
     obj = patch_labels(seg, grid, object_labels)
-    dis = patch_labels(seg, grid, (DISTRACTOR_LABEL,))
+    dis = patch_labels(seg, grid, DISTRACTOR_LABELS)
+    look = patch_labels(seg, grid, (LOOKALIKE_LABEL,))
     out = {"gt_task_patches": int(task.sum()), "gt_object_patches": int(obj.sum()),
-           "gt_distractor_patches": int(dis.sum())}
+           "gt_distractor_patches": int(dis.sum()), "gt_lookalike_patches": int(look.sum())}
     out["g_covers_task"] = float((rec.region & task).sum() / task.sum()) if task.any() else float("nan")
     out["g_covers_object"] = float((rec.region & obj).sum() / obj.sum()) if obj.any() else float("nan")
     pruned = rec.distracting if rec.distracting is not None else rec.pruned
     out["d_covers_distractors"] = float((pruned & dis).sum() / dis.sum()) if dis.any() else float("nan")
+    out["d_covers_lookalikes"] = float((pruned & look).sum() / look.sum()) if look.any() else float("nan")
     out["d_on_task"] = float((pruned & task).sum()) if pruned is not None else float("nan")
     return out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import ABLATIONS, DTPConfig
+from ..envs.variants import DEFAULT_VARIANT
 from ..errors import ConfigError
 from ..regions import region_source, region_sources
 from .store import RunStore, episode_key
@@ -50,6 +51,8 @@ class EvalSpec:
     configs: dict[str, DTPConfig] = field(default_factory=lambda: {"baseline": DTPConfig(enabled=False), "dtp": DTPConfig()})
     distractors: int = 3
     palette: str = "train"
+    variant: str = DEFAULT_VARIANT  # benchmark variant (dtp.envs.variants); run folders before it existed hold "plain"
+    lookalikes: tuple[int, int] | None = None  # lookalikes per scene (grounded); None: the split's range
     max_steps: int | None = None
     image_size: int = 96
     observe: bool = True  # capture during baseline passes too, for the attention analysis
@@ -78,6 +81,14 @@ class EvalSpec:
                     f"config {name!r}: region={cfg.region!r} needs obs[{field!r}] with every observation, which "
                     f"the benchmark does not supply; evaluate with one of {benchmark_region_sources()}"
                 )
+        from ..envs.variants import get_variant
+
+        get_variant(self.variant)  # ConfigError naming the known variants
+        if self.lookalikes is not None:
+            from ..envs.distractors import DistractorConfig
+
+            lo_hi = DistractorConfig(lookalikes=self.lookalikes).lookalikes  # ConfigError if out of range
+            object.__setattr__(self, "lookalikes", lo_hi)
 
     def episodes_of(self, config: str) -> int:
         return self.episodes_by_config.get(config, self.episodes)
@@ -106,6 +117,9 @@ class EvalSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EvalSpec":
         d = dict(d)
+        d.setdefault("variant", "plain")  # written before variants existed: the plain benchmark
+        if d.get("lookalikes") is not None:
+            d["lookalikes"] = tuple(d["lookalikes"])
         d["tasks"] = tuple(d["tasks"])
         d["configs"] = {k: DTPConfig.from_dict(v) for k, v in d["configs"].items()}
         return cls(**d)
@@ -175,13 +189,16 @@ def _load_adapter(model: str):
     return load(model)
 
 
-def benchmark_env(task: str, *, distractors: int, palette: str, image_size: int, max_steps: int | None = None):
-    """The Meta-World env of an evaluation run; max_steps None keeps the env's own limit."""
+def benchmark_env(task: str, *, distractors: int, palette: str, image_size: int, max_steps: int | None = None,
+                  variant: str = DEFAULT_VARIANT, lookalikes: int | tuple[int, int] | None = None):
+    """The Meta-World env of an evaluation run; max_steps None keeps the env's own limit,
+    lookalikes None the split's range."""
     from ..envs import DistractorConfig, make_env
 
     kwargs: dict[str, Any] = {
-        "distractors": DistractorConfig(count=distractors, palette=palette),
+        "distractors": DistractorConfig(count=distractors, palette=palette, lookalikes=lookalikes),
         "image_size": image_size,
+        "variant": variant,
     }
     if max_steps is not None:
         kwargs["max_steps"] = max_steps
@@ -190,7 +207,7 @@ def benchmark_env(task: str, *, distractors: int, palette: str, image_size: int,
 
 def _make_env(spec: EvalSpec, task: str):
     return benchmark_env(task, distractors=spec.distractors, palette=spec.palette, image_size=spec.image_size,
-                         max_steps=spec.max_steps)
+                         max_steps=spec.max_steps, variant=spec.variant, lookalikes=spec.lookalikes)
 
 
 def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[dict, list[dict]]]:

@@ -217,7 +217,7 @@ def make_demo_set(
     if not episodes:
         raise DataError("no episodes to build a dataset from")
     pad_id, bos_id = tokenizer.token_to_id(PAD), tokenizer.token_to_id(BOS)
-    encoded = [encode_instruction(tokenizer, ep.instruction) for ep in episodes]
+    encoded = [encode_instruction(tokenizer, ep.instruction, unknown="error") for ep in episodes]
     p_max = max(len(w) for w in encoded)
     dims = {(ep.proprio.shape[1], ep.actions.shape[1]) for ep in episodes}
     if len(dims) != 1:
