@@ -19,14 +19,14 @@ def _block(r0, c0, h=3, w=3):
 
 def _scene(extra=None):
     masks = {
-        "task": _block(5, 5),  # pixels rows 5-7, cols 5-7: all in cell (1, 1)
+        "task_object": _block(5, 5),  # pixels rows 5-7, cols 5-7: all in cell (1, 1)
         "goal": _block(9, 13),  # cell (2, 3)
         "gripper": _block(1, 8),  # cell (0, 2), centroid column 9 px = 2.25 patches
         "distractor_0": _block(12, 1),  # cyan box, cell (3, 0): left of the gripper
         "distractor_1": _block(13, 12),  # orange box, cell (3, 3): right of the gripper
     }
     info = {
-        "task": {"role": "task", "noun": "puck", "colour": "red", "shape": "cylinder"},
+        "task_object": {"role": "task_object", "noun": "puck", "colour": "red", "shape": "cylinder"},
         "goal": {"role": "goal", "noun": "ball", "colour": "green", "shape": "sphere"},
         "gripper": {"role": "gripper", "noun": "gripper", "colour": None, "shape": None},
         "distractor_0": {"role": "distractor", "noun": "box", "colour": "cyan", "shape": "box"},
@@ -40,13 +40,13 @@ def _scene(extra=None):
 def test_scene_measures_cells_on_the_grid():
     scene = _scene()
     by = {o.name: o for o in scene.objects}
-    assert by["task"].cell == (1, 1) and by["task"].cells == ((1, 1),) and by["task"].pixels == 9
+    assert by["task_object"].cell == (1, 1) and by["task_object"].cells == ((1, 1),) and by["task_object"].pixels == 9
     assert by["goal"].cell == (2, 3)
     # a mask over two cells: the pointing answer is the cell with most pixels
-    s = scene_from_masks({"x": _block(1, 2, 5, 5)}, {"x": {"role": "task", "noun": "puck", "colour": "red"}}, GRID)
+    s = scene_from_masks({"x": _block(1, 2, 5, 5)}, {"x": {"role": "task_object", "noun": "puck", "colour": "red"}}, GRID)
     assert s.objects[0].cells == ((0, 0), (0, 1), (1, 0), (1, 1)) and s.objects[0].cell == (0, 1)
     with pytest.raises(InputError, match="patch grid"):
-        scene_from_masks({"x": np.zeros((15, 16), bool)}, {"x": {"role": "task", "noun": "puck"}}, GRID)
+        scene_from_masks({"x": np.zeros((15, 16), bool)}, {"x": {"role": "task_object", "noun": "puck"}}, GRID)
 
 
 def test_known_answers_of_every_kind():
@@ -139,8 +139,8 @@ def test_pointing_answers_on_real_frames_match_the_simulator():
             env.reset(seed=frame_seed("val", 0, i))
             scene = scene_from_env(env, (8, 8))
             by = {o.name: o for o in scene.objects}
-            assert {o.name for o in scene.objects} >= {"task", "goal", "gripper"}
-            points = {("task", tuple(env.state[4:7]))}
+            assert {o.name for o in scene.objects} >= {"task_object", "goal", "gripper"}
+            points = {("task_object", tuple(env.state[4:7]))}
             points |= {(f"distractor_{j}", d.pos) for j, d in enumerate(env.distractors)}
             for name, pos in points:
                 o = by[name]
@@ -177,3 +177,29 @@ def test_generator_is_seeded_and_resumable(tmp_path):
             assert fa["seeds"][0] == frame_seed("val", 0, 0 if pa.name.endswith("0.h5") else 3)
             cells = [a.decode() for a, k in zip(fa["qa_answer"][()], fa["qa_kind"][()]) if k.decode() == "point"]
             assert all(c in {cell_token(r, q) for r in range(6) for q in range(6)} for c in cells)
+
+
+def test_scene_from_an_env_that_names_its_objects():
+    """The grounded benchmark's API (env.scene + env.instance_segmentation()): names, colours and cells
+    come from it; task parts get shape words (puck -> cylinder), lookalikes keep their noun."""
+    from types import SimpleNamespace as NS
+
+    from dtp.tinyvla.grounding import scene_from_env
+
+    objs = (NS(name="task_object", role="task_object", shape="puck", colour="red"),
+            NS(name="gripper", role="gripper", shape="gripper", colour=None),
+            NS(name="lookalike_0", role="lookalike", shape="puck", colour="blue"),
+            NS(name="distractor_0", role="distractor", shape="box", colour="white"))
+    inst = np.full((16, 16), -1, dtype=np.int16)
+    inst[5:8, 5:8] = 0  # cell (1, 1)
+    inst[0:3, 12:15] = 1  # cell (0, 3)
+    inst[13:16, 0:3] = 2  # cell (3, 0)
+    inst[9:12, 9:12] = 3  # cell (2, 2)
+    env = NS(scene=NS(objects=objs), instance_segmentation=lambda: inst, task=NS(name="push", goal_site=None))
+    scene = scene_from_env(env, GRID)
+    got = {(q.question, q.answer) for q in candidates(scene)["point"]}
+    assert got == {("where is the red puck", "cell_1_1"), ("where is the gripper", "cell_0_3"),
+                   ("where is the blue puck", "cell_3_0"), ("where is the white box", "cell_2_2")}
+    assert {o.name: o.shape for o in scene.objects} == {"task_object": "cylinder", "gripper": None,
+                                                        "lookalike_0": "cylinder", "distractor_0": "box"}
+    assert not any(q.question == "what colour is the puck" for q in candidates(scene).get("colour", []))

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .questions import QA, ask
+from .questions import SHAPE_WORDS, ask
 from .scene import Scene, scene_from_masks
 
 __all__ = ["GroundingGenConfig", "frame_seed", "scene_from_env", "generate", "main",
@@ -111,12 +111,44 @@ def _colour_name(rgb) -> str:
     return min(REFERENCE_COLOURS, key=lambda n: float(np.sum((np.asarray(REFERENCE_COLOURS[n]) - rgb) ** 2)))
 
 
-def scene_from_env(env, grid: tuple[int, int]) -> Scene:
-    """Describe the env's current frame: task object, goal marker, gripper and each distractor.
+PRIMITIVE_OF = {"puck": "cylinder", "ball": "sphere"}  # shape-question answers for task parts
 
-    The one place that knows how the env exposes identities; distractor slots are told apart
-    through the raw (geom id) segmentation, since the label map gives them one label.
+
+def _fallback_colour(env, role: str) -> str | None:
+    """The colour of a task part the env does not name (today's plain benchmark)."""
+    if role == "task_object" and env.task.name in TASK_OBJECTS:
+        return TASK_OBJECTS[env.task.name][1]
+    if role == "goal" and env.task.goal_site is not None:
+        return _colour_name(env.sim.model.site(env.task.goal_site).rgba)
+    return None
+
+
+def scene_from_env(env, grid: tuple[int, int]) -> Scene:
+    """Describe the env's current frame: task object, goal marker, gripper, lookalikes, distractors.
+
+    The one place that knows how the env exposes identities. An env with `scene` and
+    `instance_segmentation()` (the grounded benchmark) names every object and its colour and
+    maps pixels to objects; otherwise (plain benchmark) the label map gives task parts and the
+    raw geom-id segmentation tells distractor slots apart.
     """
+    if hasattr(env, "instance_segmentation") and hasattr(env, "scene"):
+        return _scene_from_instances(env, grid)
+    return _scene_from_labels(env, grid)
+
+
+def _scene_from_instances(env, grid: tuple[int, int]) -> Scene:
+    objects = env.scene.objects
+    inst = env.instance_segmentation()  # (H, W) index into objects, -1 elsewhere
+    masks, info = {}, {}
+    for i, o in enumerate(objects):
+        masks[o.name] = inst == i
+        colour = o.colour or (None if o.role == "gripper" else _fallback_colour(env, o.role))
+        shape = PRIMITIVE_OF.get(o.shape, o.shape if o.shape in SHAPE_WORDS else None)
+        info[o.name] = {"role": o.role, "noun": o.shape, "colour": colour, "shape": shape}
+    return scene_from_masks(masks, info, grid)
+
+
+def _scene_from_labels(env, grid: tuple[int, int]) -> Scene:
     from ..envs.distractors import slot_geom_ids
     from ..envs.metaworld_env import GOAL, GRIPPER, TASK_OBJECT
 
@@ -126,12 +158,11 @@ def scene_from_env(env, grid: tuple[int, int]) -> Scene:
     task = env.task
     if task.name in TASK_OBJECTS:
         noun, colour, shape = TASK_OBJECTS[task.name]
-        masks["task"] = labels == TASK_OBJECT
-        info["task"] = {"role": "task", "noun": noun, "colour": colour, "shape": shape}
+        masks["task_object"] = labels == TASK_OBJECT
+        info["task_object"] = {"role": "task_object", "noun": noun, "colour": colour, "shape": shape}
     if task.goal_site is not None:
-        rgba = env.sim.model.site(task.goal_site).rgba
         masks["goal"] = labels == GOAL
-        info["goal"] = {"role": "goal", "noun": "ball", "colour": _colour_name(rgba), "shape": "sphere"}
+        info["goal"] = {"role": "goal", "noun": "ball", "colour": _fallback_colour(env, "goal"), "shape": "sphere"}
     placed = env.distractors
     if placed:
         raw = env._render(segmentation=True)  # (H, W, 2): object id, object type

@@ -18,7 +18,7 @@ from ..errors import InputError
 __all__ = ["SceneObject", "Scene", "MIN_PIXELS", "cell_token", "scene_from_masks"]
 
 MIN_PIXELS = 6  # an object with fewer visible pixels (at 96 px) is too small to ask about or count
-ROLES = ("task", "goal", "gripper", "distractor")
+ROLES = ("task_object", "goal", "gripper", "lookalike", "distractor")  # as dtp.envs.scene
 
 
 def cell_token(row: int, col: int) -> str:
@@ -30,7 +30,7 @@ def cell_token(row: int, col: int) -> str:
 class SceneObject:
     """One object of a frame.
 
-    name: identity ("task", "goal", "gripper", "distractor_0", ...); role: one of ROLES.
+    name: identity ("task_object", "goal", "gripper", "lookalike_0", "distractor_0", ...); role: one of ROLES.
     noun / colour: the words questions use ("puck", "yellow"); colour None when it has none.
     shape: the object's geometric shape word, for shape questions (None when not a primitive).
     pixels: visible pixels; cell: the patch (row, col) holding most of them (the pointing
