@@ -63,6 +63,12 @@ def test_pretrain_then_finetune_end_to_end_and_resume_exactly(tmp_path, groundin
     assert summary["data"]["grounding"]["train_frames"] == 6 and summary["data"]["grounding"]["val_frames"] == 3
     assert "g_acc_point" in summary["final_val"] and summary["data"]["grounding"]["majority_baseline"]
     assert all("g_loss" in r and "loss" not in r for r in summary["curve"]["train"])  # grounding only
+    # the evaluation command reproduces the trainer's final validation
+    from dtp.tinyvla.grounding_eval import grounding_report
+
+    rep = grounding_report(pre, grounding_dir)
+    assert {k: round(v, 6) for k, v in rep["model"].items()} == summary["final_val"]
+    assert rep["majority"] == pytest.approx(summary["data"]["grounding"]["majority_baseline"], abs=1e-6)
 
     fine_cfg = TrainConfig(stage="actions", data_dir=str(demo_dir), grounding_dir=str(grounding_dir),
                            grounding_share=0.5, init_from=str(pre), steps=4, seed=1, **TINY)
@@ -102,3 +108,11 @@ def test_bad_grounding_setups_are_clear_errors(tmp_path, grounding_dir):
         load_grounding(grounding_dir / "train", build_word_tokenizer(["push", "the"]), 48)
     with pytest.raises(DataError, match="does not exist"):
         load_grounding(tmp_path / "nowhere", grounded_tokenizer((6, 6)), 48)
+
+
+def test_grounding_eval_command_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
+    from dtp.tinyvla.grounding_eval import main
+
+    assert main([str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a TinyVLA checkpoint" in err and err.count("\n") == 1

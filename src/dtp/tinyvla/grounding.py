@@ -17,7 +17,7 @@ Output: ``<out>/<split>/shard_<k>.h5``, `shard_size` frames each, written whole 
 file renamed at the end), so a rerun of the same command skips finished shards and resumes.
 Datasets: images uint8 (F, H, W, 3), proprio float32 (F, 4), seeds int64 (F,), tasks (F,)
 str; qa_frame int64 (Q,) (index of the frame in the shard), qa_kind / qa_question /
-qa_answer (Q,) str. Attrs: split, seed, grid, image_size, camera, max_distractors, palette.
+qa_answer (Q,) str. Attrs: split, seed, grid, image_size, max_distractors, palette, variant.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class GroundingGenConfig:
     image_size: int = 96
     patch_size: int = 12
     shard_size: int = 250
+    variant: str | None = None  # benchmark variant passed to make_env; None: the env's default
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_OFFSET:
@@ -240,7 +241,7 @@ def _write_shard(path: Path, cfg: GroundingGenConfig, rows: list) -> None:
         for name, values in (("qa_kind", kinds), ("qa_question", questions), ("qa_answer", answers)):
             f.create_dataset(name, data=values, dtype=str_dt)
         f.attrs.update(split=cfg.split, seed=cfg.seed, grid=list(cfg.grid), image_size=cfg.image_size,
-                       max_distractors=cfg.max_distractors, palette=cfg.palette)
+                       max_distractors=cfg.max_distractors, palette=cfg.palette, variant=cfg.variant or "default")
     os.replace(tmp, path)
 
 
@@ -262,7 +263,8 @@ def generate(cfg: GroundingGenConfig, progress: bool = True) -> list[Path]:
         return paths
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     dcfg = DistractorConfig(count=cfg.max_distractors, palette=cfg.palette)
-    envs = {t: make_env(t, image_size=cfg.image_size, distractors=dcfg) for t in cfg.tasks}
+    extra = {} if cfg.variant is None else {"variant": cfg.variant}
+    envs = {t: make_env(t, image_size=cfg.image_size, distractors=dcfg, **extra) for t in cfg.tasks}
     bar = tqdm(total=len(todo) * cfg.shard_size, desc=f"grounding {cfg.split}", disable=not progress)
     try:
         for k in todo:
@@ -295,6 +297,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--patch-size", type=int, default=d.patch_size)
     p.add_argument("--shard-size", type=int, default=d.shard_size)
+    p.add_argument("--variant", default=None, help="benchmark variant (default: the env's default)")
     return p
 
 
