@@ -124,3 +124,33 @@ def test_image_token_dropout_in_training_equals_removal(registers):
             rows = torch.searchsorted(kept, q)  # where they sit after removal
             assert (out[rows] - h[i]).abs().max() <= 1e-5
             assert (renumbered[rows] - h[i]).abs().max() > 1e-4
+
+
+def test_dtp_with_registers_prunes_only_image_tokens_and_fast_pass2_agrees():
+    """A full DTP step on a model with registers: the pruned set lives on the image grid, and the
+    fast pass 2 (pass 1's cache before the first pruned token) gives the exact pass 2's action."""
+    from dtp import fast
+    from dtp.config import DTPConfig
+    from dtp.models.common import capture_spec_for
+    from dtp.policy import DTPPolicy
+
+    adapter = _tiny(registers=2)
+    rng = np.random.default_rng(4)
+    fired = 0
+    for i in range(4):
+        obs = {"image": rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), "instruction": "push the red puck to the goal",
+               "proprio": rng.normal(size=4).astype(np.float32)}
+        plain = DTPPolicy(adapter, DTPConfig(tau=0.2)).step(obs).record
+        quick = DTPPolicy(adapter, DTPConfig(tau=0.2), pass2="exact_prefix").step(obs).record
+        assert plain.pruned.shape == (6, 6)  # the grid: registers cannot be pruned
+        assert torch.equal(quick.pruned, plain.pruned)
+        np.testing.assert_array_equal(quick.action, plain.action)
+        fired += plain.fired
+        inputs = adapter.prepare(Observation.from_dict(obs))
+        gen1 = adapter.generate(inputs, capture=capture_spec_for(inputs.layout), relevance_layers=(1,))
+        keep = torch.rand(36, generator=torch.Generator().manual_seed(i)) > 0.3
+        exact = fast.second_pass(adapter, inputs, gen1, keep, "exact")
+        gen1 = adapter.generate(inputs, capture=capture_spec_for(inputs.layout), relevance_layers=(1,))
+        quick2 = fast.second_pass(adapter, inputs, gen1, keep, "exact_prefix")
+        assert (quick2.action_logits - exact.action_logits).abs().max() < 1e-5
+    assert fired > 0

@@ -1,10 +1,16 @@
 """Train TinyVLA on scripted demonstrations: behaviour cloning with action tokens.
 
-Each step of each demo is one sample. The model reads [BOS][image x N][words][proprio]
+Each step of each demo is one sample. The model reads [BOS][image x N][registers][words][proprio]
 and, with teacher forcing, the first three action tokens; the loss is cross-entropy of
 the four action tokens over the 256 action bins (the vocabulary the adapter decodes
 from), nothing else. The sequence is built by `TinyVLA.sequence_embeddings`, the same
 function the inference adapter uses.
+
+A VLM stage comes first when asked (docs/training.md): `stage="grounding"` trains on
+grounding questions only (one answer word read at the proprio token), and an actions run
+with `init_from` and `grounding_share` continues from it with that share of grounding
+batches mixed in. `image_dropout` hides random image tokens of action samples by the
+attention mask with original position ids, as DTP's pass 2 does.
 
     from dtp.tinyvla.train import TrainConfig, train
     final_dir = train(TrainConfig(data_dir="data/demos", out_dir="runs/train_tinyvla"))
