@@ -177,6 +177,11 @@ def test_generator_is_seeded_and_resumable(tmp_path):
             assert fa["seeds"][0] == frame_seed("val", 0, 0 if pa.name.endswith("0.h5") else 3)
             cells = [a.decode() for a, k in zip(fa["qa_answer"][()], fa["qa_kind"][()]) if k.decode() == "point"]
             assert all(c in {cell_token(r, q) for r in range(6) for q in range(6)} for c in cells)
+    # a folder written with other frame counts is refused, not silently mixed
+    from dtp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="another --out"):
+        generate(GroundingGenConfig(out=str(tmp_path / "a"), **{**kw, "shard_size": 4}), progress=False)
 
 
 def test_scene_from_an_env_that_names_its_objects():

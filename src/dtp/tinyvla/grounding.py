@@ -17,7 +17,7 @@ Output: ``<out>/<split>/shard_<k>.h5``, `shard_size` frames each, written whole 
 file renamed at the end), so a rerun of the same command skips finished shards and resumes.
 Datasets: images uint8 (F, H, W, 3), proprio float32 (F, 4), seeds int64 (F,), tasks (F,)
 str; qa_frame int64 (Q,) (index of the frame in the shard), qa_kind / qa_question /
-qa_answer (Q,) str. Attrs: split, seed, grid, image_size, max_distractors, palette, variant.
+qa_answer (Q,) str. Attrs: start, stop (frame indices), split, seed, grid, image_size, max_distractors, palette, variant.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def _frames(cfg: GroundingGenConfig, start: int, stop: int, envs: dict):
         yield image, proprio, s, task, qas
 
 
-def _write_shard(path: Path, cfg: GroundingGenConfig, rows: list) -> None:
+def _write_shard(path: Path, cfg: GroundingGenConfig, rows: list, start: int, stop: int) -> None:
     import h5py
 
     str_dt = h5py.string_dtype()
@@ -240,9 +240,25 @@ def _write_shard(path: Path, cfg: GroundingGenConfig, rows: list) -> None:
         f["qa_frame"] = np.array(qa_frame, dtype=np.int64)
         for name, values in (("qa_kind", kinds), ("qa_question", questions), ("qa_answer", answers)):
             f.create_dataset(name, data=values, dtype=str_dt)
-        f.attrs.update(split=cfg.split, seed=cfg.seed, grid=list(cfg.grid), image_size=cfg.image_size,
+        f.attrs.update(start=start, stop=stop, split=cfg.split, seed=cfg.seed, grid=list(cfg.grid), image_size=cfg.image_size,
                        max_distractors=cfg.max_distractors, palette=cfg.palette, variant=cfg.variant or "default")
     os.replace(tmp, path)
+
+
+def _shard_range(cfg: GroundingGenConfig, k: int) -> tuple[int, int]:
+    return k * cfg.shard_size, min((k + 1) * cfg.shard_size, cfg.frames)
+
+
+def _check_shard(path: Path, cfg: GroundingGenConfig, k: int) -> None:
+    """A finished shard must hold the frames this config asks of it (not those of another run)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        got = (int(f.attrs.get("start", -1)), int(f.attrs.get("stop", -1)), int(f.attrs.get("seed", -1)))
+    if got != (*_shard_range(cfg, k), cfg.seed):
+        raise ConfigError(f"{path} holds frames {got[0]}..{got[1] - 1} of base seed {got[2]}, this run asks for "
+                          f"{_shard_range(cfg, k)[0]}..{_shard_range(cfg, k)[1] - 1} of seed {cfg.seed} "
+                          "(another --frames, --shard-size or --seed wrote it); use another --out")
 
 
 def shard_path(cfg: GroundingGenConfig, k: int) -> Path:
@@ -259,6 +275,9 @@ def generate(cfg: GroundingGenConfig, progress: bool = True) -> list[Path]:
     n_shards = -(-cfg.frames // cfg.shard_size)
     paths = [shard_path(cfg, k) for k in range(n_shards)]
     todo = [k for k, p in enumerate(paths) if not p.is_file()]
+    for k, p in enumerate(paths):
+        if k not in todo:
+            _check_shard(p, cfg, k)
     if not todo:
         return paths
     paths[0].parent.mkdir(parents=True, exist_ok=True)
@@ -268,12 +287,12 @@ def generate(cfg: GroundingGenConfig, progress: bool = True) -> list[Path]:
     bar = tqdm(total=len(todo) * cfg.shard_size, desc=f"grounding {cfg.split}", disable=not progress)
     try:
         for k in todo:
-            start, stop = k * cfg.shard_size, min((k + 1) * cfg.shard_size, cfg.frames)
+            start, stop = _shard_range(cfg, k)
             rows = []
             for row in _frames(cfg, start, stop, envs):
                 rows.append(row)
                 bar.update(1)
-            _write_shard(paths[k], cfg, rows)
+            _write_shard(paths[k], cfg, rows, start, stop)
     finally:
         bar.close()
         for env in envs.values():

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 MODEL_TYPE = "dtp-tinyvla"
 CONFIG_NAME = "config.json"
@@ -125,7 +125,7 @@ class TinyVLA(nn.Module):
         )
         self.proprio_proj = nn.Linear(cfg.proprio_dims, cfg.hidden_size)
         if cfg.num_registers < 0:
-            raise ValueError(f"num_registers must be >= 0, got {cfg.num_registers}")
+            raise ConfigError(f"num_registers must be >= 0, got {cfg.num_registers}")
         if cfg.num_registers:  # no parameter at 0, so checkpoints without registers load unchanged
             self.registers = nn.Parameter(torch.randn(1, cfg.num_registers, cfg.hidden_size) * 0.02)
         self.language_model = LlamaForCausalLM(cfg.llama_config())
