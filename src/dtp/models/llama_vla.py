@@ -1,7 +1,8 @@
 """Adapter for the OpenVLA structure: a Llama LM fed projected image patches (our TinyVLA).
 
-Sequence: [BOS] [image x N] [instruction words x P] [proprio] -> action tokens.
+Sequence: [BOS] [image x N] [registers x R] [instruction words x P] [proprio] -> action tokens.
 The prompt comes after the image, so prompt tokens attend to image tokens (relevance).
+Registers (R >= 0) sit outside the image span: never pruned, never scored.
 Pruning hides image tokens through the padding mask while every token keeps its
 original position id, which is exactly removal (tested).
 """
@@ -60,13 +61,13 @@ class LlamaVLAAdapter:
                 raise InputError(f"proprio must have {cfg.proprio_dims} values, got {p.shape[0]}")
             proprio = torch.from_numpy(p).view(1, -1)
         pixels = torch.from_numpy(np.ascontiguousarray(obs.image)).permute(2, 0, 1).float().div(255).unsqueeze(0)
-        n = cfg.num_image_tokens
+        n, start = cfg.num_image_tokens, cfg.text_start  # start = 1 + N + registers
         p_len = len(words)
-        seq_len = 1 + n + p_len + 1
+        seq_len = start + p_len + 1
         layout = TokenLayout(
             image_positions=torch.arange(1, 1 + n),
             grid=cfg.grid,
-            prompt_positions=torch.arange(1 + n, 1 + n + p_len),
+            prompt_positions=torch.arange(start, start + p_len),
             seq_len=seq_len,
         )
         ids = torch.tensor([[1] + words], dtype=torch.long)  # BOS + words

@@ -1,8 +1,13 @@
 """TinyVLA: OpenVLA's structure in miniature, readable top to bottom.
 
 image (B, 3, H, W) -> conv patch encoder -> (B, N, D_vis) -> projector -> (B, N, D) ->
-a small Llama (transformers) over [BOS, image tokens, instruction words, proprio token]
+a small Llama (transformers) over [BOS, image tokens, registers, instruction words, proprio token]
 -> 256-bin action tokens, one per action dimension, generated greedily.
+
+Registers (``num_registers`` > 0, default 0) are learned tokens placed right after the image
+tokens, as in "Vision Transformers Need Registers": they read the whole image and give the
+model somewhere other than a background patch to keep global information. They are not
+image tokens: never pruned, never scored.
 
 Saved as config.json + model.safetensors (+ tokenizer.json beside them); never pickled.
 """
@@ -18,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 MODEL_TYPE = "dtp-tinyvla"
 CONFIG_NAME = "config.json"
@@ -43,6 +48,7 @@ class TinyVLAConfig:
     action_bins: int = 256
     proprio_dims: int = 4
     max_positions: int = 256
+    num_registers: int = 0  # learned tokens after the image span (0: the shipped model's layout)
     model_type: str = MODEL_TYPE
     extra: dict = field(default_factory=dict)
 
@@ -55,6 +61,11 @@ class TinyVLAConfig:
     def num_image_tokens(self) -> int:
         h, w = self.grid
         return h * w
+
+    @property
+    def text_start(self) -> int:
+        """Sequence position of the first instruction word: after BOS, the image and the registers."""
+        return 1 + self.num_image_tokens + self.num_registers
 
     @property
     def vocab_size(self) -> int:
@@ -114,6 +125,10 @@ class TinyVLA(nn.Module):
             nn.Linear(cfg.vision_width, cfg.hidden_size), nn.GELU(), nn.Linear(cfg.hidden_size, cfg.hidden_size)
         )
         self.proprio_proj = nn.Linear(cfg.proprio_dims, cfg.hidden_size)
+        if cfg.num_registers < 0:
+            raise ConfigError(f"num_registers must be >= 0, got {cfg.num_registers}")
+        if cfg.num_registers:  # no parameter at 0, so checkpoints without registers load unchanged
+            self.registers = nn.Parameter(torch.randn(1, cfg.num_registers, cfg.hidden_size) * 0.02)
         self.language_model = LlamaForCausalLM(cfg.llama_config())
 
     # -- pieces the adapter composes ----------------------------------------------------
@@ -137,7 +152,7 @@ class TinyVLA(nn.Module):
         word_lengths: torch.Tensor | None = None,
         action_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The input sequence [BOS][image x N][words x P][proprio][action tokens] as embeddings.
+        """The input sequence [BOS][image x N][registers x R][words x P][proprio][action tokens] as embeddings.
 
         The one place the layout is built: the adapter's prefill (inference) and the trainer
         (teacher forcing) both call this. pixels (B, 3, H, W) in [0, 1]; ids (B, 1 + P_max):
@@ -145,12 +160,15 @@ class TinyVLA(nn.Module):
         the proprio token. With word_lengths (B,) the rows of `ids` are right-padded word lists
         of those lengths: each row's proprio and action tokens then follow its own last word and
         the padding moves to the end of the row, so every real token sits at the position it
-        has at inference. Returns (B, S, D) with S = 1 + N + P_max + 1 + T.
+        has at inference. Returns (B, S, D) with S = 1 + N + R + P_max + 1 + T.
         """
         word = self.word_embeddings(ids)  # (B, 1 + P_max, D)
         img = self.image_embeddings(pixels)  # (B, N, D)
         prop = self.proprio_embedding(proprio)  # (B, 1, D)
-        parts = [word[:, :1], img, word[:, 1:], prop]
+        parts = [word[:, :1], img]
+        if self.config.num_registers:
+            parts.append(self.registers.expand(img.shape[0], -1, -1).to(img.dtype))  # (B, R, D)
+        parts += [word[:, 1:], prop]
         if action_ids is not None:
             parts.append(self.word_embeddings(action_ids))  # (B, T, D)
         seq = torch.cat(parts, dim=1)  # (B, S, D)
@@ -158,7 +176,7 @@ class TinyVLA(nn.Module):
             return seq
         b, s, d = seq.shape
         lengths = word_lengths.view(b, 1).to(seq.device)
-        tail = 1 + self.config.num_image_tokens + lengths  # (B, 1): where each row's proprio goes
+        tail = self.config.text_start + lengths  # (B, 1): where each row's proprio goes
         j = torch.arange(s, device=seq.device).view(1, s)
         src = torch.where(j < tail, j, j + (ids.shape[1] - 1 - lengths))  # skip the row's word padding
         src = torch.where(src < s, src, tail)  # the row's trailing slots read a PAD word embedding

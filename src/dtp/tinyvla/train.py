@@ -1,10 +1,16 @@
 """Train TinyVLA on scripted demonstrations: behaviour cloning with action tokens.
 
-Each step of each demo is one sample. The model reads [BOS][image x N][words][proprio]
+Each step of each demo is one sample. The model reads [BOS][image x N][registers][words][proprio]
 and, with teacher forcing, the first three action tokens; the loss is cross-entropy of
 the four action tokens over the 256 action bins (the vocabulary the adapter decodes
 from), nothing else. The sequence is built by `TinyVLA.sequence_embeddings`, the same
 function the inference adapter uses.
+
+A VLM stage comes first when asked (docs/training.md): `stage="grounding"` trains on
+grounding questions only (one answer word read at the proprio token), and an actions run
+with `init_from` and `grounding_share` continues from it with that share of grounding
+batches mixed in. `image_dropout` hides random image tokens of action samples by the
+attention mask with original position ids, as DTP's pass 2 does.
 
     from dtp.tinyvla.train import TrainConfig, train
     final_dir = train(TrainConfig(data_dir="data/demos", out_dir="runs/train_tinyvla"))
@@ -53,7 +59,8 @@ from .data import DemoSet, augment, build_tokenizer, load_episodes, make_demo_se
 from .modeling import TinyVLA, TinyVLAConfig
 from .tokenizer import load_tokenizer, save_tokenizer
 
-__all__ = ["TrainConfig", "train", "evaluate", "action_logits", "action_loss", "training_loss", "lr_at", "main"]
+__all__ = ["TrainConfig", "train", "evaluate", "evaluate_grounding", "action_logits", "grounding_logits", "action_loss",
+           "training_loss", "grounding_loss", "teacher_forced_hidden", "image_keep_mask", "lr_at", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,7 @@ LOG_NAME = "train_log.jsonl"
 STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
 SUMMARY_NAME = "training.json"
+STAGES = ("actions", "grounding")
 _MODEL_DEFAULTS = TinyVLAConfig()  # the model sizes are TinyVLAConfig's; TrainConfig only lets a run change them
 
 
@@ -107,6 +115,14 @@ class TrainConfig:
     threads: int = 1  # torch threads; 2 on a shared 2-core machine stalls (OpenMP spin-waits), see docs/performance.md
     precision: str = "bf16"  # autocast dtype of the training forward ("bf16" | "fp32"); eval runs fp32
     progress: bool = True
+    # VLM stage (docs/training.md): "grounding" pretrains on grounding_dir/train only (data_dir unused);
+    # "actions" trains on the demos, with grounding_share of the steps on a grounding batch instead
+    stage: str = "actions"
+    grounding_dir: str | None = None  # written by `python -m dtp.tinyvla.grounding` (train/ and val/ inside)
+    grounding_share: float = 0.0
+    init_from: str | None = None  # start from this checkpoint (its architecture and tokenizer; sizes above ignored)
+    num_registers: int = 0  # register tokens after the image span (TinyVLAConfig.num_registers)
+    image_dropout: float = 0.0  # each action sample hides up to this share of its image tokens (mask, original positions)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -155,6 +171,18 @@ class TrainConfig:
             bad(f"tasks must be a non-empty tuple of task names or None, got {self.tasks!r}")
         if not str(self.data_dir) or not str(self.out_dir):
             bad("data_dir and out_dir must be non-empty paths")
+        if self.stage not in STAGES:
+            bad(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if not 0 <= self.grounding_share < 1:
+            bad(f"grounding_share must lie in [0, 1), got {self.grounding_share!r}")
+        if (self.stage == "grounding" or self.grounding_share > 0) and not self.grounding_dir:
+            bad("the grounding stage and grounding_share > 0 need grounding_dir")
+        if self.stage == "grounding" and self.grounding_share:
+            bad("grounding_share mixes grounding into the actions stage; the grounding stage is all grounding")
+        if not 0 <= self.image_dropout < 1:
+            bad(f"image_dropout must lie in [0, 1), got {self.image_dropout!r}")
+        if isinstance(self.num_registers, bool) or not isinstance(self.num_registers, int) or self.num_registers < 0:
+            bad(f"num_registers must be a non-negative integer, got {self.num_registers!r}")
 
     def model_config(self, num_words: int) -> TinyVLAConfig:
         return TinyVLAConfig(
@@ -166,6 +194,7 @@ class TrainConfig:
             num_heads=self.num_heads,
             intermediate_size=self.intermediate_size,
             num_words=num_words,
+            num_registers=self.num_registers,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -175,27 +204,68 @@ class TrainConfig:
 
 
 # -- the objective ----------------------------------------------------------------------
-def action_logits(model: TinyVLA, batch) -> torch.Tensor:
+def image_keep_mask(batch: int, n_image: int, max_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Image-token dropout: (B, N) bool, False = hidden. Each sample hides round(u * N) random
+    image tokens with u ~ U(0, max_fraction), so the model learns to act on a pruned image."""
+    fractions = torch.rand(batch, generator=generator) * max_fraction  # (B,)
+    n_drop = (fractions * n_image).round().long()  # (B,)
+    ranks = torch.rand(batch, n_image, generator=generator).argsort(1).argsort(1)  # (B, N) random ranks
+    return ranks >= n_drop.view(batch, 1)
+
+
+def teacher_forced_hidden(
+    model: TinyVLA,
+    pixels: torch.Tensor,  # (B, 3, H, W)
+    ids: torch.Tensor,  # (B, 1 + P_max)
+    word_lengths: torch.Tensor,  # (B,)
+    proprio: torch.Tensor,  # (B, P)
+    *,
+    feed_ids: torch.Tensor | None = None,  # (B, T - 1) vocabulary ids fed after the proprio token
+    n_queries: int = 1,
+    keep: torch.Tensor | None = None,  # (B, N) bool, False = image token hidden
+) -> torch.Tensor:
+    """Last hidden states of the T = n_queries queries that emit answer/action tokens, (B, T, D).
+
+    The query for token t sits at text_start + P_b + t (the proprio token for t = 0), exactly
+    where the adapter's prefill and cached decoding put it. Hidden image tokens (keep False) are
+    masked out of attention while every token keeps its original position id: the mechanism of
+    DTP's pass 2, equal to removing them.
+    """
+    cfg = model.config
+    emb = model.sequence_embeddings(  # (B, S, D), rows right-padded after their last real token
+        pixels, ids, proprio, word_lengths=word_lengths, action_ids=feed_ids
+    )
+    b, s, _ = emb.shape
+    mask = None
+    if keep is not None:
+        mask = torch.ones(b, s, dtype=torch.long)
+        mask[:, 1 : 1 + cfg.num_image_tokens] = keep.long()
+    # causal attention, positions 0..S-1: a row's padding sits after all its real tokens
+    lm = model.language_model
+    hidden = lm.model(inputs_embeds=emb, attention_mask=mask, position_ids=torch.arange(s).expand(b, s)).last_hidden_state
+    queries = (cfg.text_start + word_lengths).view(b, 1) + torch.arange(n_queries).view(1, n_queries)  # (B, T)
+    return hidden.gather(1, queries.unsqueeze(-1).expand(b, n_queries, hidden.shape[-1]))  # (B, T, D)
+
+
+def action_logits(model: TinyVLA, batch, keep: torch.Tensor | None = None) -> torch.Tensor:
     """Teacher-forced logits over the action bins, (B, T, bins).
 
-    The model reads [BOS][image x N][words][proprio] and the first T - 1 target action tokens;
-    the query that predicts action token t sits at 1 + N + P_b + t (the proprio token for
-    t = 0), exactly where the adapter's prefill and cached decoding put it.
+    The model reads [BOS][image x N][registers][words][proprio] and the first T - 1 target
+    action tokens (see teacher_forced_hidden); keep (B, N) hides image tokens (dropout).
     """
     cfg = model.config
     t = batch.action_bins.shape[1]
     action_ids = batch.action_bins[:, : t - 1] + cfg.num_words  # (B, T-1) vocabulary ids fed back
-    emb = model.sequence_embeddings(  # (B, S, D), rows right-padded after their last action token
-        batch.pixels, batch.ids, batch.proprio, word_lengths=batch.word_lengths, action_ids=action_ids
-    )
-    b, s, _ = emb.shape
-    lm = model.language_model
-    # causal attention, positions 0..S-1: a row's padding sits after all its real tokens, so no mask is needed
-    hidden = lm.model(inputs_embeds=emb, position_ids=torch.arange(s).expand(b, s)).last_hidden_state
-    queries = (1 + cfg.num_image_tokens + batch.word_lengths).view(b, 1) + torch.arange(t).view(1, t)  # (B, T)
-    h = hidden.gather(1, queries.unsqueeze(-1).expand(b, t, hidden.shape[-1]))  # (B, T, D)
-    logits = lm.lm_head(h)  # (B, T, V)
+    h = teacher_forced_hidden(model, batch.pixels, batch.ids, batch.word_lengths, batch.proprio,
+                              feed_ids=action_ids, n_queries=t, keep=keep)  # (B, T, D)
+    logits = model.language_model.lm_head(h)  # (B, T, V)
     return logits[..., cfg.num_words : cfg.vocab_size].float()  # (B, T, bins): the adapter decodes from these
+
+
+def grounding_logits(model: TinyVLA, batch, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits over the word vocabulary of the one-word answer, read at the proprio token, (B, num_words)."""
+    h = teacher_forced_hidden(model, batch.pixels, batch.ids, batch.word_lengths, batch.proprio, keep=keep)
+    return model.language_model.lm_head(h[:, 0])[:, : model.config.num_words].float()
 
 
 def action_loss(logits: torch.Tensor, targets: torch.Tensor, bin_sigma: float = 0.0) -> torch.Tensor:
@@ -212,10 +282,67 @@ def action_loss(logits: torch.Tensor, targets: torch.Tensor, bin_sigma: float = 
     return F.cross_entropy(flat, soft)
 
 
-def training_loss(model: TinyVLA, batch, bin_sigma: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def training_loss(model: TinyVLA, batch, bin_sigma: float = 0.0, keep: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss of the T action tokens over the action bins (see action_loss); returns (loss, predicted bins (B, T))."""
-    logits = action_logits(model, batch)  # (B, T, bins)
+    logits = action_logits(model, batch, keep)  # (B, T, bins)
     return action_loss(logits, batch.action_bins, bin_sigma), logits.argmax(-1)
+
+
+def grounding_loss(model: TinyVLA, batch, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the one-word answers over the word vocabulary; returns (loss, predicted word ids (B,))."""
+    logits = grounding_logits(model, batch, keep)  # (B, num_words)
+    return F.cross_entropy(logits, batch.answers), logits.argmax(-1)
+
+
+@torch.no_grad()
+def evaluate_grounding(model: TinyVLA, data, tokenizer, batch_size: int = 256) -> dict[str, float]:
+    """Answer accuracy on every question of `data` (a GroundingSet), overall and per kind, in float32.
+
+    g_point_near: pointing answers within one cell (row and column) of the true cell.
+    """
+    from .grounding_data import KINDS, cell_of_token
+
+    was_training = model.training
+    model.eval()
+    preds = []
+    total_loss = 0.0
+    for start in range(0, len(data), batch_size):
+        batch = data.batch(torch.arange(start, min(start + batch_size, len(data))))
+        loss, pred = grounding_loss(model, batch)
+        total_loss += float(loss) * len(pred)
+        preds.append(pred)
+    model.train(was_training)
+    pred = torch.cat(preds)
+    hit = (pred == data.answers).float()
+    out = {"g_loss": total_loss / max(len(data), 1), "g_acc": float(hit.mean())}
+    for i, kind in enumerate(KINDS):
+        sel = data.kind_ids == i
+        if sel.any():
+            out[f"g_acc_{kind}"] = float(hit[sel].mean())
+    point = (data.kind_ids == KINDS.index("point")).nonzero().flatten().tolist()
+    if point:
+        near = 0
+        for q in point:
+            truth = cell_of_token(data.answer_words[q])
+            guess = cell_of_token(tokenizer.id_to_token(int(pred[q])) or "")
+            near += guess is not None and max(abs(guess[0] - truth[0]), abs(guess[1] - truth[1])) <= 1
+        out["g_point_near"] = near / len(point)
+    return out
+
+
+def grounding_baselines(train, val) -> dict[str, float]:
+    """Accuracy on `val` of always answering each kind's most frequent answer in `train`: the
+    figure a model that ignores the image reaches (beats uniform chance, e.g. 1/64 cells)."""
+    from .grounding_data import KINDS
+
+    out = {}
+    for i, kind in enumerate(KINDS):
+        tr, va = train.answers[train.kind_ids == i], val.answers[val.kind_ids == i]
+        if len(tr) and len(va):
+            majority = int(torch.mode(tr).values)
+            out[f"g_acc_{kind}"] = float((va == majority).float().mean())
+    return out
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -342,6 +469,56 @@ def _param_groups(model: TinyVLA, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _load_data(cfg: TrainConfig, resume_from: Path | None):
+    """Demos (actions stage), grounding sets and the tokenizer: (tokenizer, demos, grounding, info).
+
+    demos: (train DemoSet, val DemoSet | None, tasks, val episodes) or None in the grounding stage;
+    grounding: (train GroundingSet, val GroundingSet | None) or None when the run uses none.
+    The tokenizer comes from the checkpoint being resumed or initialised from; otherwise it is
+    built over the instruction words, plus every grounding word when grounding data is used.
+    """
+    from .grounding_data import grounded_tokenizer, load_grounding
+
+    t0 = time.perf_counter()
+    episodes = None
+    if cfg.stage == "actions":
+        episodes = load_episodes(cfg.data_dir, cfg.image_size, tasks=cfg.tasks, only_success=cfg.only_success)
+    source = resume_from or (Path(cfg.init_from) if cfg.init_from else None)
+    if source is not None:
+        tokenizer = load_tokenizer(source)
+        if episodes is not None:
+            vocab = tokenizer.get_vocab()
+            unknown = sorted({w for ep in episodes for w in ep.instruction.lower().split()} - set(vocab))
+            if unknown:
+                raise ConfigError(f"the demos' instructions use words the tokenizer of {source} lacks: {unknown[:10]}")
+    elif cfg.grounding_dir:
+        words = [w for ep in episodes or () for w in ep.instruction.lower().split()]
+        n = cfg.image_size // cfg.patch_size
+        tokenizer = grounded_tokenizer((n, n), words)
+    else:
+        tokenizer = build_tokenizer(episodes)
+    demos = None
+    if episodes is not None:
+        tasks = tuple(sorted({ep.task for ep in episodes}))
+        train_eps, val_eps = split_episodes(episodes, cfg.val_fraction, cfg.seed)
+        binner = ActionBinner()
+        train_set = make_demo_set(train_eps, tokenizer, binner, tasks)
+        val_set = make_demo_set(val_eps, tokenizer, binner, tasks) if val_eps else None
+        demos = (train_set, val_set, tasks, val_eps)
+        log.info("loaded %d train episodes (%d steps), %d val episodes (%d steps) of %s in %.1fs",
+                 train_set.n_episodes, len(train_set), len(val_eps), len(val_set) if val_set else 0, tasks,
+                 time.perf_counter() - t0)
+    grounding = None
+    if cfg.grounding_dir:
+        root = Path(cfg.grounding_dir)
+        g_train = load_grounding(root / "train", tokenizer, cfg.image_size)
+        g_val = load_grounding(root / "val", tokenizer, cfg.image_size) if (root / "val").is_dir() else None
+        grounding = (g_train, g_val)
+        log.info("loaded %d grounding questions on %d frames (val: %d on %d)", len(g_train), g_train.n_frames,
+                 len(g_val) if g_val else 0, g_val.n_frames if g_val else 0)
+    return tokenizer, demos, grounding
+
+
 def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None = None) -> Path:
     """Run (or resume) training; returns the directory of the final checkpoint (out_dir/final).
 
@@ -360,33 +537,49 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
                           "(--resume) to continue that run, or choose another out_dir")
     resume_from = existing[-1] if (cfg.resume and existing) else None
 
-    # data: every step of every (successful) demo, in memory
-    t0 = time.perf_counter()
-    episodes = load_episodes(cfg.data_dir, cfg.image_size, tasks=cfg.tasks, only_success=cfg.only_success)
-    tasks = tuple(sorted({ep.task for ep in episodes}))
-    tokenizer = load_tokenizer(resume_from) if resume_from else build_tokenizer(episodes)
-    train_eps, val_eps = split_episodes(episodes, cfg.val_fraction, cfg.seed)
-    binner = ActionBinner()
-    train_set = make_demo_set(train_eps, tokenizer, binner, tasks)
-    val_set = make_demo_set(val_eps, tokenizer, binner, tasks) if val_eps else None
-    del episodes, train_eps
-    log.info("loaded %d train episodes (%d steps), %d val episodes (%d steps) of %s in %.1fs",
-             train_set.n_episodes, len(train_set), len(val_eps), len(val_set) if val_set else 0, tasks,
-             time.perf_counter() - t0)
+    # data, all in memory
+    tokenizer, demos, grounding = _load_data(cfg, resume_from)
+    train_set, val_set, tasks, val_eps = demos if demos else (None, None, (), [])
+    g_train, g_val = grounding if grounding else (None, None)
     val_index = None
     if val_set is not None:
         val_index = torch.arange(len(val_set))
         if cfg.eval_samples and len(val_set) > cfg.eval_samples:
             g = torch.Generator().manual_seed(cfg.seed + 99)
             val_index = torch.randperm(len(val_set), generator=g)[: cfg.eval_samples].sort().values
+    g_val_sub = None
+    if g_val is not None:  # periodic grounding evaluation on a fixed subset, the final one on all
+        g_val_sub = g_val
+        if cfg.eval_samples and len(g_val) > cfg.eval_samples:
+            from .grounding_data import GroundingSet
+
+            g = torch.Generator().manual_seed(cfg.seed + 98)
+            sel = torch.randperm(len(g_val), generator=g)[: cfg.eval_samples].sort().values
+            g_val_sub = GroundingSet(images=g_val.images, proprio=g_val.proprio, frame=g_val.frame[sel],
+                                     ids=g_val.ids[sel], word_lengths=g_val.word_lengths[sel],
+                                     answers=g_val.answers[sel], kind_ids=g_val.kind_ids[sel],
+                                     answer_words=[g_val.answer_words[i] for i in sel.tolist()],
+                                     n_frames=g_val.n_frames)
 
     # model and optimizer
     num_words = max(TinyVLAConfig.num_words, tokenizer.get_vocab_size())
     torch.manual_seed(cfg.seed)
-    model = TinyVLA(cfg.model_config(num_words))
-    if model.config.action_bins != binner.bins or model.config.action_dims != train_set.action_bins.shape[1]:
+    if cfg.init_from:
+        init = TinyVLA.from_pretrained(cfg.init_from)
+        model = TinyVLA(init.config)
+        model.load_state_dict(init.state_dict())
+        del init
+    else:
+        model = TinyVLA(cfg.model_config(num_words))
+    if tokenizer.get_vocab_size() > model.config.num_words:
+        raise ConfigError(f"the tokenizer has {tokenizer.get_vocab_size()} words, the model's vocabulary "
+                          f"{model.config.num_words}")
+    if train_set is not None and (model.config.action_bins != ActionBinner().bins
+                                  or model.config.action_dims != train_set.action_bins.shape[1]):
         raise ConfigError(f"the demos have {train_set.action_bins.shape[1]}-D actions, the model "
                           f"{model.config.action_dims}-D with {model.config.action_bins} bins")
+    if g_train is not None and g_train.images.shape[1] != model.config.image_size:
+        raise ConfigError(f"grounding frames are {g_train.images.shape[1]} px, the model reads {model.config.image_size}")
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
     start_step, seconds = 0, 0.0
     if resume_from is not None:
@@ -399,6 +592,7 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
         start_step, seconds = int(st["step"]), float(st["seconds"])
         log.info("resuming from %s (step %d)", resume_from, start_step)
     n_params = sum(p.numel() for p in model.parameters())
+    n_image = model.config.num_image_tokens
 
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad data folder or config leaves nothing behind
     (out / "train_config.json").write_text(json.dumps(cfg.to_json(), indent=2))
@@ -408,9 +602,10 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
         f.writelines(json.dumps(r) + "\n" for r in records)
 
     model.train()
-    window: list[tuple[float, float, float]] = []
+    window: list[tuple[bool, float, float, float]] = []  # (grounding step?, loss, acc, grad norm)
     last_val: dict[str, float] = {}
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=not cfg.progress, desc="train tinyvla", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=not cfg.progress, desc=f"train tinyvla ({cfg.stage})",
+               dynamic_ncols=True)
     tick = time.perf_counter()
     with log_path.open("a") as logf, _closing(bar):  # the bar closes before any error or Ctrl-C is printed
 
@@ -418,13 +613,19 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
 
-        def run_eval(step: int) -> None:
+        def run_eval(step: int, kind: str = "val", full: bool = False) -> dict[str, float]:
             nonlocal last_val
-            if val_set is None:
-                return
-            last_val = evaluate(model, val_set, val_index)
-            emit({"kind": "val", "step": step, **{k: round(v, 6) for k, v in last_val.items()}})
-            log.info("step %d val loss %.4f acc %.4f", step, last_val["loss"], last_val["acc"])
+            metrics: dict[str, float] = {}
+            if val_set is not None:
+                metrics.update(evaluate(model, val_set, torch.arange(len(val_set)) if full else val_index))
+            if g_val is not None:
+                metrics.update(evaluate_grounding(model, g_val if full else g_val_sub, tokenizer))
+            if metrics:
+                last_val = metrics
+                emit({"kind": kind, "step": step, **{k: round(v, 6) for k, v in metrics.items()}})
+                log.info("step %d %s %s", step, kind, {k: round(v, 4) for k, v in metrics.items()
+                                                      if k in ("loss", "acc", "g_acc", "g_acc_point")})
+            return metrics
 
         end = cfg.steps if stop_at is None else max(start_step, stop_at)
         for step in range(start_step, end):
@@ -432,28 +633,46 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
             for group in opt.param_groups:
                 group["lr"] = lr
             g = _step_generator(cfg.seed, step)
-            index = torch.randint(len(train_set), (cfg.batch_size,), generator=g)
-            pixels = augment(train_set.images[index], g, cfg.max_shift, cfg.color_jitter)
-            batch = train_set.batch(index, pixels=pixels)
+            is_grounding = cfg.stage == "grounding" or (
+                cfg.grounding_share > 0 and float(torch.rand(1, generator=g)) < cfg.grounding_share)
+            data = g_train if is_grounding else train_set
+            index = torch.randint(len(data), (cfg.batch_size,), generator=g)
+            if is_grounding:  # no shift: the answer names a patch
+                pixels = augment(data.images[data.frame[index]], g, 0, cfg.color_jitter)
+            else:
+                pixels = augment(data.images[index], g, cfg.max_shift, cfg.color_jitter)
+            batch = data.batch(index, pixels=pixels)
+            keep = None  # grounding batches keep every token: a hidden target patch would make the answer a guess
+            if cfg.image_dropout > 0 and not is_grounding:
+                keep = image_keep_mask(cfg.batch_size, n_image, cfg.image_dropout, g)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss, pred = training_loss(model, batch, cfg.bin_sigma)
+                if is_grounding:
+                    loss, pred = grounding_loss(model, batch, keep)
+                else:
+                    loss, pred = training_loss(model, batch, cfg.bin_sigma, keep)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            acc = float((pred == batch.action_bins).float().mean())
-            window.append((loss.item(), acc, grad_norm.item()))
+            target = batch.answers if is_grounding else batch.action_bins
+            acc = float((pred == target).float().mean())
+            window.append((is_grounding, loss.item(), acc, grad_norm.item()))
             done = step + 1
             bar.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:
                 now = time.perf_counter()
                 seconds += now - tick
                 tick = now
-                mean = np.mean(window, axis=0)
+                rec = {"kind": "train", "step": done}
+                for prefix, sel in (("", [w for w in window if not w[0]]), ("g_", [w for w in window if w[0]])):
+                    if sel:
+                        mean = np.mean([w[1:] for w in sel], axis=0)
+                        rec.update({f"{prefix}loss": round(float(mean[0]), 6), f"{prefix}acc": round(float(mean[1]), 6)})
+                rec.update({"lr": lr, "grad_norm": round(float(np.mean([w[3] for w in window])), 6),
+                            "seconds": round(seconds, 2)})
                 window = []
-                emit({"kind": "train", "step": done, "loss": round(float(mean[0]), 6), "acc": round(float(mean[1]), 6),
-                      "lr": lr, "grad_norm": round(float(mean[2]), 6), "seconds": round(seconds, 2)})
-                bar.set_postfix(loss=f"{mean[0]:.3f}", acc=f"{mean[1]:.3f}", val=f"{last_val.get('acc', float('nan')):.3f}")
+                emit(rec)
+                bar.set_postfix(loss=rec.get("loss", rec.get("g_loss")), val=last_val.get("acc", last_val.get("g_acc")))
             if done % cfg.eval_every == 0 and done != cfg.steps:
                 run_eval(done)
             if done % cfg.save_every == 0 or done in (cfg.steps, stop_at):
@@ -466,11 +685,8 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
             log.info("stopped at step %d of %d (resume=True continues)", end, cfg.steps)
             return _checkpoints(out)[-1]
 
-        # final: full validation (all held-out steps) and the shipped files
-        final_val: dict[str, float] = {}
-        if val_set is not None:
-            final_val = evaluate(model, val_set, torch.arange(len(val_set)))
-            emit({"kind": "val_final", "step": cfg.steps, **{k: round(v, 6) for k, v in final_val.items()}})
+        # final: full validation (all held-out steps and questions) and the shipped files
+        final_val = run_eval(cfg.steps, "val_final", full=True)
     seconds += time.perf_counter() - tick
 
     final = out / FINAL
@@ -479,14 +695,23 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
     curve = _read_log(log_path, cfg.steps)
     train_recs = [r for r in curve if r["kind"] == "train"]
     stride = max(1, len(train_recs) // 200)
+    data_info: dict[str, Any] = {"tasks": list(tasks)}
+    if train_set is not None:
+        data_info.update(train_episodes=train_set.n_episodes, train_steps=len(train_set), val_episodes=len(val_eps),
+                         val_steps=len(val_set) if val_set else 0,
+                         val_seeds={t: sorted(e.seed for e in val_eps if e.task == t) for t in tasks})
+    if g_train is not None:
+        data_info["grounding"] = {"train_frames": g_train.n_frames, "train_questions": len(g_train),
+                                  "val_frames": g_val.n_frames if g_val else 0, "val_questions": len(g_val) if g_val else 0}
+        if g_val is not None:
+            data_info["grounding"]["majority_baseline"] = {k: round(v, 6) for k, v in grounding_baselines(g_train, g_val).items()}
+            data_info["grounding"]["uniform_chance_point"] = 1 / n_image
     summary = {
         "command": command or f"dtp.tinyvla.train.train({cfg!r})",
         "config": cfg.to_json(),
         "model": asdict(model.config),
         "parameters": n_params,
-        "data": {"tasks": list(tasks), "train_episodes": train_set.n_episodes, "train_steps": len(train_set),
-                 "val_episodes": len(val_eps), "val_steps": len(val_set) if val_set else 0,
-                 "val_seeds": {t: sorted(e.seed for e in val_eps if e.task == t) for t in tasks}},
+        "data": data_info,
         "seconds": round(seconds, 1),
         "final_train": train_recs[-1] if train_recs else {},
         "final_val": {k: round(v, 6) for k, v in final_val.items()},

@@ -1,0 +1,142 @@
+"""Grounding frames (written by `dtp.tinyvla.grounding`) held in memory as training tensors.
+
+Every question is one sample: [BOS][image][registers][question words][proprio] -> one answer
+word, predicted at the proprio token (where an action model emits its first action token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from .data import DataError, to_pixels
+from .questions import QUESTION_KINDS, grounding_words
+from .tokenizer import BOS, PAD, build_word_tokenizer
+
+__all__ = ["GroundingSet", "GroundingBatch", "load_grounding", "grounded_tokenizer", "cell_of_token"]
+
+KINDS = tuple(QUESTION_KINDS)
+
+
+def grounded_tokenizer(grid: tuple[int, int], extra_words: list[str] = ()) -> Tokenizer:
+    """Word tokenizer over the benchmark's instruction words, every grounding word for `grid`
+    (cells, digits, colours, nouns) and `extra_words` (e.g. the demos' instructions)."""
+    words = set(grounding_words(grid)) | {w.lower() for w in extra_words}
+    try:
+        from ..envs.tasks import all_instruction_words
+
+        words.update(all_instruction_words())
+    except ImportError:  # the benchmark package is optional for training on a folder of files
+        pass
+    return build_word_tokenizer(sorted(words))
+
+
+def cell_of_token(word: str) -> tuple[int, int] | None:
+    """(row, col) of a 'cell_<row>_<col>' word, None for any other word."""
+    parts = word.split("_")
+    if len(parts) == 3 and parts[0] == "cell" and parts[1].isdigit() and parts[2].isdigit():
+        return int(parts[1]), int(parts[2])
+    return None
+
+
+@dataclass
+class GroundingBatch:
+    pixels: torch.Tensor  # (B, 3, H, W) float in [0, 1]
+    ids: torch.Tensor  # (B, 1 + P_max) long: BOS, question words, PAD...
+    word_lengths: torch.Tensor  # (B,) long
+    proprio: torch.Tensor  # (B, P) float32
+    answers: torch.Tensor  # (B,) long word ids
+    kind_ids: torch.Tensor  # (B,) long, index into KINDS
+
+
+@dataclass
+class GroundingSet:
+    """F frames and Q questions about them."""
+
+    images: torch.Tensor  # (F, H, W, 3) uint8
+    proprio: torch.Tensor  # (F, P) float32
+    frame: torch.Tensor  # (Q,) long: the frame each question is about
+    ids: torch.Tensor  # (Q, 1 + P_max) long
+    word_lengths: torch.Tensor  # (Q,) long
+    answers: torch.Tensor  # (Q,) long word ids
+    kind_ids: torch.Tensor  # (Q,) long
+    answer_words: list[str]  # (Q,)
+    n_frames: int
+
+    def __len__(self) -> int:
+        return int(self.frame.shape[0])
+
+    def batch(self, index: torch.Tensor, pixels: torch.Tensor | None = None) -> GroundingBatch:
+        """Questions at `index` (B,); `pixels` replaces their frames' un-augmented images."""
+        frames = self.frame[index]
+        lengths = self.word_lengths[index]
+        p_max = int(lengths.max()) if len(index) else 0
+        return GroundingBatch(
+            pixels=to_pixels(self.images[frames]) if pixels is None else pixels,
+            ids=self.ids[index, : 1 + p_max],
+            word_lengths=lengths,
+            proprio=self.proprio[frames],
+            answers=self.answers[index],
+            kind_ids=self.kind_ids[index],
+        )
+
+
+def _shards(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise DataError(f"grounding folder {directory} does not exist "
+                        "(write one with `python -m dtp.tinyvla.grounding --out ... --split ...`)")
+    files = sorted(directory.glob("shard_*.h5"))
+    if not files:
+        raise DataError(f"no grounding shards (shard_*.h5) in {directory}")
+    return files
+
+
+def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int) -> GroundingSet:
+    """Read every shard of one split folder (e.g. data/grounding/train) and tokenize its questions.
+
+    A question or answer word the tokenizer does not know is an error (DataError naming the
+    words), never a silent [UNK].
+    """
+    import h5py
+
+    images, proprio, frame, kinds, questions, answers = [], [], [], [], [], []
+    offset = 0
+    for path in _shards(Path(directory)):
+        with h5py.File(path, "r") as f:
+            im = np.asarray(f["images"][()])
+            if im.ndim != 4 or im.shape[1:3] != (image_size, image_size):
+                raise DataError(f"{path}: frames are {im.shape[1:3]}, the model reads {image_size} px")
+            images.append(im)
+            proprio.append(np.asarray(f["proprio"][()], dtype=np.float32))
+            frame.append(np.asarray(f["qa_frame"][()], dtype=np.int64) + offset)
+            kinds += [k.decode() for k in f["qa_kind"][()]]
+            questions += [q.decode() for q in f["qa_question"][()]]
+            answers += [a.decode() for a in f["qa_answer"][()]]
+            offset += im.shape[0]
+    vocab = tokenizer.get_vocab()
+    unknown = sorted({w for text in questions + answers for w in text.split() if w not in vocab})
+    if unknown:
+        raise DataError(f"grounding words missing from the tokenizer: {unknown[:10]} "
+                        "(build it with dtp.tinyvla.grounding_data.grounded_tokenizer)")
+    bad_kinds = sorted(set(kinds) - set(KINDS))
+    if bad_kinds:
+        raise DataError(f"unknown question kinds {bad_kinds} in {directory}; known: {KINDS}")
+    encoded = [tokenizer.encode(q, add_special_tokens=False).ids for q in questions]
+    p_max = max(len(e) for e in encoded)
+    pad, bos = tokenizer.token_to_id(PAD), tokenizer.token_to_id(BOS)
+    ids = torch.tensor([[bos] + e + [pad] * (p_max - len(e)) for e in encoded], dtype=torch.long)
+    return GroundingSet(
+        images=torch.from_numpy(np.concatenate(images)),
+        proprio=torch.from_numpy(np.concatenate(proprio)),
+        frame=torch.from_numpy(np.concatenate(frame)),
+        ids=ids,
+        word_lengths=torch.tensor([len(e) for e in encoded], dtype=torch.long),
+        answers=torch.tensor([vocab[a] for a in answers], dtype=torch.long),
+        kind_ids=torch.tensor([KINDS.index(k) for k in kinds], dtype=torch.long),
+        answer_words=answers,
+        n_frames=offset,
+    )

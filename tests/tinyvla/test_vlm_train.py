@@ -1,0 +1,118 @@
+"""The VLM stage end to end: grounding frames -> pretrain -> action fine-tuning with grounding mixed in."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dtp.errors import ConfigError
+from dtp.models.base import Observation
+from dtp.models.llama_vla import LlamaVLAAdapter
+from dtp.tinyvla import TinyVLA, TinyVLAConfig, load_tokenizer
+from dtp.tinyvla.data import DataError
+from dtp.tinyvla.grounding import GroundingGenConfig, generate
+from dtp.tinyvla.grounding_data import grounded_tokenizer, load_grounding
+from dtp.tinyvla.train import TrainConfig, train
+
+TINY = dict(image_size=48, patch_size=8, vision_width=32, hidden_size=64, num_layers=2, num_heads=4,
+            intermediate_size=128, batch_size=4, warmup=1, log_every=1, save_every=1, eval_every=2,
+            eval_samples=0, progress=False, num_registers=2, image_dropout=0.3)
+
+
+@pytest.fixture(scope="module")
+def grounding_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("grounding")
+    for split, frames in (("train", 6), ("val", 3)):
+        generate(GroundingGenConfig(out=str(root), split=split, frames=frames, tasks=("push",), image_size=48,
+                                    patch_size=8, max_arm_steps=5, questions=4, shard_size=4), progress=False)
+    return root
+
+
+def _weights(d: Path) -> dict:
+    return load_file(str(d / "model.safetensors"))
+
+
+def _log(d: Path) -> list[dict]:
+    recs = [json.loads(l) for l in (d / "train_log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in recs]
+
+
+def _run_and_resume(cfg: TrainConfig, tmp: Path, name: str) -> tuple[Path, Path]:
+    """The same run twice: straight through, and stopped at step 2 then resumed."""
+    a = train(TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp / f"{name}_a")}))
+    cfg_b = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp / f"{name}_b")})
+    train(cfg_b, stop_at=2)
+    b = train(TrainConfig(**{**cfg_b.__dict__, "resume": True}))
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert _log(a.parent) == _log(b.parent)
+    return a, b
+
+
+def test_pretrain_then_finetune_end_to_end_and_resume_exactly(tmp_path, grounding_dir, demo_dir):
+    pre_cfg = TrainConfig(stage="grounding", grounding_dir=str(grounding_dir), steps=3, **TINY)
+    pre, _ = _run_and_resume(pre_cfg, tmp_path, "pre")
+    tok = load_tokenizer(pre)
+    vocab = tok.get_vocab()
+    assert {"cell_0_0", "cell_5_5", "cyan", "7", "where", "push", "puck"} <= set(vocab)  # carried in tokenizer.json
+    summary = json.loads((pre / "training.json").read_text())
+    assert summary["model"]["num_registers"] == 2
+    assert summary["data"]["grounding"]["train_frames"] == 6 and summary["data"]["grounding"]["val_frames"] == 3
+    assert "g_acc_point" in summary["final_val"] and summary["data"]["grounding"]["majority_baseline"]
+    assert all("g_loss" in r and "loss" not in r for r in summary["curve"]["train"])  # grounding only
+    # the evaluation command reproduces the trainer's final validation
+    from dtp.tinyvla.grounding_eval import grounding_report
+
+    rep = grounding_report(pre, grounding_dir)
+    assert {k: round(v, 6) for k, v in rep["model"].items()} == summary["final_val"]
+    assert rep["majority"] == pytest.approx(summary["data"]["grounding"]["majority_baseline"], abs=1e-6)
+
+    fine_cfg = TrainConfig(stage="actions", data_dir=str(demo_dir), grounding_dir=str(grounding_dir),
+                           grounding_share=0.5, init_from=str(pre), steps=4, seed=1, **TINY)
+    fine, _ = _run_and_resume(fine_cfg, tmp_path, "fine")
+    recs = [r for r in _log(fine.parent) if r["kind"] == "train"]
+    assert any("g_loss" in r for r in recs) and any("loss" in r for r in recs)  # both kinds of batch
+    assert "acc" in json.loads((fine / "training.json").read_text())["final_val"]
+    # the fine-tuned checkpoint starts from the pretrained one, keeps its vocabulary, and acts
+    assert load_tokenizer(fine).get_vocab() == vocab
+    model = TinyVLA.from_pretrained(fine)
+    assert model.config.num_words == TinyVLA.from_pretrained(pre).config.num_words >= len(vocab)
+    adapter = LlamaVLAAdapter.from_pretrained(fine)
+    assert adapter._action_ids[0].item() == model.config.num_words  # bin b is still num_words + b
+    rng = np.random.default_rng(0)
+    gen = adapter.generate(adapter.prepare(Observation.from_dict({
+        "image": rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), "instruction": "push the puck to the goal",
+        "proprio": np.zeros(4, np.float32)})))
+    assert gen.action_bins.shape == (4,)
+
+
+def test_full_size_grounded_model_stays_under_20_mb():
+    tok = grounded_tokenizer((8, 8))
+    model = TinyVLA(TinyVLAConfig(num_words=max(64, tok.get_vocab_size()), num_registers=4))
+    assert sum(p.numel() for p in model.parameters()) * 4 < 20 * 2**20
+
+
+def test_bad_grounding_setups_are_clear_errors(tmp_path, grounding_dir):
+    with pytest.raises(ConfigError, match="need grounding_dir"):
+        TrainConfig(stage="grounding")
+    with pytest.raises(ConfigError, match="grounding_share"):
+        TrainConfig(grounding_share=1.5, grounding_dir="x")
+    with pytest.raises(ConfigError, match="image_dropout"):
+        TrainConfig(image_dropout=1.0)
+    with pytest.raises(DataError, match="missing from the tokenizer"):
+        from dtp.tinyvla.tokenizer import build_word_tokenizer
+
+        load_grounding(grounding_dir / "train", build_word_tokenizer(["push", "the"]), 48)
+    with pytest.raises(DataError, match="does not exist"):
+        load_grounding(tmp_path / "nowhere", grounded_tokenizer((6, 6)), 48)
+
+
+def test_grounding_eval_command_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
+    from dtp.tinyvla.grounding_eval import main
+
+    assert main([str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a TinyVLA checkpoint" in err and err.count("\n") == 1
