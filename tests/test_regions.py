@@ -134,7 +134,8 @@ def test_segmentation_labels_match_the_env():
     from dtp.envs import metaworld_env as mw
 
     assert regions.SEGMENTATION_LABELS == {"background": mw.BACKGROUND, "task_object": mw.TASK_OBJECT,
-                                           "goal": mw.GOAL, "gripper": mw.GRIPPER, "distractor": mw.DISTRACTOR}
+                                           "goal": mw.GOAL, "gripper": mw.GRIPPER, "distractor": mw.DISTRACTOR,
+                                           "lookalike": mw.LOOKALIKE}
 
 
 # -- attention / similarity: today's numbers -----------------------------------------------------

@@ -98,7 +98,7 @@ def frames():
     """Four (image, state) pairs from a Meta-World scene (the shipped model's 96 px camera)."""
     from dtp.eval.runner import benchmark_env
 
-    env = benchmark_env("push", distractors=3, palette="train", image_size=96)
+    env = benchmark_env("push", distractors=3, palette="train", variant="plain", image_size=96)
     try:
         obs, _ = env.reset(seed=1_000_000)
         out = [obs]

@@ -95,7 +95,7 @@ def served_episode(relay: Relay, env, seed: int) -> list[dict]:
 
 def test_openpi_client_drives_meta_world_like_in_process(tmp_path, start_server):
     torch.set_num_threads(1)
-    env = benchmark_env("push", distractors=3, palette="train", image_size=96, max_steps=MAX_STEPS)
+    env = benchmark_env("push", distractors=3, palette="train", variant="plain", image_size=96, max_steps=MAX_STEPS)
     try:
         with start_server(tmp_path, "--protocol", "openpi", env={"DTP_SERVE_API_KEY": API_KEY}) as server:
             relay = Relay(server.port, API_KEY)

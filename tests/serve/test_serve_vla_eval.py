@@ -52,7 +52,7 @@ def test_vla_eval_runs_our_benchmark_against_dtp_serve(tmp_path, start_server):
         "render": "cpu",
         "benchmarks": [{
             "benchmark": BENCHMARK, "episodes_per_task": EPISODES, "max_steps": MAX_STEPS,
-            "params": {"tasks": ["push"], "max_steps": MAX_STEPS, "seed": 0, "diagnostics": True},
+            "params": {"tasks": ["push"], "variant": "plain", "max_steps": MAX_STEPS, "seed": 0, "diagnostics": True},
         }],
     }
     with start_server(tmp_path, "--protocol", "vla-eval") as server:
@@ -66,7 +66,7 @@ def test_vla_eval_runs_our_benchmark_against_dtp_serve(tmp_path, start_server):
     assert sorted(steps) == list(range(EPISODES))
 
     policy = DTPPolicy(load("tinyvla"), DTPConfig())
-    env = benchmark_env("push", distractors=3, palette="train", image_size=96, max_steps=MAX_STEPS)
+    env = benchmark_env("push", distractors=3, palette="train", variant="plain", image_size=96, max_steps=MAX_STEPS)
     try:
         fired = []
         for i in range(EPISODES):
@@ -86,7 +86,7 @@ def test_vla_eval_runs_our_benchmark_against_dtp_serve(tmp_path, start_server):
 
 def test_vla_eval_error_replies_and_separate_sessions(tmp_path, start_server):
     """Bad observations get ERROR replies on one connection while another keeps its own episode."""
-    env = benchmark_env("push", distractors=3, palette="train", image_size=96)
+    env = benchmark_env("push", distractors=3, palette="train", variant="plain", image_size=96)
     try:
         obs, _ = env.reset(seed=scene_seed(0, 0))
     finally:

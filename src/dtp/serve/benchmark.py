@@ -20,6 +20,8 @@ import numpy as np
 from vla_eval.benchmarks.base import StepBenchmark, StepResult
 from vla_eval.specs import IMAGE_RGB, LANGUAGE, POSITION_DELTA, DimSpec
 
+from ..envs.distractors import DistractorConfig
+from ..envs.variants import DEFAULT_VARIANT, get_variant
 from ..eval.runner import EVAL_SEED_BASE, benchmark_env
 from ..envs.metaworld_env import DEFAULT_MAX_STEPS
 from ..envs.rendering import DEFAULT_CAMERA
@@ -39,7 +41,11 @@ def scene_seed(seed_set: int, episode: int) -> int:
 
 
 class MetaWorldDistractors(StepBenchmark):
-    """Meta-World tasks with distractor objects (train or held-out palette), seeded scenes."""
+    """Meta-World tasks with distractor objects (train or held-out palette), seeded scenes.
+
+    variant: "grounded" (colours named in the instruction, lookalikes) or "plain"; lookalikes: a
+    count or (lo, hi) per grounded scene, None for the split's range (see dtp.envs.variants).
+    """
 
     render_backends = frozenset({"gpu", "cpu"})
 
@@ -54,6 +60,8 @@ class MetaWorldDistractors(StepBenchmark):
         tasks: list[str] | tuple[str, ...] = ALL_TASKS,
         distractors: int = 3,
         palette: str = "train",
+        variant: str = DEFAULT_VARIANT,
+        lookalikes: int | tuple[int, int] | None = None,
         image_size: int = 96,
         max_steps: int = DEFAULT_MAX_STEPS,
         seed: int = 0,
@@ -70,6 +78,9 @@ class MetaWorldDistractors(StepBenchmark):
         self.tasks = tuple(tasks)
         self.distractors = int(distractors)
         self.palette = palette
+        get_variant(variant)  # ConfigError naming the known variants
+        self.variant = variant
+        self.lookalikes = DistractorConfig(lookalikes=lookalikes).lookalikes if lookalikes is not None else None
         self.image_size = int(image_size)
         self.max_steps = int(max_steps)
         self.seed = int(seed)
@@ -82,7 +93,7 @@ class MetaWorldDistractors(StepBenchmark):
         return [{"name": t, "suite": "metaworld-distractors"} for t in self.tasks]
 
     def get_metadata(self) -> dict[str, Any]:
-        return {"max_steps": self.max_steps, "action_dim": 4, "seed_set": self.seed}
+        return {"max_steps": self.max_steps, "action_dim": 4, "seed_set": self.seed, "variant": self.variant}
 
     def get_action_spec(self) -> dict[str, DimSpec]:
         return dict(METAWORLD_ACTION_SPEC)
@@ -96,7 +107,8 @@ class MetaWorldDistractors(StepBenchmark):
         if self._env_task != name:
             self.cleanup()
             self._env = benchmark_env(name, distractors=self.distractors, palette=self.palette,
-                                      image_size=self.image_size, max_steps=self.max_steps)
+                                      image_size=self.image_size, max_steps=self.max_steps,
+                                      variant=self.variant, lookalikes=self.lookalikes)
             self._env_task = name
         seed = scene_seed(self.seed, int(task.get("episode_idx", 0)))
         task["seed"] = seed  # the runner sends the task (with this seed) in EPISODE_START, after this reset

@@ -30,7 +30,7 @@ def scene_frames(n: int, image_size: int = 96) -> list[dict[str, Any]]:
     from ..eval.runner import benchmark_env
     from .benchmark import scene_seed
 
-    env = benchmark_env("push", distractors=3, palette="train", image_size=image_size)
+    env = benchmark_env("push", distractors=3, palette="train", image_size=image_size, variant="plain")  # the shipped model's
     try:
         obs, _ = env.reset(seed=scene_seed(0, 0))
         frames = [obs]

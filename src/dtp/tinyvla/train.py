@@ -759,6 +759,15 @@ _HELP = {
     "threads": "torch threads (2 on a shared 2-core machine stalls)",
     "precision": "autocast dtype of the training forward pass",
     "progress": "progress bar",
+    "stage": "'actions' (behaviour cloning, optionally mixed with grounding) or 'grounding' (the VLM stage: "
+             "answers to questions about simulator frames; docs/training.md)",
+    "grounding_dir": "frames written by 'python -m dtp.tinyvla.grounding' (train/ and val/ inside); "
+                     "needed by the grounding stage and --grounding-share (default: none)",
+    "grounding_share": "share of the actions stage's batches that are grounding batches",
+    "init_from": "start from this checkpoint: its architecture and tokenizer, the size options ignored "
+                 "(default: a fresh model)",
+    "num_registers": "register tokens after the image span (never image tokens, never pruned)",
+    "image_dropout": "each action sample hides up to this share of its image tokens (mask, original positions)",
 }
 _WARMUP_DEFAULT = TrainConfig.warmup
 
