@@ -35,6 +35,7 @@ class BenchModel:
     note: str
     shipped: bool = False
     shape: dict | None = None
+    bench: Callable[..., dict] | None = None  # (model, BenchConfig) -> results; None: the token models' run.bench_model
 
 
 # name -> builder(name, seed, device, dtype) -> BenchModel
