@@ -10,6 +10,7 @@ import torch
 from dtp import bench
 from dtp.bench.pi0_models import PI0_SHAPES, build_pi0, pi0_config
 from dtp.bench.pi0_variants import PI0_VARIANTS
+from dtp.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +104,22 @@ def _obs(adapter):
     from dtp.bench.pi0_models import pi0_observation
 
     return pi0_observation(adapter, "pick up the block", np.random.default_rng(0))
+
+
+def test_pi0_shape_json_overrides_a_named_shape(tmp_path):
+    path = tmp_path / "pi0-1L.json"
+    path.write_text(json.dumps({"base": "pi0-tiny", "vlm_layers": 1, "expert_layers": 1, "chunk": 3}))
+    cfg = bench.BenchConfig(models=(str(path),), repeats=1, warmup=0, min_seconds=0, memory=False, count_work=False)
+    r = bench.run_bench(cfg)["pi0-1L"]
+    assert (r["layers"], r["chunk"], r["expert_layers"]) == (1, 3, 1)
+    assert r["agreement"]["exact"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"base": "pi0-tiny", "vlm_layerz": 1}))
+    with pytest.raises(ConfigError, match="vlm_layerz"):
+        bench.BenchConfig(models=(str(bad),))
+    bad.write_text(json.dumps({"base": "pi0-tiny", "chunk": 0}))
+    with pytest.raises(ConfigError, match="positive"):
+        bench.BenchConfig(models=(str(bad),))
+    bad.write_text(json.dumps({"base": "pi0-tiny", "vlm_layers": 1}))  # the expert reads the prefix cache layer by layer
+    with pytest.raises(ConfigError, match="expert_layers"):
+        bench.BenchConfig(models=(str(bad),))

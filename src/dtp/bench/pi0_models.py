@@ -4,28 +4,33 @@ A shape gives the three parts of pi0: the PaliGemma prefix (SigLIP vision tower 
 model), the Gemma action expert, and the flow-matching head (chunk, denoising steps). "pi0" is the
 published size (PI0Config's defaults: PaliGemma 2B = SigLIP So400m/14 at 224 px, 27 layers x 1152,
 + Gemma 2B, 18 layers x 2048, 8 heads, 1 key/value head of 256; Gemma 300M action expert, 18 layers
-x 1024; 256 image tokens per 224 px image, chunk 50, 10 denoising steps, 48 prompt tokens). The other
-shapes keep pi0's widths with fewer layers (and a vocabulary cut to the bench tokenizer's, which
-changes memory, not the work of a step: pi0 has no language-model head), or are test-sized.
+x 1024; 256 image tokens per 224 px image, chunk 50, 10 denoising steps). The bench prompt is 20
+words. The other shapes keep pi0's widths with fewer layers (and a vocabulary cut to the bench
+tokenizer's, which changes memory, not the work of a step: pi0 has no language-model head), or are
+test-sized.
 
 The prompt tokenizer is a word-level one over the bench instruction (no hub download); the image
 processor is SigLIP's PIL one; state and action statistics are identity (mean 0, std 1).
-Each shape name is a bench builder (`register_builder`), so `dtp bench --model-config pi0-2L` works.
+Each shape name is a bench builder (`register_builder`), so `dtp bench --model-config pi0-2L` works; a JSON
+file {"base": "pi0", "vlm_layers": 4} overrides a named shape's fields (`register_json_base`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
 from ..models.base import Observation
-from .models import TWENTY_WORDS, BenchModel, register_builder
+from .models import TWENTY_WORDS, BenchModel, register_builder, register_json_base
 
-__all__ = ["Pi0Shape", "PI0_SHAPES", "pi0_config", "pi0_processor", "build_pi0", "pi0_observation", "STATE_DIM"]
+__all__ = ["Pi0Shape", "PI0_SHAPES", "pi0_shape_from_json", "pi0_config", "pi0_processor", "build_pi0",
+           "pi0_observation", "STATE_DIM"]
 
 STATE_DIM = 7  # a 7-dof arm's state; pi0 pads it to max_state_dim
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -59,7 +64,9 @@ class Pi0Shape:
     note: str = ""
 
     def __post_init__(self) -> None:
-        sizes = {k: v for k, v in asdict(self).items() if k not in ("name", "note", "vocab_size")}
+        sizes = {k: v for k, v in asdict(self).items() if k not in ("name", "note")}
+        if self.vocab_size is None:
+            del sizes["vocab_size"]
         bad = {k: v for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
         if bad:
             raise ConfigError(f"pi0 shape {self.name!r}: sizes must be positive integers, got {bad}")
@@ -67,6 +74,9 @@ class Pi0Shape:
             raise ConfigError(f"pi0 shape {self.name!r}: image_size {self.image_size} is not a multiple of patch_size")
         if self.heads % self.kv_heads or self.vision_width % self.vision_heads or self.expert_width % 2:
             raise ConfigError(f"pi0 shape {self.name!r}: heads / key-value heads / widths do not divide")
+        if self.vlm_layers != self.expert_layers:
+            raise ConfigError(f"pi0 shape {self.name!r}: the expert's layer i reads the prefix cache of layer i, so "
+                              f"vlm_layers ({self.vlm_layers}) must equal expert_layers ({self.expert_layers})")
         if STATE_DIM > self.max_state_dim or STATE_DIM > self.max_action_dim:
             raise ConfigError(f"pi0 shape {self.name!r}: max_state_dim and max_action_dim must be >= {STATE_DIM}")
 
@@ -200,10 +210,34 @@ def describe_pi0(shape: Pi0Shape) -> dict:
             "parameters_total": sum(params.values())}
 
 
+_SIZE_KEYS = {f for f in Pi0Shape.__dataclass_fields__} - {"name", "note"}
+
+
+def pi0_shape_from_json(path: str | Path) -> Pi0Shape:
+    """A Pi0Shape from {"base": "pi0", "vlm_layers": 4, ...}: a named pi0 shape with fields overridden."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the model config {path}: {e}") from e
+    if not isinstance(raw, dict) or raw.get("base") not in PI0_SHAPES:
+        raise ConfigError(f"{path}: a pi0 shape file needs \"base\": one of {sorted(PI0_SHAPES)}")
+    base = PI0_SHAPES[raw.pop("base")]
+    name = str(raw.pop("name", path.stem))
+    unknown = sorted(set(raw) - _SIZE_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown}; pi0 size keys are {sorted(_SIZE_KEYS)}")
+    return replace(base, name=name, note=f"{base.name} with {raw} ({path})", **raw)
+
+
+def _shape_for(name: str) -> Pi0Shape:
+    return PI0_SHAPES[name] if name in PI0_SHAPES else pi0_shape_from_json(name)
+
+
 def _builder(name: str, seed: int, device: torch.device, dtype: torch.dtype) -> BenchModel:
     from .pi0_run import bench_pi0
 
-    shape = PI0_SHAPES[name]
+    shape = _shape_for(name)
     adapter, instruction = build_pi0(shape, seed, device, dtype)
     real_vocab = int(adapter.model.config.vlm_config.text_config.vocab_size)
     if shape.vocab_size is None:
@@ -214,8 +248,9 @@ def _builder(name: str, seed: int, device: torch.device, dtype: torch.dtype) -> 
             f"{shape.head_dim}, MLP {shape.vlm_mlp}, vocab {real_vocab}), expert {shape.expert_layers} x "
             f"{shape.expert_width} (MLP {shape.expert_mlp}); chunk {shape.chunk}, {shape.steps} denoising steps; "
             f"{sum(p.values()) / 1e9:.2f} B parameters; {shape.note}")
-    return BenchModel(name, adapter, instruction, note, shape=describe_pi0(shape), bench=bench_pi0)
+    return BenchModel(shape.name, adapter, instruction, note, shape=describe_pi0(shape), bench=bench_pi0)
 
 
 for _name in PI0_SHAPES:
     register_builder(_name, _builder)
+    register_json_base(_name, pi0_shape_from_json, _builder)
