@@ -2,7 +2,9 @@
 
 One module per job: shapes (model sizes from names or JSON), models (builders, a registry), variants
 (the six ways of doing a step), timing, profiling (memory, FLOPs), agreement (fast pass 2 vs exact),
-rollouts (throughput), run (orchestration), report (the table), cli (argparse).
+rollouts (throughput), run (orchestration), report (the table), cli (argparse). pi0 (a flow-matching
+action expert, no action tokens) has its own: pi0_models (shapes "pi0", "pi0-2L", "pi0-tiny" and their
+builders), pi0_variants (plain / capture / dtp / naive and the agreement checks), pi0_run (its bench and report lines).
 
 Per model, in one process, interleaved round-robin so that every variant sees the same machine
 load, after warm-up rounds, medians over repeats:
@@ -25,11 +27,13 @@ action tokens as the exact one on benchmark frames, and rollout throughput with 
 """
 
 
+from . import pi0_run  # registers the pi0 shapes' builders and report lines
 from .cli import add_bench_parser, config_from_args, main, run_bench_cli
 from .config import DEFAULT_MODELS, DTYPES, TARGETS, BenchConfig
 from .models import BenchModel, build_model, builder_names, register_builder
+from .pi0_models import PI0_SHAPES, Pi0Shape
 from .profiling import count_work, peak_cuda_bytes, peak_tensor_bytes
-from .report import format_report
+from .report import format_report, register_formatter
 from .run import bench_model, machine, run_bench
 from .shapes import SHAPES, ModelShape, shape_from_json
 from .timing import time_interleaved
@@ -40,4 +44,5 @@ __all__ = [
     "shape_from_json", "BenchModel", "build_model", "builder_names", "register_builder", "run_bench", "bench_model",
     "machine", "format_report", "add_bench_parser", "config_from_args", "run_bench_cli", "main", "time_interleaved",
     "peak_tensor_bytes", "peak_cuda_bytes", "count_work", "naive_generate", "naive_step", "capture_step",
+    "PI0_SHAPES", "Pi0Shape", "register_formatter",
 ]

@@ -32,7 +32,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"comma-separated, from {', '.join(builder_names())} or shape .json files "
                         f"(default: {','.join(DEFAULT_MODELS)}, or none when --model-config is given)")
     p.add_argument("--model-config", action="append", default=[], metavar="NAME_OR_JSON",
-                   help="a model shape to measure with random weights: a named shape (llama-7b, llama-1b) or a JSON "
+                   help="a model shape to measure with random weights: a named shape (llama-7b, llama-1b; pi0, pi0-2L, "
+                        "pi0-tiny for pi0) or a JSON "
                         "file of sizes, e.g. {\"base\": \"llama-7b\", \"num_hidden_layers\": 4}; repeatable")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES),

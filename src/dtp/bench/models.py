@@ -7,7 +7,9 @@ Another family (e.g. pi0) is one more `register_builder` call in its own module.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -17,7 +19,7 @@ from ..errors import CheckpointError, ConfigError
 from ..models.base import Observation, PreparedInputs
 from .shapes import SHAPES, ModelShape, describe, resolve_shape
 
-__all__ = ["BenchModel", "register_builder", "builder_names", "check_model_name", "build_model", "shape_of",
+__all__ = ["BenchModel", "register_builder", "register_json_base", "builder_names", "check_model_name", "build_model", "shape_of",
            "random_observation", "env_frames", "FALLBACK_INSTRUCTION", "TWENTY_WORDS"]
 
 FALLBACK_INSTRUCTION = "push the puck to the goal"
@@ -35,6 +37,7 @@ class BenchModel:
     note: str
     shipped: bool = False
     shape: dict | None = None
+    bench: Callable[..., dict] | None = None  # (model, BenchConfig) -> results; None: the token models' run.bench_model
 
 
 # name -> builder(name, seed, device, dtype) -> BenchModel
@@ -42,8 +45,29 @@ Builder = Callable[[str, int, torch.device, torch.dtype], BenchModel]
 _BUILDERS: dict[str, Builder] = {}
 
 
+# shape .json files whose "base" is another family's shape: base -> (check(path): raises ConfigError, builder)
+_JSON_BASES: dict[str, tuple[Callable[[str], Any], Builder]] = {}
+
+
 def register_builder(name: str, builder: Builder) -> None:
     _BUILDERS[name] = builder
+
+
+def register_json_base(base: str, check: Callable[[str], Any], builder: Builder) -> None:
+    """Let shape .json files with {"base": base, ...} go to `builder` (after `check(path)`) instead of a TinyVLA."""
+    _JSON_BASES[base] = (check, builder)
+
+
+def _json_base(name: str) -> str | None:
+    """The "base" of a shape .json when another family registered it, else None (read errors: shapes.py's)."""
+    if not name.endswith(".json"):
+        return None
+    try:
+        raw = json.loads(Path(name).read_text())
+    except (OSError, ValueError):
+        return None
+    base = raw.get("base") if isinstance(raw, dict) else None
+    return base if isinstance(base, str) and base in _JSON_BASES else None
 
 
 def builder_names() -> tuple[str, ...]:
@@ -52,6 +76,10 @@ def builder_names() -> tuple[str, ...]:
 
 def check_model_name(name: str) -> None:
     """ConfigError unless `name` is a registered builder, a named shape or a readable shape .json."""
+    base = _json_base(name)
+    if base is not None:
+        _JSON_BASES[base][0](name)
+        return
     if name in _BUILDERS or resolve_shape(name) is not None:
         return
     raise ConfigError(f"unknown bench model {name!r}; choose from {builder_names()} or pass a shape .json file")
@@ -61,6 +89,9 @@ def build_model(name: str, seed: int = 0, device: torch.device | str = "cpu", dt
     device = torch.device(device)
     if name in _BUILDERS:
         return _BUILDERS[name](name, seed, device, dtype)
+    base = _json_base(name)
+    if base is not None:
+        return _JSON_BASES[base][1](name, seed, device, dtype)
     shape = resolve_shape(name)
     if shape is None:
         check_model_name(name)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["format_report"]
+__all__ = ["format_report", "register_formatter"]
+
+# result "family" -> (name, result) -> lines; results without a family are the token models' (below)
+_FORMATTERS: dict[str, Callable[[str, dict[str, Any]], list[str]]] = {}
+
+
+def register_formatter(family: str, fn: Callable[[str, dict[str, Any]], list[str]]) -> None:
+    _FORMATTERS[family] = fn
 
 ROWS = (
     ("plain", "(a) plain: SDPA, no capture"),
@@ -25,6 +32,9 @@ def _kb(n: int) -> str:
 def format_report(results: dict[str, Any]) -> str:
     lines = []
     for name, r in results.items():
+        if r.get("family") in _FORMATTERS:
+            lines += _FORMATTERS[r["family"]](name, r)
+            continue
         m = r["machine"]
         lines.append(f"== {name}: {r['note']}")
         lines.append(

@@ -157,7 +157,7 @@ def run_bench(cfg: BenchConfig = BenchConfig()) -> dict[str, Any]:
             t0 = time.perf_counter()
             bm = build_model(name, cfg.seed, cfg.torch_device(), cfg.torch_dtype())
             log.info("bench %s: %s", bm.name, bm.note)
-            res = bench_model(bm, cfg)
+            res = (bm.bench or bench_model)(bm, cfg)
             res["machine"] = machine(cfg.torch_device())
             res["bench_seconds"] = time.perf_counter() - t0
             out[bm.name] = res

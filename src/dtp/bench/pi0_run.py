@@ -1,0 +1,185 @@
+"""Bench one pi0 model: time the pi0 variants, count their work and memory, check the agreements; and its report lines."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import DTPConfig
+from .config import TARGETS, BenchConfig
+from .models import BenchModel
+from .pi0_models import pi0_observation
+from .pi0_variants import check_agreement, naive_generate, variant_steps
+from .profiling import count_work, peak_cuda_bytes, peak_tensor_bytes
+from .report import register_formatter
+from .timing import iqr, time_interleaved
+from .variants import pick_tau
+
+__all__ = ["bench_pi0", "format_pi0"]
+
+log = logging.getLogger(__name__)
+
+
+def bench_pi0(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
+    """Per-step time, FLOPs, peak memory and held attention of plain / capture / dtp / naive on one random frame."""
+    adapter = bm.adapter
+    device = cfg.torch_device()
+    obs = pi0_observation(adapter, bm.instruction, np.random.default_rng(cfg.seed))
+    tau, n_pruned = pick_tau(adapter, obs, cfg.tau)
+    dtp_cfg = DTPConfig(tau=tau)
+    fns, dtp = variant_steps(adapter, obs, dtp_cfg)
+    log.info("%s: tau=%g prunes %d tokens; timing %d variants x %d rounds", bm.name, tau, n_pruned, len(fns),
+             cfg.warmup + cfg.repeats)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    times = time_interleaved(fns, cfg.repeats, cfg.warmup, cfg.min_seconds, sync=sync)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    fastest = {n: min(v) for n, v in times.items()}
+
+    inputs = adapter.prepare(obs)
+    lay = inputs.layout
+    naive_gen = naive_generate(adapter, inputs, dtp.relevance_layers)
+    capture_bytes = int(fns["capture"]().trace.capture_bytes)
+    agreement = check_agreement(adapter, obs, dtp, cfg.seed)
+    text, expert = adapter.text_config, adapter.expert_config
+    s, c, k = lay.seq_len, adapter.chunk_size, adapter.num_steps
+    itemsize = torch.empty((), dtype=cfg.torch_dtype()).element_size()
+    # what eager attention returns: the prefix's L x H x S x S, and per denoising step L_e x H x (C + 1) x (S + C + 1)
+    naive_formula = itemsize * (text.num_hidden_layers * text.num_attention_heads * s * s
+                                + k * expert.num_hidden_layers * expert.num_attention_heads * (c + 1) * (s + c + 1))
+    res: dict[str, Any] = {
+        "family": "pi0",
+        "note": bm.note,
+        "frame": "random image and state",
+        "instruction": obs.instruction,
+        "layers": int(text.num_hidden_layers),
+        "heads": int(text.num_attention_heads),
+        "width": int(text.hidden_size),
+        "expert_layers": int(expert.num_hidden_layers),
+        "expert_width": int(expert.hidden_size),
+        "seq_len": int(s),
+        "image_tokens": lay.num_image_tokens,
+        "prompt_tokens": int(lay.prompt_positions.numel()),
+        "valid_prefix_tokens": int(inputs.model_inputs["attention_mask"].sum()),
+        "chunk": int(c),
+        "denoising_steps": int(k),
+        "attention_steps": list(adapter.attention_steps),
+        "relevance_layers": list(dtp.relevance_layers),
+        "device": str(device),
+        "dtype": str(cfg.torch_dtype()).removeprefix("torch."),
+        "tau": tau,
+        "tokens_pruned": n_pruned,
+        "agreement": agreement,
+        "naive_same_pruned": agreement["naive_same_pruned"],
+        **{f"{n}_ms": 1e3 * m for n, m in med.items()},
+        **{f"{n}_iqr_ms": 1e3 * iqr(v) for n, v in times.items()},
+        **{f"{n}_min_ms": 1e3 * m for n, m in fastest.items()},
+        "ratios_of_min": {n: fastest[n] / fastest["plain"] for n in fastest},
+        "timed_rounds": len(times["plain"]),
+        "capture_ratio": med["capture"] / med["plain"],
+        "dtp_ratio": med["dtp"] / med["plain"],
+        "naive_ratio": med["naive"] / med["plain"],
+        "capture_bytes": capture_bytes,
+        "naive_attention_bytes": naive_formula,
+        "naive_attention_bytes_held": int(naive_gen.trace.capture_bytes),
+        "threads": torch.get_num_threads(),
+        "repeats": cfg.repeats,
+        "min_seconds": cfg.min_seconds,
+        "warmup": cfg.warmup,
+        "model_shape": bm.shape,
+    }
+    res["capture_fraction"] = capture_bytes / naive_formula
+    if cfg.count_work:
+        for n, fn in fns.items():
+            res[f"{n}_flops"], res[f"{n}_aten_ops"] = count_work(fn)
+    if cfg.memory:
+        log.info("%s: peak tensor memory of each variant", bm.name)
+        for n, fn in fns.items():
+            res[f"{n}_peak_tensor_bytes"] = peak_cuda_bytes(fn, device) if device.type == "cuda" else peak_tensor_bytes(fn)
+        if device.type == "cuda":
+            res["weights_bytes"] = sum(p.numel() * p.element_size() for p in adapter.model.parameters())
+            res["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    res["targets"] = {
+        "capture_ratio<=1.05": res["capture_ratio"] <= TARGETS["capture_ratio"],
+        "dtp_ratio<=2.1": res["dtp_ratio"] <= TARGETS["dtp_ratio"],
+        "capture_bytes<=1%naive": res["capture_fraction"] <= TARGETS["capture_fraction"],
+    }
+    adapter.reset(cfg.seed)
+    return res
+
+
+ROWS = (
+    ("plain", "(a) plain: SDPA, no capture"),
+    ("capture", "(b) pass 1 + capture"),
+    ("dtp", "(c) DTP step (pass 2: prefix + denoising)"),
+    ("naive", "(d) naive: eager + output_attentions"),
+)
+
+
+def _kb(n: int) -> str:
+    if n >= 1024**3:
+        return f"{n / 1024**3:,.2f} GiB"
+    return f"{n / 1024:,.1f} KiB" if n < 1024**2 else f"{n / 1024**2:,.2f} MiB"
+
+
+def format_pi0(name: str, r: dict[str, Any]) -> list[str]:
+    """The report lines of one pi0 result."""
+    m = r["machine"]
+    load = m["load_average_1min"]
+    lines = [
+        f"== {name}: {r['note']}",
+        f"   prefix {r['layers']} layers x {r['width']}, {r['heads']} heads; sequence {r['seq_len']}: {r['image_tokens']} "
+        f"image + BOS + {r['prompt_tokens']} prompt tokens, {r['valid_prefix_tokens']} valid, the rest padding; expert "
+        f"{r['expert_layers']} layers x {r['expert_width']}, chunk {r['chunk']}, {r['denoising_steps']} denoising steps",
+        f"   tau={r['tau']:g} prunes {r['tokens_pruned']}/{r['image_tokens']} image tokens; frame: {r['frame']}; "
+        f"A from expert rows at steps {r['attention_steps']}",
+        f"   CPU: {m['cpu']}, {m['cpu_count']} cores (1-min load {load if load is None else round(load, 1)}), torch "
+        f"{m['torch']} with {r['threads']} threads; {r['timed_rounds']} interleaved rounds after {r['warmup']} warm-up rounds",
+        f"   device {r['device']}" + (f" ({m['gpu']}, CUDA {m['cuda']})" if "gpu" in m else "")
+        + f", {r['dtype']} weights and activations",
+    ]
+    work = "plain_flops" in r
+    head = f"   {'variant':42s} {'median ms':>10s} {'IQR ms':>8s} {'x (a)':>7s} {'min ms':>8s} {'x (a)':>6s}"
+    if work:
+        head += f" {'GFLOP':>8s} {'aten ops':>8s}"
+    if "plain_peak_tensor_bytes" in r:
+        head += f" {'peak tensors':>14s}"
+    lines.append(head)
+    for key, label in ROWS:
+        row = (f"   {label:42s} {r[f'{key}_ms']:10.1f} {r[f'{key}_iqr_ms']:8.1f} {r[f'{key}_ms'] / r['plain_ms']:7.2f}"
+               f" {r[f'{key}_min_ms']:8.1f} {r['ratios_of_min'][key]:6.2f}")
+        if work:
+            row += f" {r[f'{key}_flops'] / 1e9:8.2f} {r[f'{key}_aten_ops']:8d}"
+        if f"{key}_peak_tensor_bytes" in r:
+            row += f" {_kb(r[f'{key}_peak_tensor_bytes']):>14s}"
+        lines.append(row)
+    lines.append("   (pi0 has no fast pass 2: its prefix is bidirectional, a hidden token changes every position's cache)")
+    if "weights_bytes" in r:
+        lines.append(f"   GPU memory: weights {_kb(r['weights_bytes'])}, most allocated at once {_kb(r['cuda_max_allocated_bytes'])}")
+    lines.append(
+        f"   held attention: capture {_kb(r['capture_bytes'])} vs naive (prefix L x H x S x S + K x expert L x H x (C+1) x "
+        f"(S+C+1)) = {_kb(r['naive_attention_bytes'])} ({100 * r['capture_fraction']:.2f}%)"
+    )
+    a = r["agreement"]
+    lines.append(
+        f"   agreement (same noise): capture == plain {a['capture_equals_plain']}, pass 2 with nothing pruned == plain "
+        f"{a['nothing_pruned_pass2_equals_plain']}, tau=inf step == plain {a['tau_inf_step_equals_plain']}; pruning "
+        f"{a['dtp_pruned']} tokens moves the chunk by up to {a['dtp_chunk_changed_max_diff']:.3g}"
+    )
+    lines.append(
+        f"   naive reference prunes the same tokens: {a['naive_same_pruned']}; its chunk differs from DTP's by up to "
+        f"{a['naive_dtp_max_diff']:.2g} (pass 1: {a['naive_pass1_max_diff']:.2g}; eager vs SDPA rounding)"
+    )
+    t = r["targets"]
+    lines.append(
+        "   targets: " + "; ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in t.items())
+        + f" (b/a {r['capture_ratio']:.3f}, c/a {r['dtp_ratio']:.3f}, capture {100 * r['capture_fraction']:.2f}%)"
+    )
+    lines.append("")
+    return lines
+
+
+register_formatter("pi0", format_pi0)
