@@ -20,6 +20,8 @@ def test_collect_train_eval_analyze(tmp_path):
                  "--no-progress", *TINY_MODEL]) == 0
     model = train_out / "final"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in model.iterdir()}
+    # the checkpoint records the variant of its demos (collect's default), which dtp demo then runs
+    assert json.loads((model / "config.json").read_text())["extra"]["dtp_benchmark_variant"] == "grounded"
 
     assert main(["eval", "--model", str(model), "--tasks", "reach", "--episodes", "1", "--max-steps", "4",
                  "--distractors", "2", "--tau", "0.5", "--out", str(run)]) == 0

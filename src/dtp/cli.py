@@ -168,21 +168,27 @@ def _dtp_config(args: argparse.Namespace):
     return DTPConfig(**{k: v for k, v in changes.items() if v is not None})
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, episodes: int) -> None:
-    p.add_argument("--model", default="tinyvla", help="'tinyvla' (shipped) or a checkpoint directory")
+def _add_run_options(p: argparse.ArgumentParser, *, episodes: int, model_variant: bool = False) -> None:
+    p.add_argument("--model", default="tinyvla", help="a shipped model ('tinyvla', 'tinyvla-plain') or a checkpoint directory")
     p.add_argument("--tasks", type=_csv, default=",".join(ALL_TASKS), help="comma-separated task names")
     p.add_argument("--episodes", type=_positive, default=episodes, help="episodes per task and config")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed set: the same seed gives the same scenes")
     p.add_argument("--distractors", type=_non_negative, default=3, help="distractor objects per scene")
     p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor colours and shapes")
-    _add_variant_option(p)
+    _add_variant_option(p, model_variant=model_variant)
     p.add_argument("--max-steps", type=_positive, default=None, help="episode step limit (default: the env's)")
 
 
-def _add_variant_option(p: argparse.ArgumentParser, lookalikes: bool = True) -> None:
-    p.add_argument("--variant", choices=tuple(VARIANTS), default=DEFAULT_VARIANT,
-                   help="benchmark variant: 'grounded' names colours and adds lookalikes; 'plain' is the "
-                        "benchmark the shipped model was trained on (default: %(default)s)")
+def _add_variant_option(p: argparse.ArgumentParser, lookalikes: bool = True, model_variant: bool = False) -> None:
+    what = ("benchmark variant: 'grounded' names colours and adds lookalikes; 'plain' is the benchmark "
+            "the shipped model was trained on")
+    if model_variant:  # dtp demo: show the model on its own benchmark
+        p.add_argument("--variant", choices=tuple(VARIANTS), default=None,
+                       help=f"{what} (default: the variant the model was trained on, which its checkpoint "
+                            f"records; else {DEFAULT_VARIANT})")
+    else:
+        p.add_argument("--variant", choices=tuple(VARIANTS), default=DEFAULT_VARIANT,
+                       help=f"{what} (default: %(default)s)")
     if lookalikes:
         p.add_argument("--lookalikes", type=_count_range, default=None, metavar="N|LO-HI",
                        help="lookalikes per scene in the grounded variant (default: the split's, train 1-4, ood 3-6)")
@@ -318,14 +324,14 @@ def _layers_target(args: argparse.Namespace) -> Path | None:
     """The checkpoint --write would change, checked before any rollout: writable, and the shipped one only with --force."""
     import os
 
-    from .models import shipped_model_path
+    from .models import SHIPPED_MODELS, shipped_model_path
 
     if not args.write:
         return None
     if args.relevance != "attention":
         raise ConfigError("--write stores attention-mode layers (DTP's default relevance); drop --relevance")
-    shipped = str(args.model) == "tinyvla"
-    target = shipped_model_path() if shipped else Path(args.model)
+    shipped = str(args.model) in SHIPPED_MODELS
+    target = shipped_model_path(str(args.model)) if shipped else Path(args.model)
     cfg = target / "config.json"
     if shipped and not args.force:
         raise ConfigError(
@@ -446,7 +452,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .models import load
+    from .models import SHIPPED_MODELS, load
     from .serve import ServedPolicy, check_bind, serve
 
     check_bind(args.host, args.allow_remote, warn=False)  # before loading the model
@@ -457,7 +463,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     served = ServedPolicy(load(args.model, **dict(args.model_arg)), dtp, model_name=str(args.model),
                           observe=args.diagnostics)
     action_spec = None
-    if args.protocol == "vla-eval" and str(args.model) == "tinyvla":
+    if args.protocol == "vla-eval" and str(args.model) in SHIPPED_MODELS:
         from .serve.vlaeval import require_vla_eval
 
         require_vla_eval()
@@ -479,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
 
     p = sub.add_parser("demo", help="shipped model on the benchmark with distractors, with and without DTP")
-    _add_run_options(p, episodes=3)
+    _add_run_options(p, episodes=3, model_variant=True)
     p.add_argument("--tau", type=_tau, default=None, help="DTP tolerance (default: 1)")
     p.add_argument("--out", default="dtp-demo", help="folder for results (OUT/run) and heatmaps")
     p.add_argument("--threads", type=_positive, default=1, help="torch threads")
@@ -556,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a DTP-wrapped policy over the openpi or vla-eval WebSocket protocol",
                        description="Serve until SIGTERM/Ctrl-C. DTP_SERVE_API_KEY (env) makes the openpi protocol "
                                    "require 'Authorization: Api-Key <key>'. See docs/serve.md.")
-    p.add_argument("--model", default="tinyvla", help="'tinyvla' (shipped) or a checkpoint directory")
+    p.add_argument("--model", default="tinyvla", help="a shipped model ('tinyvla', 'tinyvla-plain') or a checkpoint directory")
     p.add_argument("--model-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="keyword for dtp.models.load, JSON-typed (e.g. unnorm_key=bridge_orig trust_remote_code=true)")
     p.add_argument("--protocol", choices=("openpi", "vla-eval"), required=True)

@@ -120,7 +120,7 @@ def run_demo(
     tau: float | None = None,
     distractors: int = 3,
     palette: str = "train",
-    variant: str = DEFAULT_VARIANT,
+    variant: str | None = None,
     lookalikes: tuple[int, int] | None = None,
     out_dir: str | Path = "dtp-demo",
     seed: int = 0,
@@ -128,8 +128,13 @@ def run_demo(
     threads: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Checks every setting first (nothing is written on a typo), runs, then draws the heatmaps."""
+    """Checks every setting first (nothing is written on a typo), runs, then draws the heatmaps.
+
+    variant None: the benchmark variant the model was trained on (its checkpoint records it; the
+    shipped model: "plain"), else the default variant.
+    """
     adapter, trained = demo_adapter(model)
+    variant = variant or getattr(adapter, "benchmark_variant", None) or DEFAULT_VARIANT
     dtp_cfg = DTPConfig() if tau is None else DTPConfig(tau=tau)
     spec = EvalSpec(
         model=model,

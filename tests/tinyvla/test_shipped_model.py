@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+import pytest
 
 from dtp.config import DTPConfig
+from dtp.errors import CheckpointError
 from dtp.models import load, shipped_model_path
 from dtp.policy import DTPPolicy
 from dtp.tinyvla.modeling import DEFAULT_LAYERS_KEY, MODEL_TYPE
@@ -20,6 +22,14 @@ def test_shipped_checkpoint_files_and_size():
     assert cfg["model_type"] == MODEL_TYPE
     training = json.loads((d / "training.json").read_text())
     assert training["config"]["steps"] == training["curve"]["train"][-1]["step"]
+
+
+def test_shipped_names_and_the_variant_the_model_was_trained_on():
+    assert shipped_model_path("tinyvla-plain") == shipped_model_path()  # until the grounded model ships
+    plain = load("tinyvla-plain")
+    assert plain.benchmark_variant == "plain" and load("tinyvla").benchmark_variant == "plain"
+    with pytest.raises(CheckpointError, match="no shipped model named 'tinyvla-grounded'"):
+        shipped_model_path("tinyvla-grounded")
 
 
 def test_shipped_model_acts_with_its_stored_relevance_layers():

@@ -69,14 +69,23 @@ def wrap_model(model: Any, processor: Any = None, **kwargs: Any) -> VLAAdapter:
     )
 
 
-def shipped_model_path() -> Path:
-    """Directory of the TinyVLA checkpoint that ships inside the package."""
-    return Path(str(resources.files("dtp") / "assets" / "tinyvla"))
+# Checkpoints that ship inside the package, by name -> folder under dtp/assets. "tinyvla" is the
+# default model; "tinyvla-plain" names the model trained on the plain benchmark, for side-by-side
+# runs. Until the grounded TinyVLA ships (docs/training.md), both are that plain model.
+SHIPPED_MODELS = {"tinyvla": "tinyvla", "tinyvla-plain": "tinyvla"}
+
+
+def shipped_model_path(name: str = "tinyvla") -> Path:
+    """Directory of a checkpoint that ships inside the package (see SHIPPED_MODELS)."""
+    if name not in SHIPPED_MODELS:
+        raise CheckpointError(f"no shipped model named {name!r}; shipped: {', '.join(SHIPPED_MODELS)}")
+    return Path(str(resources.files("dtp") / "assets" / SHIPPED_MODELS[name]))
 
 
 def load(name_or_path: str | Path = "tinyvla", **kwargs: Any) -> VLAAdapter:
-    """Load an adapter: "tinyvla" (the shipped model), or a checkpoint directory."""
-    path = shipped_model_path() if str(name_or_path) == "tinyvla" else Path(name_or_path)
+    """Load an adapter: a shipped model by name ("tinyvla", "tinyvla-plain"), or a checkpoint directory."""
+    name = str(name_or_path)
+    path = shipped_model_path(name) if name in SHIPPED_MODELS else Path(name_or_path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise CheckpointError(

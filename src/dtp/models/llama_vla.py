@@ -19,7 +19,7 @@ from transformers import DynamicCache
 
 from ..actions import ActionBinner
 from ..capture import AttentionCapture, CaptureSpec
-from ..tinyvla.modeling import DEFAULT_LAYERS_KEY, TinyVLA
+from ..tinyvla.modeling import DEFAULT_LAYERS_KEY, VARIANT_KEY, TinyVLA
 from ..tinyvla.tokenizer import encode_instruction, load_tokenizer
 from .base import Generation, Observation, PreparedInputs, TokenLayout, check_observation
 from .common import greedy_action_decode, hidden_trace, padding_mask_with_holes, trace_from_capture
@@ -41,6 +41,8 @@ class LlamaVLAAdapter:
         # relevance layers chosen for this checkpoint on validation scenes (dtp layers --write)
         layers = model.config.extra.get(DEFAULT_LAYERS_KEY)
         self.default_relevance_layers: tuple[int, ...] | None = tuple(layers) if layers else None
+        # the benchmark variant its demos came from (dtp demo runs that one by default); None: unknown
+        self.benchmark_variant: str | None = model.config.extra.get(VARIANT_KEY)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "LlamaVLAAdapter":

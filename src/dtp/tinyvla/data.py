@@ -10,6 +10,7 @@ CPU cores busy with the model instead of with data loading.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,18 @@ def _read_episode(path: Path, image_size: int) -> Episode:
         actions=actions,
         path=path,
     )
+
+
+def demo_variant(data_dir: str | Path) -> str:
+    """The benchmark variant of a demonstration folder, from the collection.json `dtp collect` writes;
+    "plain" for folders written before variants (or collection.json) existed."""
+    path = Path(data_dir) / "collection.json"
+    if not path.is_file():
+        return "plain"
+    try:
+        return str(json.loads(path.read_text()).get("variant", "plain"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON: {e}") from e
 
 
 def load_episodes(

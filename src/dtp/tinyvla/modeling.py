@@ -29,6 +29,7 @@ MODEL_TYPE = "dtp-tinyvla"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DEFAULT_LAYERS_KEY = "dtp_relevance_layers"  # in config.extra: relevance layers chosen by `dtp layers`
+VARIANT_KEY = "dtp_benchmark_variant"  # in config.extra: the benchmark variant of the demos it was trained on
 
 
 @dataclass

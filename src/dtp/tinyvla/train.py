@@ -55,8 +55,8 @@ from tqdm.auto import tqdm
 
 from ..actions import ActionBinner
 from ..errors import CheckpointError, ConfigError
-from .data import DemoSet, augment, build_tokenizer, load_episodes, make_demo_set, split_episodes
-from .modeling import TinyVLA, TinyVLAConfig
+from .data import DemoSet, augment, build_tokenizer, demo_variant, load_episodes, make_demo_set, split_episodes
+from .modeling import VARIANT_KEY, TinyVLA, TinyVLAConfig
 from .tokenizer import load_tokenizer, save_tokenizer
 
 __all__ = ["TrainConfig", "train", "evaluate", "evaluate_grounding", "action_logits", "grounding_logits", "action_loss",
@@ -571,6 +571,8 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
         del init
     else:
         model = TinyVLA(cfg.model_config(num_words))
+    if cfg.stage == "actions":  # dtp demo runs a checkpoint on the variant its demos came from
+        model.config.extra[VARIANT_KEY] = demo_variant(cfg.data_dir)
     if tokenizer.get_vocab_size() > model.config.num_words:
         raise ConfigError(f"the tokenizer has {tokenizer.get_vocab_size()} words, the model's vocabulary "
                           f"{model.config.num_words}")
