@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import logging
-import statistics
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import DTPConfig
 from .config import TARGETS, BenchConfig
 from .models import BenchModel
 from .pi0_models import pi0_observation
 from .pi0_variants import check_agreement, naive_generate, variant_steps
-from .profiling import count_work, peak_cuda_bytes, peak_tensor_bytes
+from .profiling import work_and_memory_fields
 from .report import register_formatter
-from .timing import iqr, time_interleaved
-from .variants import pick_tau
+from .timing import timing_fields
+from .variants import timed_variants
 
 __all__ = ["bench_pi0", "format_pi0"]
 
@@ -29,15 +27,7 @@ def bench_pi0(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
     adapter = bm.adapter
     device = cfg.torch_device()
     obs = pi0_observation(adapter, bm.instruction, np.random.default_rng(cfg.seed))
-    tau, n_pruned = pick_tau(adapter, obs, cfg.tau)
-    dtp_cfg = DTPConfig(tau=tau)
-    fns, dtp = variant_steps(adapter, obs, dtp_cfg)
-    log.info("%s: tau=%g prunes %d tokens; timing %d variants x %d rounds", bm.name, tau, n_pruned, len(fns),
-             cfg.warmup + cfg.repeats)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
-    times = time_interleaved(fns, cfg.repeats, cfg.warmup, cfg.min_seconds, sync=sync)
-    med = {n: statistics.median(v) for n, v in times.items()}
-    fastest = {n: min(v) for n, v in times.items()}
+    tau, n_pruned, _, fns, dtp, times = timed_variants(bm.name, adapter, obs, cfg, variant_steps)
 
     inputs = adapter.prepare(obs)
     lay = inputs.layout
@@ -74,14 +64,7 @@ def bench_pi0(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
         "tokens_pruned": n_pruned,
         "agreement": agreement,
         "naive_same_pruned": agreement["naive_same_pruned"],
-        **{f"{n}_ms": 1e3 * m for n, m in med.items()},
-        **{f"{n}_iqr_ms": 1e3 * iqr(v) for n, v in times.items()},
-        **{f"{n}_min_ms": 1e3 * m for n, m in fastest.items()},
-        "ratios_of_min": {n: fastest[n] / fastest["plain"] for n in fastest},
-        "timed_rounds": len(times["plain"]),
-        "capture_ratio": med["capture"] / med["plain"],
-        "dtp_ratio": med["dtp"] / med["plain"],
-        "naive_ratio": med["naive"] / med["plain"],
+        **timing_fields(times),
         "capture_bytes": capture_bytes,
         "naive_attention_bytes": naive_formula,
         "naive_attention_bytes_held": int(naive_gen.trace.capture_bytes),
@@ -92,16 +75,9 @@ def bench_pi0(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
         "model_shape": bm.shape,
     }
     res["capture_fraction"] = capture_bytes / naive_formula
-    if cfg.count_work:
-        for n, fn in fns.items():
-            res[f"{n}_flops"], res[f"{n}_aten_ops"] = count_work(fn)
     if cfg.memory:
         log.info("%s: peak tensor memory of each variant", bm.name)
-        for n, fn in fns.items():
-            res[f"{n}_peak_tensor_bytes"] = peak_cuda_bytes(fn, device) if device.type == "cuda" else peak_tensor_bytes(fn)
-        if device.type == "cuda":
-            res["weights_bytes"] = sum(p.numel() * p.element_size() for p in adapter.model.parameters())
-            res["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    res.update(work_and_memory_fields(fns, adapter.model, device, count=cfg.count_work, memory=cfg.memory))
     res["targets"] = {
         "capture_ratio<=1.05": res["capture_ratio"] <= TARGETS["capture_ratio"],
         "dtp_ratio<=2.1": res["dtp_ratio"] <= TARGETS["dtp_ratio"],

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-__all__ = ["peak_tensor_bytes", "peak_cuda_bytes", "count_work"]
+__all__ = ["peak_tensor_bytes", "peak_cuda_bytes", "count_work", "work_and_memory_fields"]
 
 
 @contextmanager
@@ -95,3 +95,19 @@ def count_work(fn: Callable[[], Any]) -> tuple[int, int]:
         fn()
     return int(flops.get_total_flops()) + work.attention_flops, work.ops
 
+
+
+def work_and_memory_fields(fns: dict[str, Callable[[], Any]], model: torch.nn.Module, device: torch.device, *,
+                           count: bool, memory: bool) -> dict[str, Any]:
+    """A bench result's FLOPs and operator calls (count) and peak tensor memory (memory) of each variant."""
+    res: dict[str, Any] = {}
+    if count:
+        for n, fn in fns.items():
+            res[f"{n}_flops"], res[f"{n}_aten_ops"] = count_work(fn)
+    if memory:
+        for n, fn in fns.items():
+            res[f"{n}_peak_tensor_bytes"] = peak_cuda_bytes(fn, device) if device.type == "cuda" else peak_tensor_bytes(fn)
+        if device.type == "cuda":
+            res["weights_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+            res["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    return res

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import statistics
 import time
 from typing import Any
 
@@ -13,14 +12,13 @@ import numpy as np
 import torch
 
 from .. import core
-from ..config import DTPConfig
 from .agreement import agreement
 from .config import TARGETS, BenchConfig
 from .models import BenchModel, build_model, env_frames, random_observation, shape_of
-from .profiling import count_work, peak_cuda_bytes, peak_tensor_bytes
+from .profiling import work_and_memory_fields
 from .rollouts import throughput
-from .timing import iqr, time_interleaved
-from .variants import capture_step, naive_step, pick_tau, variant_steps
+from .timing import timing_fields
+from .variants import capture_step, naive_step, timed_variants
 
 __all__ = ["bench_model", "machine", "run_bench"]
 
@@ -39,15 +37,7 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
             frame_source = "Meta-World frame (first reset of the first task)"
         except Exception as e:  # no simulator or no GL here
             frame_source = f"random image (simulator unavailable: {type(e).__name__})"
-    tau, n_pruned = pick_tau(adapter, obs, cfg.tau)
-    dtp_cfg = DTPConfig(tau=tau)
-    fns, dtp = variant_steps(adapter, obs, dtp_cfg)
-    log.info("%s: tau=%g prunes %d tokens; timing %d variants x %d rounds", bm.name, tau, n_pruned, len(fns),
-             cfg.warmup + cfg.repeats)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
-    times = time_interleaved(fns, cfg.repeats, cfg.warmup, cfg.min_seconds, sync=sync)
-    med = {n: statistics.median(v) for n, v in times.items()}
-    fastest = {n: min(v) for n, v in times.items()}
+    tau, _, dtp_cfg, fns, dtp, times = timed_variants(bm.name, adapter, obs, cfg)
 
     inputs = adapter.prepare(obs)
     shape = shape_of(adapter, inputs)
@@ -74,17 +64,7 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
         "exact_prefix_reused_tokens": int(plan.cached.numel()) if plan is not None else 0,
         "naive_same_pruned": bool(torch.equal(naive_rec.pruned, rec.pruned)),
         "naive_same_actions": naive_rec.tokens == rec.tokens,
-        **{f"{n}_ms": 1e3 * m for n, m in med.items()},
-        **{f"{n}_iqr_ms": 1e3 * iqr(v) for n, v in times.items()},
-        **{f"{n}_min_ms": 1e3 * m for n, m in fastest.items()},
-        # the same ratios from the fastest call of each: other processes only ever add time
-        "ratios_of_min": {n: fastest[n] / fastest["plain"] for n in fastest},
-        "timed_rounds": len(times["plain"]),
-        "capture_ratio": med["capture"] / med["plain"],
-        "dtp_ratio": med["dtp"] / med["plain"],
-        "dtp_exact_prefix_ratio": med["dtp_exact_prefix"] / med["plain"],
-        "dtp_approx_image_ratio": med["dtp_approx_image"] / med["plain"],
-        "naive_ratio": med["naive"] / med["plain"],
+        **timing_fields(times),
         "capture_bytes": int(gen1.trace.capture_bytes),
         "naive_attention_bytes": naive_formula,
         "naive_attention_bytes_held": int(naive_rec.capture_bytes),
@@ -96,16 +76,9 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
     if bm.shape is not None:
         res["model_shape"] = bm.shape
     res["capture_fraction"] = res["capture_bytes"] / naive_formula
-    if cfg.count_work:
-        for n, fn in fns.items():
-            res[f"{n}_flops"], res[f"{n}_aten_ops"] = count_work(fn)
     if cfg.memory:
         log.info("%s: peak tensor memory of each variant (%s)", bm.name, "allocator" if device.type == "cuda" else "profiler")
-        for n, fn in fns.items():
-            res[f"{n}_peak_tensor_bytes"] = peak_cuda_bytes(fn, device) if device.type == "cuda" else peak_tensor_bytes(fn)
-        if device.type == "cuda":
-            res["weights_bytes"] = sum(p.numel() * p.element_size() for p in adapter.model.parameters())
-            res["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+    res.update(work_and_memory_fields(fns, adapter.model, device, count=cfg.count_work, memory=cfg.memory))
     res["targets"] = {
         "capture_ratio<=1.05": res["capture_ratio"] <= TARGETS["capture_ratio"],
         "dtp_ratio<=2.1": res["dtp_ratio"] <= TARGETS["dtp_ratio"],

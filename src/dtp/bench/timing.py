@@ -6,7 +6,7 @@ import statistics
 import time
 from typing import Any, Callable
 
-__all__ = ["time_interleaved", "iqr"]
+__all__ = ["time_interleaved", "iqr", "timing_fields"]
 
 
 def time_interleaved(
@@ -42,3 +42,18 @@ def iqr(v: list[float]) -> float:
         return 0.0
     q = statistics.quantiles(v, n=4)
     return q[2] - q[0]
+
+
+def timing_fields(times: dict[str, list[float]]) -> dict[str, Any]:
+    """A bench result's timing entries: per variant median, IQR and fastest call in ms, and ratios to "plain"."""
+    med = {n: statistics.median(v) for n, v in times.items()}
+    fastest = {n: min(v) for n, v in times.items()}
+    return {
+        **{f"{n}_ms": 1e3 * m for n, m in med.items()},
+        **{f"{n}_iqr_ms": 1e3 * iqr(v) for n, v in times.items()},
+        **{f"{n}_min_ms": 1e3 * m for n, m in fastest.items()},
+        # the same ratios from the fastest call of each: other processes only ever add time
+        "ratios_of_min": {n: fastest[n] / fastest["plain"] for n in fastest},
+        "timed_rounds": len(times["plain"]),
+        **{f"{n}_ratio": med[n] / med["plain"] for n in med if n != "plain"},
+    }

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -22,7 +23,10 @@ from ..models.base import Generation, Observation, PreparedInputs, Trace
 from ..models.common import capture_spec_for, greedy_action_decode, padding_mask_with_holes
 from ..policy import DTPPolicy, StepRecord, mean_entropy
 
-__all__ = ["VARIANTS", "TAU_LADDER", "naive_generate", "naive_step", "capture_step", "pick_tau", "variant_steps"]
+log = logging.getLogger(__name__)
+
+__all__ = ["VARIANTS", "TAU_LADDER", "naive_generate", "naive_step", "capture_step", "pick_tau", "variant_steps",
+           "timed_variants"]
 
 VARIANTS = ("plain", "capture", "dtp", "dtp_exact_prefix", "dtp_approx_image", "naive")
 TAU_LADDER = (1.0, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.0)
@@ -132,3 +136,19 @@ def variant_steps(adapter, obs: Observation, dtp_cfg: DTPConfig) -> tuple[dict[s
         "naive": lambda: naive_step(dtp, obs),
     }
     return fns, dtp
+
+
+def timed_variants(label: str, adapter, obs: Observation, cfg, steps: Callable = variant_steps):
+    """Pick a tau that prunes on `obs`, build the variants' step functions with `steps` (a model family's
+    variant_steps) and time them interleaved: (tau, tokens pruned, DTPConfig, fns, DTP policy, seconds per call)."""
+    from .timing import time_interleaved
+
+    tau, n_pruned = pick_tau(adapter, obs, cfg.tau)
+    dtp_cfg = DTPConfig(tau=tau)
+    fns, dtp = steps(adapter, obs, dtp_cfg)
+    log.info("%s: tau=%g prunes %d tokens; timing %d variants x %d rounds", label, tau, n_pruned, len(fns),
+             cfg.warmup + cfg.repeats)
+    device = cfg.torch_device()
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    times = time_interleaved(fns, cfg.repeats, cfg.warmup, cfg.min_seconds, sync=sync)
+    return tau, n_pruned, dtp_cfg, fns, dtp, times
