@@ -36,7 +36,8 @@ def test_robustness_command_runs_paired_configs_and_summarises(tiny_checkpoint, 
     sink = summary["sink"]
     firsts = [s for s in steps if s["config"] == BASELINE and s["step"] == 0]
     assert sink["frames"] == 2 and sink["top_patch"] in {s["prompt_argmax"] for s in firsts}
-    assert "sink (first step of each episode, 2 frames)" in text
+    assert "sink all (first step of each episode, 2 frames)" in text
+    assert summary["per_task"]["push"]["sink"] == sink
     # rerunning resumes: nothing new runs, same numbers
     rc = main(["robustness", "--model", str(tiny_checkpoint), *FAST, "--out", str(out), "--json",
                "--sink-every", "1"])

@@ -86,8 +86,11 @@ def robustness_summary(episodes: list[dict[str, Any]], steps: list[dict[str, Any
             "top_vs_random": _compare(eps, RANDOM, TOP),
         }
 
+    every = sink_every or 10**9  # step % huge == 0 only at step 0
     out = {"all": block(episodes), "per_task": {t: block(by_task[t]) for t in tasks}}
-    out["sink"] = _sink(steps, sink_every or 10**9)  # step % huge == 0 only at step 0
+    out["sink"] = _sink(steps, every)
+    for t in tasks:
+        out["per_task"][t]["sink"] = _sink([s for s in steps if s.get("task") == t], every)
     out["sink_frames"] = "first step of each episode" if sink_every is None else f"every {sink_every}th step"
     return out
 
@@ -110,15 +113,18 @@ def format_summary(s: dict[str, Any]) -> str:
     rows("all", s["all"])
     for task, b in s["per_task"].items():
         rows(task, b)
-    sk = s["sink"]
-    if sk is None:
-        lines.append("sink: no captured prompt->image attention in the baseline's steps")
-    else:
+
+    def sink_line(name: str, sk: dict[str, Any] | None) -> str:
+        if sk is None:
+            return f"sink {name}: no captured prompt->image attention in the baseline's steps"
         where = "nan" if sk["top_in_region_share"] != sk["top_in_region_share"] else f"{100 * sk['top_in_region_share']:.0f}%"
-        lines.append(
-            f"sink ({s['sink_frames']}, {sk['frames']} frames): patch {sk['top_patch']} (row {sk['top_row']}, "
+        return (
+            f"sink {name} ({s['sink_frames']}, {sk['frames']} frames): patch {sk['top_patch']} (row {sk['top_row']}, "
             f"col {sk['top_col']}) is the argmax of prompt->image attention in {100 * sk['top_share']:.1f}% of "
             f"frames ({'a sink' if sk['sink'] else 'no sink'}; {sk['distinct']} distinct argmax patches); "
             f"on the task region in {where} of those frames"
         )
+
+    lines.append(sink_line("all", s["sink"]))
+    lines += [sink_line(task, b["sink"]) for task, b in s["per_task"].items()]
     return "\n".join(lines)
