@@ -298,6 +298,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return _run_spec(args, configs, main)
 
 
+def _share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text!r}")
+    return v
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from .eval import EvalSpec, run_eval
+    from .eval.robustness import format_summary, robustness_configs, robustness_summary
+
+    _check_runner_flags(args)
+    spec = EvalSpec(
+        model=args.model, tasks=args.tasks, episodes=args.episodes, seed=args.seed,
+        configs=robustness_configs(args.fraction), distractors=args.distractors, palette=args.palette,
+        variant=args.variant, lookalikes=args.lookalikes, max_steps=args.max_steps, threads=args.threads,
+    )
+    store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers,
+                     progress=not args.json)
+    summary = robustness_summary(store.episodes(), store.steps(), sink_every=args.sink_every)
+    summary.update(fraction=args.fraction, seed=args.seed, variant=args.variant, run_dir=str(args.out))
+    print(format_summary(summary))
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .eval.preflight import check_writable_dir
     from .eval.report import write_report
@@ -511,6 +541,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--main-episodes", type=_positive, default=None,
                    help="episodes for the baseline and DTP at the default tau (default: --episodes)")
     p.set_defaults(func=cmd_sweep, on_interrupt=lambda a: _episodes_saved(Path(a.out)))
+
+    p = sub.add_parser("robustness", help="token-removal robustness: random vs highest-attention pruning outside "
+                                          "the task region, paired with the baseline, and the attention-sink statistic")
+    _add_run_options(p, episodes=10)
+    p.set_defaults(seed=1)  # validation seed set; the reported tests use 0
+    _add_runner_options(p)
+    p.add_argument("--fraction", type=_share, default=0.25,
+                   help="share of the image tokens outside the task region to remove (default: %(default)s)")
+    p.add_argument("--sink-every", type=_positive, default=None, metavar="K",
+                   help="score the sink statistic on every K-th step (default: the first step of each episode)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary on the last line")
+    p.set_defaults(func=cmd_robustness, on_interrupt=lambda a: _episodes_saved(Path(a.out)))
 
     p = sub.add_parser("analyze", help="statistics, plots and a report of a run folder")
     p.add_argument("run", help="run folder written by eval or sweep")

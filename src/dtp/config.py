@@ -12,7 +12,11 @@ from .errors import ConfigError
 from .regions import region_source, region_sources
 
 RELEVANCE_MODES = ("attention", "similarity")  # the sources that rank a relevance map (see dtp.regions)
-ABLATIONS = ("none", "random_anywhere", "random_outside", "no_smoothing")
+ABLATIONS = (
+    "none", "random_anywhere", "random_outside", "no_smoothing", "random_fraction_outside", "top_attention_outside"
+)
+# ablations that prune round(prune_fraction * tokens outside G), not Eq. 5's count (token-removal robustness)
+FRACTION_ABLATIONS = ("random_fraction_outside", "top_attention_outside")
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,12 @@ class DTPConfig:
     relevance_layers: layers L_sel used for relevance; None = the model's stored default, else the middle third.
     aggregation: how A_t combines over action tokens ("mean", "max", "sum", "first", "last").
     ablation: "none" (DTP), "random_anywhere" / "random_outside" (prune as many tokens as DTP
-      would, chosen at random anywhere or only outside G), "no_smoothing" (sigma forced to 0).
+      would, chosen at random anywhere or only outside G), "no_smoothing" (sigma forced to 0),
+      and two robustness probes independent of Eq. 5 (use region="oracle" so G is the task):
+      "random_fraction_outside" (prune round(prune_fraction * tokens outside G) at random, seeded
+      per step) and "top_attention_outside" (prune as many, the highest prompt->image attention
+      outside G: the attention-sink test).
+    prune_fraction: the share of tokens outside G the two robustness ablations prune (else unused).
     seed: seeds the random ablations (combined with the step index, so runs repeat exactly).
     """
 
@@ -45,6 +54,7 @@ class DTPConfig:
     ablation: str = "none"
     seed: int = 0
     region: str | None = None  # None: from `relevance`, else "attention" (last: positional order kept)
+    prune_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         if not isinstance(self.tau, (int, float)) or isinstance(self.tau, bool) or math.isnan(self.tau) or self.tau < 0:
@@ -75,6 +85,10 @@ class DTPConfig:
             raise ConfigError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.ablation not in ABLATIONS:
             raise ConfigError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
+        pf = self.prune_fraction
+        if isinstance(pf, bool) or not isinstance(pf, (int, float)) or math.isnan(pf) or not 0.0 < pf <= 1.0:
+            raise ConfigError(f"prune_fraction must be a share in (0, 1], got {pf!r}")
+        object.__setattr__(self, "prune_fraction", float(pf))
         if self.relevance_layers is not None:
             layers = tuple(self.relevance_layers)
             if not layers:

@@ -26,6 +26,8 @@ __all__ = [
     "distracting_mask",
     "rule_margin",
     "random_prune_mask",
+    "fraction_count",
+    "top_prune_mask",
     "keep_mask",
     "irrelevant_attention",
     "pixels_to_patches",
@@ -236,6 +238,37 @@ def random_prune_mask(
     perm = torch.randperm(candidates.numel(), generator=generator, device="cpu")[:n]
     d = torch.zeros_like(flat_g)
     d[candidates[perm.to(candidates.device)]] = True
+    return d.reshape(g.shape)
+
+
+def fraction_count(g: torch.Tensor, fraction: float) -> int:
+    """How many tokens a removal of `fraction` of the image tokens outside G takes: round(fraction * |not G|).
+
+    g: (h, w) bool. Rounds half to even (Python's round), so 25% of 10 tokens is 2.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"fraction must be in [0, 1], got {fraction}")
+    return int(round(fraction * int((~g).sum())))
+
+
+def top_prune_mask(score: torch.Tensor, g: torch.Tensor, count: int) -> torch.Tensor:
+    """Prune the `count` highest-`score` tokens outside G (ties: the lower flat index first).
+
+    The sink test: if the most-attended background patches carry information the model uses,
+    removing them costs more than removing as many random background patches.
+    score, g: (h, w). Returns a bool (h, w) mask with exactly min(count, |not G|) True.
+    """
+    if count < 0:
+        raise ConfigError(f"count must be >= 0, got {count}")
+    if score.shape != g.shape:
+        raise InputError(f"score {tuple(score.shape)} and region {tuple(g.shape)} differ in shape")
+    _check_finite(score, "prune score")
+    flat_g = g.flatten()
+    candidates = torch.nonzero(~flat_g).flatten()  # ascending flat index
+    n = min(count, candidates.numel())
+    order = torch.sort(score.flatten()[candidates].float(), descending=True, stable=True).indices[:n]
+    d = torch.zeros_like(flat_g)
+    d[candidates[order]] = True
     return d.reshape(g.shape)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ class StepRecord:
     entropy_pass1: float = float("nan")
     entropy: float = float("nan")
     capture_bytes: int = 0
+    prompt_argmax: int = -1  # flat patch index of the largest prompt->image attention (-1: none captured)
+    prompt_argmax_in_region: bool | None = None  # whether that patch lies in G
+    grid: tuple[int, int] = (0, 0)  # (h, w) patches ((0, 0): no capture)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -80,8 +83,46 @@ class StepRecord:
             "entropy_pass1": self.entropy_pass1,
             "entropy": self.entropy,
             "capture_bytes": self.capture_bytes,
+            "prompt_argmax": self.prompt_argmax,
+            "prompt_argmax_in_region": self.prompt_argmax_in_region,
+            "grid_h": self.grid[0],
+            "grid_w": self.grid[1],
             **{f"t_{k}": v for k, v in self.timings.items()},
         }
+
+
+@dataclass(frozen=True)
+class PruneInputs:
+    """What an ablation's pruning rule may read at one step (all (h, w), batch removed)."""
+
+    config: DTPConfig
+    region: torch.Tensor  # G, bool
+    distracting: torch.Tensor  # D of Eq. 5, bool
+    prompt_relevance: torch.Tensor | None  # prompt->image attention at the relevance layers (None: not captured)
+    generator: torch.Generator  # seeded per (config seed, episode, step)
+
+
+def _random_count(inp: PruneInputs, outside: bool) -> torch.Tensor:
+    return core.random_prune_mask(inp.region, int(inp.distracting.sum()), outside_region_only=outside,
+                                  generator=inp.generator)
+
+
+def _top_attention_outside(inp: PruneInputs) -> torch.Tensor:
+    if inp.prompt_relevance is None:
+        raise AttentionError("ablation 'top_attention_outside' needs prompt->image rows; the adapter captured none")
+    count = core.fraction_count(inp.region, inp.config.prune_fraction)
+    return core.top_prune_mask(inp.prompt_relevance, inp.region, count)
+
+
+# ablation name -> the tokens it prunes instead of Eq. 5's D ("none" and "no_smoothing" prune D)
+PRUNERS: dict[str, Callable[[PruneInputs], torch.Tensor]] = {
+    "random_anywhere": lambda inp: _random_count(inp, outside=False),
+    "random_outside": lambda inp: _random_count(inp, outside=True),
+    "random_fraction_outside": lambda inp: core.random_prune_mask(
+        inp.region, core.fraction_count(inp.region, inp.config.prune_fraction), outside_region_only=True,
+        generator=inp.generator),
+    "top_attention_outside": _top_attention_outside,
+}
 
 
 @dataclass
@@ -179,17 +220,18 @@ class DTPPolicy:
         r, g = region.relevance, region.region
         a = core.attention_map(trace.action_rows, grid, cfg.aggregation)
         d = core.distracting_mask(a, g, cfg.tau)
+        prompt_r = core.relevance_from_attention(trace.prompt_rows, grid) if trace.prompt_rows is not None else None
         pruned = d
-        if cfg.ablation in ("random_anywhere", "random_outside"):
+        pruner = PRUNERS.get(cfg.ablation)
+        if pruner is not None:
             gen_seed = (cfg.seed * 1_000_003 + self._episode_seed * 10_007 + self._step) % (2**63)
-            pruned = core.random_prune_mask(
-                g,
-                int(d.sum()),
-                outside_region_only=cfg.ablation == "random_outside",
-                generator=torch.Generator().manual_seed(gen_seed),
-            )
+            pruned = pruner(PruneInputs(cfg, g, d, prompt_r, torch.Generator().manual_seed(gen_seed)))
+        if prompt_r is not None:
+            rec.prompt_argmax = int(torch.argmax(prompt_r.flatten()))  # first maximum
+            rec.prompt_argmax_in_region = bool(g.flatten()[rec.prompt_argmax])
         outside, frac = core.irrelevant_attention(a, g)
         rec.relevance, rec.region, rec.attention = r, g, a
+        rec.grid = (int(grid[0]), int(grid[1]))
         rec.distracting, rec.pruned = d, pruned
         rec.irrelevant_attention, rec.irrelevant_fraction = float(outside), float(frac)
         rec.margin = float(core.rule_margin(a, g, cfg.tau)) if np.isfinite(cfg.tau) else float("nan")
