@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from dtp.envs import all_instruction_words
 from dtp.models.llama_vla import LlamaVLAAdapter
-from dtp.tinyvla import TinyVLA, TinyVLAConfig, build_word_tokenizer
+from dtp.tinyvla import TinyVLA, TinyVLAConfig, build_word_tokenizer, save_tokenizer
 
 WORDS = "push the red puck to goal open drawer press button reach target".split()
 
@@ -28,3 +29,16 @@ def tiny_obs() -> dict:
         "instruction": "push the red puck to the goal",
         "proprio": np.array([0.1, 0.5, 0.2, 1.0], dtype=np.float32),
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random TinyVLA at the benchmark's 96 px, saved like a real checkpoint."""
+    torch.manual_seed(0)
+    words = all_instruction_words()
+    cfg = TinyVLAConfig(num_words=len(words) + 3, hidden_size=64, num_layers=2, num_heads=4,
+                        intermediate_size=128, vision_width=32)
+    path = tmp_path_factory.mktemp("tinyck")
+    TinyVLA(cfg).save_pretrained(path)
+    save_tokenizer(build_word_tokenizer(words), path)
+    return path

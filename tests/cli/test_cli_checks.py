@@ -26,11 +26,11 @@ def _corrupt_checkpoint(src, dst):
     ["--layers", "99"],
     ["--runner", "ray"],  # with Ray made unimportable below
 ])
-def test_a_bad_setting_writes_nothing(bad, dtp, tiny_ck, tmp_path, monkeypatch):
+def test_a_bad_setting_writes_nothing(bad, dtp, tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    subs = {"MISSING": str(tmp_path / "nowhere"), "CORRUPT": str(_corrupt_checkpoint(tiny_ck, tmp_path / "bad_ck"))}
+    subs = {"MISSING": str(tmp_path / "nowhere"), "CORRUPT": str(_corrupt_checkpoint(tiny_checkpoint, tmp_path / "bad_ck"))}
     bad = [subs.get(w, w) for w in bad]
-    model = [] if "--model" in bad else ["--model", tiny_ck]
+    model = [] if "--model" in bad else ["--model", tiny_checkpoint]
     out = tmp_path / "run"
     code, _, err = dtp("eval", *model, *FAST, "--out", out, *bad)
     assert code == 2
@@ -48,10 +48,10 @@ def test_demo_typo_leaves_no_folder_and_the_fixed_command_runs(dtp, tmp_path):
     assert code == 0 and (out / "run" / "config.json").is_file()
 
 
-def test_a_folder_with_another_run_names_what_differs(dtp, tiny_ck, tmp_path):
+def test_a_folder_with_another_run_names_what_differs(dtp, tiny_checkpoint, tmp_path):
     out = tmp_path / "run"
-    assert dtp("eval", "--model", tiny_ck, *FAST, "--out", out)[0] == 0
-    code, _, err = dtp("eval", "--model", tiny_ck, *FAST, "--out", out, "--tau", "0.5")
+    assert dtp("eval", "--model", tiny_checkpoint, *FAST, "--out", out)[0] == 0
+    code, _, err = dtp("eval", "--model", tiny_checkpoint, *FAST, "--out", out, "--tau", "0.5")
     assert code == 2
     line = error_lines(err)[0]
     assert "configs.dtp.tau: 1.0 in the folder, 0.5 now" in line
@@ -59,9 +59,9 @@ def test_a_folder_with_another_run_names_what_differs(dtp, tiny_ck, tmp_path):
     assert len((out / "episodes.jsonl").read_text().splitlines()) == 2  # the old run is untouched
 
 
-def test_config_records_resolved_layers_so_a_changed_default_is_caught(dtp, tiny_ck, tmp_path):
+def test_config_records_resolved_layers_so_a_changed_default_is_caught(dtp, tiny_checkpoint, tmp_path):
     ck = tmp_path / "ck"
-    shutil.copytree(tiny_ck, ck)
+    shutil.copytree(tiny_checkpoint, ck)
     out = tmp_path / "run"
     assert dtp("eval", "--model", ck, *FAST, "--out", out)[0] == 0
     cfg = json.loads((out / "config.json").read_text())

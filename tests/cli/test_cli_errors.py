@@ -26,12 +26,12 @@ def _one_error(err: str, command: str) -> str:
     return lines[0]
 
 
-def test_out_that_is_a_file(dtp, tiny_ck, tmp_path):
+def test_out_that_is_a_file(dtp, tiny_checkpoint, tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")
-    code, _, err = dtp("eval", "--model", tiny_ck, *FAST, "--out", f)
+    code, _, err = dtp("eval", "--model", tiny_checkpoint, *FAST, "--out", f)
     assert code == 2 and "is a file, not a folder" in _one_error(err, "eval")
-    code, _, err = dtp("eval", "--model", tiny_ck, *FAST, "--out", f / "run")
+    code, _, err = dtp("eval", "--model", tiny_checkpoint, *FAST, "--out", f / "run")
     assert code == 2 and "afile is a file" in _one_error(err, "eval")
     assert f.read_text() == "x"
 
@@ -44,28 +44,28 @@ def test_analyze_and_show_on_a_missing_run(dtp, tmp_path):
     assert not (tmp_path / "nothere").exists()
 
 
-def test_ray_runner_without_ray_says_how_to_install(dtp, tiny_ck, tmp_path, monkeypatch):
+def test_ray_runner_without_ray_says_how_to_install(dtp, tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    code, _, err = dtp("sweep", "--model", tiny_ck, *FAST, "--runner", "ray", "--out", tmp_path / "s")
+    code, _, err = dtp("sweep", "--model", tiny_checkpoint, *FAST, "--runner", "ray", "--out", tmp_path / "s")
     assert code == 2 and 'pip install -e ".[ray]"' in _one_error(err, "sweep")
 
 
-def test_traceback_only_with_verbose(dtp, tiny_ck, tmp_path):
-    code, _, err = dtp("-v", "eval", "--model", tiny_ck, *FAST, "--tasks", "raech", "--out", tmp_path / "r")
+def test_traceback_only_with_verbose(dtp, tiny_checkpoint, tmp_path):
+    code, _, err = dtp("-v", "eval", "--model", tiny_checkpoint, *FAST, "--tasks", "raech", "--out", tmp_path / "r")
     assert code == 2 and "Traceback" in err and "dtp eval: error: unknown task 'raech'" in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits: nothing is read-only to it")
-def test_read_only_paths_fail_before_any_work(dtp, tiny_ck, tmp_path, monkeypatch):
+def test_read_only_paths_fail_before_any_work(dtp, tiny_checkpoint, tmp_path, monkeypatch):
     """A read-only run folder, and a read-only checkpoint for `layers --write` (refused before the rollouts)."""
     ro = tmp_path / "ro"
     ro.mkdir()
     ck = tmp_path / "ck"
-    shutil.copytree(tiny_ck, ck)
+    shutil.copytree(tiny_checkpoint, ck)
     os.chmod(ck / "config.json", 0o444)
     os.chmod(ro, 0o555)
     try:
-        code, _, err = dtp("eval", "--model", tiny_ck, *FAST, "--out", ro / "run")
+        code, _, err = dtp("eval", "--model", tiny_checkpoint, *FAST, "--out", ro / "run")
         assert code == 2 and "read-only" in _one_error(err, "eval")
         assert not (ro / "run").exists()
 
@@ -90,9 +90,9 @@ def _wait_for(predicate, proc, timeout=240):
     pytest.fail("timed out")
 
 
-def test_ctrl_c_in_eval_says_what_was_saved_and_the_same_command_resumes(dtp, tiny_ck, tmp_path):
+def test_ctrl_c_in_eval_says_what_was_saved_and_the_same_command_resumes(dtp, tiny_checkpoint, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "dtp.cli", "eval", "--model", str(tiny_ck), "--tasks", "push",
+    cmd = [sys.executable, "-m", "dtp.cli", "eval", "--model", str(tiny_checkpoint), "--tasks", "push",
            "--episodes", "3", "--max-steps", "3", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -112,7 +112,7 @@ def test_ctrl_c_in_eval_says_what_was_saved_and_the_same_command_resumes(dtp, ti
     assert len(keys) == 6 == len(set(keys))
 
 
-def test_interrupted_sweep_and_demo_close_the_bar_then_report(dtp, tiny_ck, tmp_path, monkeypatch):
+def test_interrupted_sweep_and_demo_close_the_bar_then_report(dtp, tiny_checkpoint, tmp_path, monkeypatch):
     """A KeyboardInterrupt raised where a Ctrl-C would land (between two saved episodes)."""
     original = RunStore.append
 
@@ -122,7 +122,7 @@ def test_interrupted_sweep_and_demo_close_the_bar_then_report(dtp, tiny_ck, tmp_
 
     monkeypatch.setattr(RunStore, "append", append_then_interrupt)
     out = tmp_path / "sweep"
-    code, _, err = dtp("sweep", "--model", tiny_ck, *FAST, "--taus", "0.5", "--ablations", "none", "--out", out)
+    code, _, err = dtp("sweep", "--model", tiny_checkpoint, *FAST, "--taus", "0.5", "--ablations", "none", "--out", out)
     assert code == 130
     last = err.rstrip("\n").split("\n")[-1]  # on its own line: the bar was closed first
     assert last == f"dtp sweep: interrupted: 1 of 3 episodes saved in {out}; rerun the same command to resume"
@@ -131,7 +131,7 @@ def test_interrupted_sweep_and_demo_close_the_bar_then_report(dtp, tiny_ck, tmp_
     assert err.rstrip("\n").split("\n")[-1] == (
         f"dtp demo: interrupted: 1 of 2 episodes saved in {tmp_path / 'd' / 'run'}; rerun the same command to resume")
     monkeypatch.setattr(RunStore, "append", original)
-    assert dtp("sweep", "--model", tiny_ck, *FAST, "--taus", "0.5", "--ablations", "none", "--out", out)[0] == 0
+    assert dtp("sweep", "--model", tiny_checkpoint, *FAST, "--taus", "0.5", "--ablations", "none", "--out", out)[0] == 0
     assert len(RunStore(out).episodes()) == 3
 
 
@@ -167,14 +167,14 @@ def test_bench_mistakes_go_to_stderr(dtp):
     assert _one_error(err, "bench").startswith("dtp bench: error: unknown bench model")
 
 
-def test_no_opengl_is_one_line_saying_what_to_install(dtp, tiny_ck, tmp_path, monkeypatch):
+def test_no_opengl_is_one_line_saying_what_to_install(dtp, tiny_checkpoint, tmp_path, monkeypatch):
     import mujoco
 
     def no_context(*a, **k):
         raise RuntimeError("gladLoadGL error")
 
     monkeypatch.setattr(mujoco, "Renderer", no_context)
-    code, _, err = dtp("eval", "--model", tiny_ck, *FAST, "--out", tmp_path / "r")
+    code, _, err = dtp("eval", "--model", tiny_checkpoint, *FAST, "--out", tmp_path / "r")
     line = _one_error(err, "eval")
     assert code == 2 and "MUJOCO_GL" in line and "apt-get install libegl1" in line
     assert not (tmp_path / "r").exists()

@@ -23,9 +23,9 @@ def test_write_on_the_shipped_model_asks_for_force_before_the_rollouts(dtp, monk
     assert (shipped_model_path() / "config.json").read_bytes() == before
 
 
-def test_write_stores_the_choice_in_the_named_checkpoint(dtp, tiny_ck, tmp_path):
+def test_write_stores_the_choice_in_the_named_checkpoint(dtp, tiny_checkpoint, tmp_path):
     ck = tmp_path / "my-ck"
-    shutil.copytree(tiny_ck, ck)
+    shutil.copytree(tiny_checkpoint, ck)
     shipped = (shipped_model_path() / "config.json").read_bytes()
     code, text, _ = dtp("layers", "--model", ck, "--write", "--episodes", "1", "--max-steps", "2", "--tasks", "reach",
                         "--out", tmp_path / "layers.json")

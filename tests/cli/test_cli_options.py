@@ -59,8 +59,8 @@ def test_bad_values_are_refused_in_one_line(dtp, tmp_path, command, bad, flag):
     (["--workers", "3"], "--workers only applies to --runner ray"),
     (["--baseline-only", "--tau", "0.5", "--k", "8"], "--tau, --k set DTP, which --baseline-only does not run"),
 ])
-def test_flags_of_another_mode_are_refused(dtp, tiny_ck, tmp_path, extra, message):
-    code, _, err = dtp("eval", "--model", tiny_ck, *FAST, "--out", tmp_path / "r", *extra)
+def test_flags_of_another_mode_are_refused(dtp, tiny_checkpoint, tmp_path, extra, message):
+    code, _, err = dtp("eval", "--model", tiny_checkpoint, *FAST, "--out", tmp_path / "r", *extra)
     assert code == 2 and message in err and not (tmp_path / "r").exists()
 
 

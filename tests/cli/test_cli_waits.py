@@ -24,9 +24,9 @@ def _record_threads(monkeypatch, module, name):
     return seen
 
 
-def test_show_pins_threads_shows_progress_and_leaves_no_stale_frames(dtp, tiny_ck, tmp_path, monkeypatch):
+def test_show_pins_threads_shows_progress_and_leaves_no_stale_frames(dtp, tiny_checkpoint, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    assert dtp("eval", "--model", tiny_ck, *FAST, "--max-steps", "3", "--out", run)[0] == 0
+    assert dtp("eval", "--model", tiny_checkpoint, *FAST, "--max-steps", "3", "--out", run)[0] == 0
     seen = _record_threads(monkeypatch, eval_episode, "run_episode")
     torch.set_num_threads(2)
     try:
