@@ -466,7 +466,7 @@ def cmd_swap(args: argparse.Namespace) -> int:
     if args.out:
         from .analysis.heatmaps import save_swap_figure
 
-        print(f"written: {save_swap_figure(result.frames[:args.figure_frames], args.out)}")
+        print(f"written: {save_swap_figure(result.sample(args.figure_frames), args.out)}")
     if args.json:
         print(json.dumps(_json_safe(summary)))
     return 0

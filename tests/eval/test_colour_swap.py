@@ -40,6 +40,7 @@ def test_colour_swap_scores_fixed_frames(tiny_checkpoint):
     assert s["moved"] == sum(bool(f.score.moved) for f in res.frames)
     assert s["per_task"]["push"]["frames"] + s["per_task"]["reach"]["frames"] == s["frames"]
     assert s["ci95"][0] <= s["share"] <= s["ci95"][1]
+    assert [(f.task, f.seed) for f in res.sample(3)] == [("push", 1_010_000), ("reach", 1_010_000), ("push", 1_010_001)]
     # same command, same numbers
     again = colour_swap(adapter, make, ["push", "reach"], episodes=2, seed=1)
     assert [f.row() for f in again.frames] == [f.row() for f in res.frames]

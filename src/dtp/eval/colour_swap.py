@@ -76,6 +76,16 @@ class SwapResult:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> scenes
     details: dict[str, Any] = field(default_factory=dict)
 
+    def sample(self, n: int) -> list[SwapFrame]:
+        """Up to n frames taking each task's first frame in turn (for a figure that shows every task)."""
+        seen: dict[str, int] = {}
+        ranks = []
+        for f in self.frames:
+            ranks.append(seen.get(f.task, 0))
+            seen[f.task] = ranks[-1] + 1
+        order = sorted(range(len(self.frames)), key=lambda i: (ranks[i], i))
+        return [self.frames[i] for i in order[:n]]
+
     def summary(self) -> dict[str, Any]:
         def rate(fr: list[SwapFrame]) -> dict[str, Any]:
             scored = [f for f in fr if f.score.moved is not None]
