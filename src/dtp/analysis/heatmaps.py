@@ -57,3 +57,46 @@ def save_step_heatmap(image: np.ndarray, rec: StepRecord, path: str | Path, titl
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _overlay(ax, image: np.ndarray, mask: torch.Tensor | None, colour: tuple[float, float, float]) -> None:
+    """The image with a patch mask laid over it in `colour`."""
+    ax.imshow(image)
+    if mask is not None:
+        size = image.shape[:2]
+        over = np.zeros((*size, 4), dtype=np.float32)
+        over[_upsample(mask, size) > 0.5] = (*colour, 0.55)
+        ax.imshow(over)
+    ax.axis("off")
+
+
+def save_swap_figure(frames: list, path: str | Path) -> Path:
+    """One row per colour-swap frame (dtp.eval.colour_swap.SwapFrame): image with the named object
+    (green) and the lookalike (red) outlined by their patches, G for the original words, G for the
+    swapped words."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not frames:
+        raise ValueError("no frames to draw")
+    fig, axes = plt.subplots(len(frames), 3, figsize=(8.4, 2.9 * len(frames)), squeeze=False)
+    for row, f in zip(axes, frames):
+        _overlay(row[0], f.image, None, (0, 0, 0))
+        both = np.zeros((*f.image.shape[:2], 4), dtype=np.float32)
+        both[_upsample(f.named, f.image.shape[:2]) > 0.5] = (0.1, 0.9, 0.2, 0.45)
+        both[_upsample(f.lookalike, f.image.shape[:2]) > 0.5] = (1.0, 0.1, 0.1, 0.45)
+        row[0].imshow(both)
+        row[0].set_title(f"{f.task} seed {f.seed}: named (green), lookalike (red)", fontsize=7)
+        _overlay(row[1], f.image, f.g_original, (0.1, 0.9, 0.2))
+        row[1].set_title(f"G: {f.instruction}", fontsize=7, wrap=True)
+        _overlay(row[2], f.image, f.g_swapped, (0.1, 0.4, 1.0))
+        verdict = {True: "moved", False: "did not move", None: "not scored"}[f.score.moved]
+        row[2].set_title(f"G: {f.swapped} ({verdict})", fontsize=7, wrap=True)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
