@@ -13,7 +13,7 @@ from .models import BenchModel
 from .pi0_models import pi0_observation
 from .pi0_variants import check_agreement, naive_generate, variant_steps
 from .profiling import work_and_memory_fields
-from .report import register_formatter
+from .report import format_bytes, register_formatter
 from .timing import timing_fields
 from .variants import timed_variants
 
@@ -95,12 +95,6 @@ ROWS = (
 )
 
 
-def _kb(n: int) -> str:
-    if n >= 1024**3:
-        return f"{n / 1024**3:,.2f} GiB"
-    return f"{n / 1024:,.1f} KiB" if n < 1024**2 else f"{n / 1024**2:,.2f} MiB"
-
-
 def format_pi0(name: str, r: dict[str, Any]) -> list[str]:
     """The report lines of one pi0 result."""
     m = r["machine"]
@@ -130,14 +124,14 @@ def format_pi0(name: str, r: dict[str, Any]) -> list[str]:
         if work:
             row += f" {r[f'{key}_flops'] / 1e9:8.2f} {r[f'{key}_aten_ops']:8d}"
         if f"{key}_peak_tensor_bytes" in r:
-            row += f" {_kb(r[f'{key}_peak_tensor_bytes']):>14s}"
+            row += f" {format_bytes(r[f'{key}_peak_tensor_bytes']):>14s}"
         lines.append(row)
     lines.append("   (pi0 has no fast pass 2: its prefix is bidirectional, a hidden token changes every position's cache)")
     if "weights_bytes" in r:
-        lines.append(f"   GPU memory: weights {_kb(r['weights_bytes'])}, most allocated at once {_kb(r['cuda_max_allocated_bytes'])}")
+        lines.append(f"   GPU memory: weights {format_bytes(r['weights_bytes'])}, most allocated at once {format_bytes(r['cuda_max_allocated_bytes'])}")
     lines.append(
-        f"   held attention: capture {_kb(r['capture_bytes'])} vs naive (prefix L x H x S x S + K x expert L x H x (C+1) x "
-        f"(S+C+1)) = {_kb(r['naive_attention_bytes'])} ({100 * r['capture_fraction']:.2f}%)"
+        f"   held attention: capture {format_bytes(r['capture_bytes'])} vs naive (prefix L x H x S x S + K x expert L x H x (C+1) x "
+        f"(S+C+1)) = {format_bytes(r['naive_attention_bytes'])} ({100 * r['capture_fraction']:.2f}%)"
     )
     a = r["agreement"]
     lines.append(

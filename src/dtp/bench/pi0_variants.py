@@ -24,6 +24,7 @@ from ..models.base import Generation, Observation, PreparedInputs, Trace
 from ..models.common import capture_spec_for, padding_mask_with_holes
 from ..models.pi0 import denoise
 from ..policy import DTPPolicy, StepRecord
+from .variants import capture_step
 
 __all__ = ["PI0_VARIANTS", "eager_attention", "naive_generate", "naive_step", "capture_step", "variant_steps",
            "check_agreement"]
@@ -103,15 +104,6 @@ def naive_step(policy: DTPPolicy, obs: Observation) -> StepRecord:
             final = adapter.generate(inputs, keep=core.keep_mask(rec.pruned))
     rec.action = adapter.decode(final.output)
     return rec
-
-
-def capture_step(policy: DTPPolicy, obs: Observation) -> Generation:
-    """(b): the policy's pass 1 with the capture on, and nothing after it but decoding the chunk."""
-    adapter = policy.adapter
-    inputs = adapter.prepare(obs)
-    gen = adapter.generate(inputs, capture=capture_spec_for(inputs.layout), relevance_layers=policy.relevance_layers)
-    adapter.decode(gen.output)
-    return gen
 
 
 def variant_steps(adapter, obs: Observation, dtp_cfg: DTPConfig) -> tuple[dict[str, Callable[[], Any]], DTPPolicy]:

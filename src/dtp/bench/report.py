@@ -23,7 +23,8 @@ ROWS = (
 )
 
 
-def _kb(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """Bytes as KiB, MiB or GiB for the report tables."""
     if n >= 1024**3:
         return f"{n / 1024**3:,.2f} GiB"
     return f"{n / 1024:,.1f} KiB" if n < 1024**2 else f"{n / 1024**2:,.2f} MiB"
@@ -67,15 +68,15 @@ def format_report(results: dict[str, Any]) -> str:
             if work:
                 row += f" {r[f'{key}_flops'] / 1e9:7.3f} {r[f'{key}_aten_ops']:8d}"
             if f"{key}_peak_tensor_bytes" in r:
-                row += f" {_kb(r[f'{key}_peak_tensor_bytes']):>14s}"
+                row += f" {format_bytes(r[f'{key}_peak_tensor_bytes']):>14s}"
             lines.append(row)
         lines.append("   * approx_image is an approximation (kept image tokens keep pass 1's keys/values)")
         if "weights_bytes" in r:
-            lines.append(f"   GPU memory: weights {_kb(r['weights_bytes'])}, most allocated at once "
-                         f"{_kb(r['cuda_max_allocated_bytes'])}")
+            lines.append(f"   GPU memory: weights {format_bytes(r['weights_bytes'])}, most allocated at once "
+                         f"{format_bytes(r['cuda_max_allocated_bytes'])}")
         lines.append(
-            f"   held attention: capture {_kb(r['capture_bytes'])} vs naive L x H x S x S = {_kb(r['naive_attention_bytes'])}"
-            f" ({100 * r['capture_fraction']:.2f}%); naive returned {_kb(r['naive_attention_bytes_held'])} in all"
+            f"   held attention: capture {format_bytes(r['capture_bytes'])} vs naive L x H x S x S = {format_bytes(r['naive_attention_bytes'])}"
+            f" ({100 * r['capture_fraction']:.2f}%); naive returned {format_bytes(r['naive_attention_bytes_held'])} in all"
         )
         lines.append(
             f"   naive reference prunes the same tokens: {r['naive_same_pruned']}, same actions: {r['naive_same_actions']}"

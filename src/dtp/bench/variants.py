@@ -101,12 +101,13 @@ def naive_step(policy: DTPPolicy, obs: Observation) -> StepRecord:
 
 
 def capture_step(policy: DTPPolicy, obs: Observation) -> Generation:
-    """(b): the policy's pass 1 with the capture on, and nothing after it but decoding the action."""
+    """(b): the policy's pass 1 with the capture on, and nothing after it but decoding the action
+    (the bins, or a continuous head's chunk) and its entropy, as (a) does."""
     adapter = policy.adapter
     inputs = adapter.prepare(obs)
     gen = adapter.generate(inputs, capture=capture_spec_for(inputs.layout), relevance_layers=policy.relevance_layers)
-    adapter.decode(gen.action_bins)
-    mean_entropy(gen.action_logits)  # as (a) does
+    adapter.decode(gen.output)
+    mean_entropy(gen.action_logits)  # NaN at once for a head without tokens
     return gen
 
 
