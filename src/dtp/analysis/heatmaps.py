@@ -51,6 +51,13 @@ def save_step_heatmap(image: np.ndarray, rec: StepRecord, path: str | Path, titl
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG (making its folder) and free a figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,9 +101,4 @@ def save_swap_figure(frames: list, path: str | Path) -> Path:
         _overlay(row[2], f.image, f.g_swapped, (0.1, 0.4, 1.0))
         verdict = {True: "moved", False: "did not move", None: "not scored"}[f.score.moved]
         row[2].set_title(f"G: {f.swapped} ({verdict})", fontsize=7, wrap=True)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

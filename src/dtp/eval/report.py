@@ -120,21 +120,13 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
     return out
 
 
-def _save(fig, path: Path) -> Path:
-    """Lay out, write as PNG and free a figure."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ..analysis.heatmaps import save_figure
 
     paths = []
     # 1. success per config with 95% intervals
@@ -148,7 +140,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1)
     ax.set_title("success per config (95% Wilson)")
-    paths.append(_save(fig, out / "success_by_config.png"))
+    paths.append(save_figure(fig, out / "success_by_config.png"))
     # 2. tau -> success curve
     if res.get("tau_curve"):
         tc = res["tau_curve"]
@@ -165,7 +157,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
         ax.set_ylabel("success rate")
         ax.set_title("tau sweep")
         ax.legend()
-        paths.append(_save(fig, out / "tau_curve.png"))
+        paths.append(save_figure(fig, out / "tau_curve.png"))
     # 3. irrelevant attention over normalised time, success vs failure (baseline)
     cfg = "baseline" if "baseline" in res["time_curves"] else next(iter(res["time_curves"]), None)
     if cfg:
@@ -177,7 +169,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
         ax.set_ylabel("attention share outside G")
         ax.set_title(f"irrelevant attention over time ({cfg})")
         ax.legend()
-        paths.append(_save(fig, out / "irrelevant_attention_over_time.png"))
+        paths.append(save_figure(fig, out / "irrelevant_attention_over_time.png"))
         # 4. per-episode distribution, success vs failure
         succ = [e["mean_irrelevant_fraction"] for e in eps if e["config"] == cfg and e["success"] and e.get("mean_irrelevant_fraction") is not None]
         fail = [e["mean_irrelevant_fraction"] for e in eps if e["config"] == cfg and not e["success"] and e.get("mean_irrelevant_fraction") is not None]
@@ -187,7 +179,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
             ax.set_xticks([1, 2], [f"success (n={len(succ)})", f"failure (n={len(fail)})"])
             ax.set_ylabel("mean attention share outside G")
             ax.set_title(f"per episode ({cfg})")
-            paths.append(_save(fig, out / "irrelevant_attention_success_vs_failure.png"))
+            paths.append(save_figure(fig, out / "irrelevant_attention_success_vs_failure.png"))
     # 5. rule margins of DTP configs: how close firings sit to the threshold
     margins = [s["margin"] for s in steps if s.get("fired") and s.get("margin") is not None and s["config"] != "baseline"]
     all_m = [s["margin"] for s in steps if s.get("margin") is not None and s.get("tau") is not None]
@@ -200,7 +192,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
         ax.set_xlabel("margin: max outside-G A / a_m - tau (clipped to +-3)")
         ax.set_ylabel("steps")
         ax.legend()
-        paths.append(_save(fig, out / "rule_margin.png"))
+        paths.append(save_figure(fig, out / "rule_margin.png"))
     return paths
 
 
