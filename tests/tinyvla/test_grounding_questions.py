@@ -208,3 +208,21 @@ def test_scene_from_an_env_that_names_its_objects():
     assert {o.name: o.shape for o in scene.objects} == {"task_object": "cylinder", "gripper": None,
                                                         "lookalike_0": "cylinder", "distractor_0": "box"}
     assert not any(q.question == "what colour is the puck" for q in candidates(scene).get("colour", []))
+
+
+def test_patch_word_maps_mark_each_objects_patches_with_its_words():
+    from dtp.tinyvla.scene import patch_word_maps
+
+    scene = _scene()
+    words = ["red", "puck", "cylinder", "box", "gripper", "green", "purple"]
+    maps = patch_word_maps(scene, words).reshape(len(words), *GRID)  # (W, rows, cols)
+    cell = lambda r, c: np.eye(16, dtype=bool)[r * 4 + c].reshape(GRID)  # noqa: E731
+    for w in ("red", "puck", "cylinder"):  # the task object's words, only at its patch
+        assert (maps[words.index(w)] == cell(1, 1)).all()
+    assert (maps[words.index("box")] == (cell(3, 0) | cell(3, 3))).all()  # two boxes
+    assert (maps[words.index("green")] == cell(2, 3)).all()
+    assert maps[words.index("gripper")][0, 2] and not maps[words.index("purple")].any()  # no purple object
+    # a block spanning two patches marks both
+    spread = scene_from_masks({"o": _block(2, 2, 2, 4)}, {"o": {"role": "distractor", "noun": "box", "colour": "red",
+                                                               "shape": "box"}}, GRID)
+    assert patch_word_maps(spread, ["red"]).reshape(GRID)[0].tolist() == [True, True, False, False]

@@ -17,7 +17,9 @@ Output: ``<out>/<split>/shard_<k>.h5``, `shard_size` frames each, written whole 
 file renamed at the end), so a rerun of the same command skips finished shards and resumes.
 Datasets: images uint8 (F, H, W, 3), proprio float32 (F, 4), seeds int64 (F,), tasks (F,)
 str; qa_frame int64 (Q,) (index of the frame in the shard), qa_kind / qa_question /
-qa_answer (Q,) str. Attrs: start, stop (frame indices), split, seed, grid, image_size, max_distractors, palette, variant.
+qa_answer (Q,) str; patch_words uint8 (F, W, rows * cols), True where a patch holds an object
+that patch_word_names[w] (W,) str describes (`scene.patch_word_maps`, the dense labels of the
+VLM stage's patch-word loss). Attrs: start, stop (frame indices), split, seed, grid, image_size, max_distractors, palette, variant.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .questions import SHAPE_WORDS, ask
-from .scene import Scene, scene_from_masks
+from .scene import Scene, object_words, patch_word_maps, scene_from_masks
 
 __all__ = ["GroundingGenConfig", "frame_seed", "scene_from_env", "generate", "main",
            "GROUNDING_SEED_BASE", "SPLIT_OFFSET", "TASK_OBJECTS"]
@@ -199,7 +201,7 @@ def _move_arm(env, policy, rng: np.random.Generator, max_steps: int) -> np.ndarr
 
 
 def _frames(cfg: GroundingGenConfig, start: int, stop: int, envs: dict):
-    """Yield (image, proprio, seed, task, [QA]) for frames start..stop-1."""
+    """Yield (image, proprio, seed, task, [QA], Scene) for frames start..stop-1."""
     from metaworld.policies import ENV_POLICY_MAP
 
     from ..envs.metaworld_env import PROPRIO_DIM
@@ -217,7 +219,7 @@ def _frames(cfg: GroundingGenConfig, start: int, stop: int, envs: dict):
         image = env.render()  # (H, W, 3) uint8, the frame after the arm moved
         scene = scene_from_env(env, cfg.grid)
         qas = ask(scene, np.random.default_rng([s, 0x9A]), cfg.questions)
-        yield image, proprio, s, task, qas
+        yield image, proprio, s, task, qas, scene
 
 
 def _write_shard(path: Path, cfg: GroundingGenConfig, rows: list, start: int, stop: int) -> None:
@@ -226,7 +228,8 @@ def _write_shard(path: Path, cfg: GroundingGenConfig, rows: list, start: int, st
     str_dt = h5py.string_dtype()
     tmp = path.with_name(f".tmp_{path.name}")
     qa_frame, kinds, questions, answers = [], [], [], []
-    for j, (_, _, _, _, qas) in enumerate(rows):
+    words = sorted({w for row in rows for o in row[5].objects for w in object_words(o)})
+    for j, (_, _, _, _, qas, _) in enumerate(rows):
         for qa in qas:
             qa_frame.append(j)
             kinds.append(qa.kind)
@@ -240,6 +243,8 @@ def _write_shard(path: Path, cfg: GroundingGenConfig, rows: list, start: int, st
         f["qa_frame"] = np.array(qa_frame, dtype=np.int64)
         for name, values in (("qa_kind", kinds), ("qa_question", questions), ("qa_answer", answers)):
             f.create_dataset(name, data=values, dtype=str_dt)
+        f["patch_words"] = np.stack([patch_word_maps(r[5], words) for r in rows]).astype(np.uint8)  # (F, W, N)
+        f.create_dataset("patch_word_names", data=words, dtype=str_dt)
         f.attrs.update(start=start, stop=stop, split=cfg.split, seed=cfg.seed, grid=list(cfg.grid), image_size=cfg.image_size,
                        max_distractors=cfg.max_distractors, palette=cfg.palette, variant=cfg.variant or "default")
     os.replace(tmp, path)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["SceneObject", "Scene", "MIN_PIXELS", "cell_token", "scene_from_masks"]
+__all__ = ["SceneObject", "Scene", "MIN_PIXELS", "cell_token", "scene_from_masks", "object_words", "patch_word_maps"]
 
 MIN_PIXELS = 6  # an object with fewer visible pixels (at 96 px) is too small to ask about or count
 ROLES = ("task_object", "goal", "gripper", "lookalike", "distractor")  # as dtp.envs.scene
@@ -107,3 +107,25 @@ def scene_from_masks(
             )
         )
     return Scene(grid=(rows, cols), objects=tuple(objects))
+
+
+def object_words(obj: SceneObject) -> set[str]:
+    """The words that describe `obj`: its noun, colour and shape (those it has)."""
+    return {w for w in (obj.noun, obj.colour, obj.shape) if w}
+
+
+def patch_word_maps(scene: Scene, words: list[str]) -> np.ndarray:
+    """Dense labels for the VLM stage: (len(words), rows * cols) bool, True where a patch holds a
+    pixel of an object that `words[i]` describes (row-major patches, as the image tokens).
+
+    A per-patch "which words apply here" target, the dense counterpart of the pointing
+    questions, so the encoder learns colour and shape where each object is.
+    """
+    rows, cols = scene.grid
+    out = np.zeros((len(words), rows * cols), dtype=bool)
+    index = {w: i for i, w in enumerate(words)}
+    for obj in scene.objects:
+        hits = [index[w] for w in object_words(obj) if w in index]
+        for r, c in obj.cells:
+            out[hits, r * cols + c] = True
+    return out
