@@ -53,8 +53,13 @@ def _run_and_resume(cfg: TrainConfig, tmp: Path, name: str) -> tuple[Path, Path]
 
 
 def test_pretrain_then_finetune_end_to_end_and_resume_exactly(tmp_path, grounding_dir, demo_dir):
-    pre_cfg = TrainConfig(stage="grounding", grounding_dir=str(grounding_dir), steps=3, **TINY)
+    pre_cfg = TrainConfig(stage="grounding", grounding_dir=str(grounding_dir), steps=3, patch_word_weight=0.5, **TINY)
     pre, _ = _run_and_resume(pre_cfg, tmp_path, "pre")
+    # the patch-word head is trained, resumed with the run, and left out of the model
+    assert all("pw_loss" in r for r in _log(pre.parent) if r["kind"] == "train")
+    assert (pre.parent / "checkpoints" / "step_0000003" / "patch_word_head.safetensors").is_file()
+    assert not (pre / "patch_word_head.safetensors").exists()
+    assert set(_weights(pre)) == set(TinyVLA(TinyVLA.from_pretrained(pre).config).state_dict())
     tok = load_tokenizer(pre)
     vocab = tok.get_vocab()
     assert {"cell_0_0", "cell_5_5", "cyan", "7", "where", "push", "puck"} <= set(vocab)  # carried in tokenizer.json
@@ -62,12 +67,14 @@ def test_pretrain_then_finetune_end_to_end_and_resume_exactly(tmp_path, groundin
     assert summary["model"]["num_registers"] == 2
     assert summary["data"]["grounding"]["train_frames"] == 6 and summary["data"]["grounding"]["val_frames"] == 3
     assert "g_acc_point" in summary["final_val"] and summary["data"]["grounding"]["majority_baseline"]
+    assert 0 <= summary["final_val"]["pw_f1"] <= 1 and summary["final_val"]["pw_loss"] > 0
     assert all("g_loss" in r and "loss" not in r for r in summary["curve"]["train"])  # grounding only
-    # the evaluation command reproduces the trainer's final validation
+    # the evaluation command reproduces the trainer's final validation (the head's figures aside)
     from dtp.tinyvla.grounding_eval import grounding_report
 
     rep = grounding_report(pre, grounding_dir)
-    assert {k: round(v, 6) for k, v in rep["model"].items()} == summary["final_val"]
+    final_val = {k: v for k, v in summary["final_val"].items() if not k.startswith("pw_")}
+    assert {k: round(v, 6) for k, v in rep["model"].items()} == final_val
     assert rep["majority"] == pytest.approx(summary["data"]["grounding"]["majority_baseline"], abs=1e-6)
 
     fine_cfg = TrainConfig(stage="actions", data_dir=str(demo_dir), grounding_dir=str(grounding_dir),
@@ -116,3 +123,50 @@ def test_grounding_eval_command_reports_a_missing_checkpoint_in_one_line(tmp_pat
     assert main([str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not a TinyVLA checkpoint" in err and err.count("\n") == 1
+
+
+def test_patch_word_loss_learns_the_labels_and_needs_labelled_frames(tmp_path, grounding_dir):
+    """A few steps on six frames lower the patch-word loss; frames without labels are a clear error."""
+    import shutil
+
+    import h5py
+
+    from dtp.tinyvla.train import patch_word_loss
+
+    g = load_grounding(grounding_dir / "train", grounded_tokenizer((6, 6)), 48)
+    assert g.patch_words.shape == (6, len(g.patch_word_names), 36) and g.patch_words.any()
+    assert {"puck", "gripper"} <= set(g.patch_word_names)
+    # val frames may show fewer words than train frames: their labels re-index onto the head's words
+    wider = ("aaa",) + g.patch_word_names
+    over = g.patch_words_over(wider)
+    assert not over[:, 0].any() and torch.equal(over[:, 1:], g.patch_words)
+    with pytest.raises(DataError, match="not among"):
+        g.patch_words_over(g.patch_word_names[1:])
+    torch.manual_seed(0)
+    model = TinyVLA(TinyVLAConfig(image_size=48, patch_size=8, vision_width=32, hidden_size=64, num_layers=1))
+    head = torch.nn.Linear(64, len(g.patch_word_names))
+    opt = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=3e-3)
+    pixels = g.images.permute(0, 3, 1, 2).float() / 255
+    first = None
+    for _ in range(40):
+        loss, _ = patch_word_loss(model, head, pixels, g.patch_words)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+    with pytest.raises(ConfigError, match="patch_word_weight applies to grounding batches"):
+        TrainConfig(patch_word_weight=1.0)
+    with pytest.raises(ConfigError, match="patch_word_weight must be >= 0"):
+        TrainConfig(stage="grounding", grounding_dir="x", patch_word_weight=-1.0)
+    old = tmp_path / "old"
+    shutil.copytree(grounding_dir, old)
+    for shard in (old / "train").glob("shard_*.h5"):
+        with h5py.File(shard, "a") as f:
+            del f["patch_words"]
+    cfg = TrainConfig(stage="grounding", grounding_dir=str(old), steps=2, patch_word_weight=1.0,
+                      out_dir=str(tmp_path / "run"), **TINY)
+    with pytest.raises(ConfigError, match="without them"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()  # nothing written before the check

@@ -66,9 +66,24 @@ class GroundingSet:
     kind_ids: torch.Tensor  # (Q,) long
     answer_words: list[str]  # (Q,)
     n_frames: int
+    # dense labels (frames written with them): (F, W, N) bool, patch n holds an object word w describes
+    patch_words: torch.Tensor | None = None
+    patch_word_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.frame.shape[0])
+
+    def patch_words_over(self, names: tuple[str, ...]) -> torch.Tensor:
+        """patch_words re-indexed to the word list `names` (e.g. a head trained on other frames):
+        (F, len(names), N) bool, all False for a word these frames never show."""
+        if self.patch_words is None:
+            raise DataError("these grounding frames have no patch_words labels")
+        missing = sorted(set(self.patch_word_names) - set(names))
+        if missing:
+            raise DataError(f"patch words {missing} are not among the {len(names)} words of the head")
+        out = torch.zeros(self.patch_words.shape[0], len(names), self.patch_words.shape[2], dtype=torch.bool)
+        out[:, [names.index(w) for w in self.patch_word_names]] = self.patch_words
+        return out
 
     def batch(self, index: torch.Tensor, pixels: torch.Tensor | None = None) -> GroundingBatch:
         """Questions at `index` (B,); `pixels` replaces their frames' un-augmented images."""
@@ -104,9 +119,14 @@ def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int)
     import h5py
 
     images, proprio, frame, kinds, questions, answers = [], [], [], [], [], []
+    word_maps: list[tuple[list[str], np.ndarray] | None] = []  # per shard: (names, (F, W, N) bool)
     offset = 0
     for path in _shards(Path(directory)):
         with h5py.File(path, "r") as f:
+            if "patch_words" in f:
+                word_maps.append(([w.decode() for w in f["patch_word_names"][()]], np.asarray(f["patch_words"][()], bool)))
+            else:
+                word_maps.append(None)
             im = np.asarray(f["images"][()])
             if im.ndim != 4 or im.shape[1:3] != (image_size, image_size):
                 raise DataError(f"{path}: frames are {im.shape[1:3]}, the model reads {image_size} px")
@@ -125,6 +145,7 @@ def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int)
     bad_kinds = sorted(set(kinds) - set(KINDS))
     if bad_kinds:
         raise DataError(f"unknown question kinds {bad_kinds} in {directory}; known: {KINDS}")
+    patch_words, names = _merge_word_maps(word_maps)
     encoded = [tokenizer.encode(q, add_special_tokens=False).ids for q in questions]
     p_max = max(len(e) for e in encoded)
     pad, bos = tokenizer.token_to_id(PAD), tokenizer.token_to_id(BOS)
@@ -139,4 +160,19 @@ def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int)
         kind_ids=torch.tensor([KINDS.index(k) for k in kinds], dtype=torch.long),
         answer_words=answers,
         n_frames=offset,
+        patch_words=patch_words,
+        patch_word_names=names,
     )
+
+
+def _merge_word_maps(maps: list) -> tuple[torch.Tensor | None, tuple[str, ...]]:
+    """One (F, W, N) bool tensor over the union of the shards' word lists (None unless every shard has one)."""
+    if not maps or any(m is None for m in maps):
+        return None, ()
+    names = sorted({w for shard_names, _ in maps for w in shard_names})
+    parts = []
+    for shard_names, arr in maps:
+        full = np.zeros((arr.shape[0], len(names), arr.shape[2]), dtype=bool)
+        full[:, [names.index(w) for w in shard_names]] = arr
+        parts.append(full)
+    return torch.from_numpy(np.concatenate(parts)), tuple(names)

@@ -10,7 +10,11 @@ A VLM stage comes first when asked (docs/training.md): `stage="grounding"` train
 grounding questions only (one answer word read at the proprio token), and an actions run
 with `init_from` and `grounding_share` continues from it with that share of grounding
 batches mixed in. `image_dropout` hides random image tokens of action samples by the
-attention mask with original position ids, as DTP's pass 2 does.
+attention mask with original position ids, as DTP's pass 2 does. `patch_word_weight` adds,
+on grounding batches, a dense loss: a linear head on each projected image token predicts
+which object words (colour, noun, shape) describe what the patch holds, from the frames'
+`patch_words` labels. The head is a training aid, kept in the run's checkpoints and not in
+the model.
 
     from dtp.tinyvla.train import TrainConfig, train
     final_dir = train(TrainConfig(data_dir="data/demos", out_dir="runs/train_tinyvla"))
@@ -27,7 +31,8 @@ Output directory:
     train_log.jsonl              {"kind": "train", step, loss, acc, lr, grad_norm, seconds} every
                                  log_every steps; {"kind": "val", step, loss, acc, acc_<task>...}
     checkpoints/step_<k>/        config.json, model.safetensors, tokenizer.json,
-                                 optimizer.safetensors, trainer_state.json (the last keep_checkpoints)
+                                 optimizer.safetensors, trainer_state.json (the last keep_checkpoints),
+                                 patch_word_head.safetensors (with patch_word_weight > 0)
     final/                       config.json, model.safetensors, tokenizer.json, training.json
 """
 
@@ -55,12 +60,14 @@ from tqdm.auto import tqdm
 
 from ..actions import ActionBinner
 from ..errors import CheckpointError, ConfigError
-from .data import DemoSet, augment, build_tokenizer, demo_variant, load_episodes, make_demo_set, split_episodes
+from .data import (DataError, DemoSet, augment, build_tokenizer, demo_variant, load_episodes, make_demo_set,
+                   split_episodes, to_pixels)
 from .modeling import VARIANT_KEY, TinyVLA, TinyVLAConfig
 from .tokenizer import load_tokenizer, save_tokenizer
 
 __all__ = ["TrainConfig", "train", "evaluate", "evaluate_grounding", "action_logits", "grounding_logits", "action_loss",
-           "training_loss", "grounding_loss", "teacher_forced_hidden", "image_keep_mask", "lr_at", "main"]
+           "training_loss", "grounding_loss", "patch_word_loss", "teacher_forced_hidden", "image_keep_mask", "lr_at",
+           "main"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,7 @@ LOG_NAME = "train_log.jsonl"
 STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
 SUMMARY_NAME = "training.json"
+HEAD_NAME = "patch_word_head.safetensors"
 STAGES = ("actions", "grounding")
 _MODEL_DEFAULTS = TinyVLAConfig()  # the model sizes are TinyVLAConfig's; TrainConfig only lets a run change them
 
@@ -123,6 +131,7 @@ class TrainConfig:
     init_from: str | None = None  # start from this checkpoint (its architecture and tokenizer; sizes above ignored)
     num_registers: int = 0  # register tokens after the image span (TinyVLAConfig.num_registers)
     image_dropout: float = 0.0  # each action sample hides up to this share of its image tokens (mask, original positions)
+    patch_word_weight: float = 0.0  # >0: dense patch-word loss on grounding batches (frames need patch_words)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -183,6 +192,11 @@ class TrainConfig:
             bad(f"image_dropout must lie in [0, 1), got {self.image_dropout!r}")
         if isinstance(self.num_registers, bool) or not isinstance(self.num_registers, int) or self.num_registers < 0:
             bad(f"num_registers must be a non-negative integer, got {self.num_registers!r}")
+        if not (isinstance(self.patch_word_weight, (int, float)) and math.isfinite(self.patch_word_weight)
+                and self.patch_word_weight >= 0):
+            bad(f"patch_word_weight must be >= 0, got {self.patch_word_weight!r}")
+        if self.patch_word_weight > 0 and self.stage == "actions" and not self.grounding_share:
+            bad("patch_word_weight applies to grounding batches: use stage='grounding' or grounding_share > 0")
 
     def model_config(self, num_words: int) -> TinyVLAConfig:
         return TinyVLAConfig(
@@ -266,6 +280,35 @@ def grounding_logits(model: TinyVLA, batch, keep: torch.Tensor | None = None) ->
     """Logits over the word vocabulary of the one-word answer, read at the proprio token, (B, num_words)."""
     h = teacher_forced_hidden(model, batch.pixels, batch.ids, batch.word_lengths, batch.proprio, keep=keep)
     return model.language_model.lm_head(h[:, 0])[:, : model.config.num_words].float()
+
+
+def patch_word_loss(model: TinyVLA, head: torch.nn.Linear, pixels: torch.Tensor, targets: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary cross-entropy of `head` over each projected image token against which words describe
+    its patch: pixels (B, 3, H, W), targets (B, W, N) bool. Returns (loss, logits (B, W, N))."""
+    logits = head(model.image_embeddings(pixels)).transpose(1, 2).float()  # (B, W, N)
+    return F.binary_cross_entropy_with_logits(logits, targets.float()), logits
+
+
+@torch.no_grad()
+def evaluate_patch_words(model: TinyVLA, head: torch.nn.Linear, data, labels: torch.Tensor,
+                         batch_size: int = 256) -> dict[str, float]:
+    """Patch-word loss and F1 (logit > 0) over every frame of `data` (a GroundingSet), against
+    labels (F, W, N) bool over the head's W words."""
+    was_training = model.training
+    model.eval()
+    total, tp, fp, fn = 0.0, 0, 0, 0
+    for start in range(0, data.n_frames, batch_size):
+        stop = min(start + batch_size, data.n_frames)
+        target = labels[start:stop]
+        loss, logits = patch_word_loss(model, head, to_pixels(data.images[start:stop]), target)
+        total += float(loss) * (stop - start)
+        guess = logits > 0
+        tp += int((guess & target).sum())
+        fp += int((guess & ~target).sum())
+        fn += int((~guess & target).sum())
+    model.train(was_training)
+    return {"pw_loss": total / max(data.n_frames, 1), "pw_f1": 2 * tp / max(2 * tp + fp + fn, 1)}
 
 
 def action_loss(logits: torch.Tensor, targets: torch.Tensor, bin_sigma: float = 0.0) -> torch.Tensor:
@@ -416,7 +459,8 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _save_checkpoint(root: Path, model: TinyVLA, tokenizer, opt, state: dict[str, Any], keep: int) -> Path:
+def _save_checkpoint(root: Path, model: TinyVLA, tokenizer, opt, state: dict[str, Any], keep: int,
+                     head: torch.nn.Module | None = None) -> Path:
     ckdir = root / CHECKPOINTS
     final = ckdir / f"step_{state['step']:07d}"
     tmp = ckdir / f".tmp_step_{state['step']:07d}"
@@ -425,6 +469,8 @@ def _save_checkpoint(root: Path, model: TinyVLA, tokenizer, opt, state: dict[str
     save_tokenizer(tokenizer, tmp)
     tensors, meta = _optimizer_tensors(opt)
     save_file(tensors, str(tmp / OPTIM_NAME), metadata=meta)
+    if head is not None:
+        save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(tmp / HEAD_NAME))
     (tmp / STATE_NAME).write_text(json.dumps(state, indent=2))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)  # a checkpoint directory exists only once it is complete
@@ -582,13 +628,35 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
                           f"{model.config.action_dims}-D with {model.config.action_bins} bins")
     if g_train is not None and g_train.images.shape[1] != model.config.image_size:
         raise ConfigError(f"grounding frames are {g_train.images.shape[1]} px, the model reads {model.config.image_size}")
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
+    head = None  # the patch-word head: a training aid over the projected image tokens, not part of the model
+    if cfg.patch_word_weight > 0:
+        if g_train.patch_words is None:
+            raise ConfigError(f"patch_word_weight needs frames with patch_words labels; {cfg.grounding_dir}/train "
+                              "was written without them (regenerate with python -m dtp.tinyvla.grounding)")
+        torch.manual_seed(cfg.seed + 1)
+        head = torch.nn.Linear(model.config.hidden_size, len(g_train.patch_word_names))
+    val_patch_words = None  # (F, W, N): the val frames' labels over the head's words
+    if head is not None and g_val is not None and g_val.patch_words is not None:
+        try:
+            val_patch_words = g_val.patch_words_over(g_train.patch_word_names)
+        except DataError as e:
+            raise ConfigError(f"grounding val frames: {e}") from e
+    groups = _param_groups(model, cfg.weight_decay)
+    if head is not None:
+        groups[0]["params"].append(head.weight)
+        groups[1]["params"].append(head.bias)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
+    trained = [p for group in groups for p in group["params"]]
     start_step, seconds = 0, 0.0
     if resume_from is not None:
         loaded = TinyVLA.from_pretrained(resume_from)
         if asdict(loaded.config) != asdict(model.config):
             raise CheckpointError(f"{resume_from} holds a model of other sizes than this TrainConfig asks for")
         model.load_state_dict(loaded.state_dict())
+        if head is not None:
+            if not (resume_from / HEAD_NAME).is_file():
+                raise CheckpointError(f"{resume_from} has no {HEAD_NAME}: it was saved by a run without patch_word_weight")
+            head.load_state_dict(load_file(str(resume_from / HEAD_NAME)))
         _load_optimizer(opt, resume_from / OPTIM_NAME)
         st = json.loads((resume_from / STATE_NAME).read_text())
         start_step, seconds = int(st["step"]), float(st["seconds"])
@@ -605,6 +673,7 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
 
     model.train()
     window: list[tuple[bool, float, float, float]] = []  # (grounding step?, loss, acc, grad norm)
+    pw_window: list[float] = []  # patch-word losses of the window's grounding steps
     last_val: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=start_step, disable=not cfg.progress, desc=f"train tinyvla ({cfg.stage})",
                dynamic_ncols=True)
@@ -622,11 +691,13 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
                 metrics.update(evaluate(model, val_set, torch.arange(len(val_set)) if full else val_index))
             if g_val is not None:
                 metrics.update(evaluate_grounding(model, g_val if full else g_val_sub, tokenizer))
+                if val_patch_words is not None:
+                    metrics.update(evaluate_patch_words(model, head, g_val, val_patch_words))
             if metrics:
                 last_val = metrics
                 emit({"kind": kind, "step": step, **{k: round(v, 6) for k, v in metrics.items()}})
                 log.info("step %d %s %s", step, kind, {k: round(v, 4) for k, v in metrics.items()
-                                                      if k in ("loss", "acc", "g_acc", "g_acc_point")})
+                                                      if k in ("loss", "acc", "g_acc", "g_acc_point", "g_acc_colour", "pw_f1")})
             return metrics
 
         end = cfg.steps if stop_at is None else max(start_step, stop_at)
@@ -650,11 +721,15 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 if is_grounding:
                     loss, pred = grounding_loss(model, batch, keep)
+                    if head is not None:
+                        pw, _ = patch_word_loss(model, head, pixels, data.patch_words[data.frame[index]])
+                        pw_window.append(pw.item())
+                        loss = loss + cfg.patch_word_weight * pw
                 else:
                     loss, pred = training_loss(model, batch, cfg.bin_sigma, keep)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
             opt.step()
             target = batch.answers if is_grounding else batch.action_bins
             acc = float((pred == target).float().mean())
@@ -670,9 +745,11 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
                     if sel:
                         mean = np.mean([w[1:] for w in sel], axis=0)
                         rec.update({f"{prefix}loss": round(float(mean[0]), 6), f"{prefix}acc": round(float(mean[1]), 6)})
+                if pw_window:
+                    rec["pw_loss"] = round(float(np.mean(pw_window)), 6)
                 rec.update({"lr": lr, "grad_norm": round(float(np.mean([w[3] for w in window])), 6),
                             "seconds": round(seconds, 2)})
-                window = []
+                window, pw_window = [], []
                 emit(rec)
                 bar.set_postfix(loss=rec.get("loss", rec.get("g_loss")), val=last_val.get("acc", last_val.get("g_acc")))
             if done % cfg.eval_every == 0 and done != cfg.steps:
@@ -681,7 +758,7 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
                 seconds += time.perf_counter() - tick
                 tick = time.perf_counter()
                 _save_checkpoint(out, model, tokenizer, opt, {"step": done, "seconds": round(seconds, 2)},
-                                 cfg.keep_checkpoints)
+                                 cfg.keep_checkpoints, head)
         bar.close()
         if end < cfg.steps:
             log.info("stopped at step %d of %d (resume=True continues)", end, cfg.steps)
@@ -770,6 +847,8 @@ _HELP = {
                  "(default: a fresh model)",
     "num_registers": "register tokens after the image span (never image tokens, never pruned)",
     "image_dropout": "each action sample hides up to this share of its image tokens (mask, original positions)",
+    "patch_word_weight": "weight of the dense patch-word loss on grounding batches: a linear head on each image "
+                         "token predicts the colour/noun/shape words of the object in its patch (0: off)",
 }
 _WARMUP_DEFAULT = TrainConfig.warmup
 
