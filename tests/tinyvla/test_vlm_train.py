@@ -170,3 +170,21 @@ def test_patch_word_loss_learns_the_labels_and_needs_labelled_frames(tmp_path, g
     with pytest.raises(ConfigError, match="without them"):
         train(cfg)
     assert not (tmp_path / "run").exists()  # nothing written before the check
+
+
+def test_vision_stage_trains_the_encoder_alone_then_the_vlm_stage_starts_from_it(tmp_path, grounding_dir):
+    cfg = TrainConfig(stage="vision", grounding_dir=str(grounding_dir), steps=3, **TINY)
+    vis, _ = _run_and_resume(cfg, tmp_path, "vis")
+    summary = json.loads((vis / "training.json").read_text())
+    assert "pw_f1" in summary["final_val"] and "g_acc" not in summary["final_val"]  # no questions asked
+    assert all(set(r) >= {"pw_loss"} and "g_loss" not in r for r in summary["curve"]["train"])
+    before = _weights(vis.parent / "checkpoints" / "step_0000002")
+    trained = _weights(vis)
+    changed = {k for k in trained if not torch.equal(trained[k], before[k])}  # by the last step
+    assert changed and all(k.startswith(("vision.", "projector.")) for k in changed)  # the LLM is untouched
+    assert any(k.startswith("vision.") for k in changed)
+    pre = train(TrainConfig(stage="grounding", grounding_dir=str(grounding_dir), init_from=str(vis), steps=2,
+                            out_dir=str(tmp_path / "pre_after_vis"), **TINY))
+    assert load_tokenizer(pre).get_vocab() == load_tokenizer(vis).get_vocab()
+    with pytest.raises(ConfigError, match="vision stage and grounding_share"):
+        TrainConfig(stage="vision")

@@ -9,7 +9,9 @@ function the inference adapter uses.
 A VLM stage comes first when asked (docs/training.md): `stage="grounding"` trains on
 grounding questions only (one answer word read at the proprio token), and an actions run
 with `init_from` and `grounding_share` continues from it with that share of grounding
-batches mixed in. `image_dropout` hides random image tokens of action samples by the
+batches mixed in. `stage="vision"` comes before both when asked: it trains the image encoder
+and projector alone on the patch-word labels (below), as a VLA inherits a pretrained vision
+encoder; the language model stays as initialised. `image_dropout` hides random image tokens of action samples by the
 attention mask with original position ids, as DTP's pass 2 does. `patch_word_weight` adds,
 on grounding batches, a dense loss: a linear head on each projected image token predicts
 which object words (colour, noun, shape) describe what the patch holds, from the frames'
@@ -78,7 +80,7 @@ STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
 SUMMARY_NAME = "training.json"
 HEAD_NAME = "patch_word_head.safetensors"
-STAGES = ("actions", "grounding")
+STAGES = ("actions", "grounding", "vision")
 _MODEL_DEFAULTS = TinyVLAConfig()  # the model sizes are TinyVLAConfig's; TrainConfig only lets a run change them
 
 
@@ -184,10 +186,10 @@ class TrainConfig:
             bad(f"stage must be one of {STAGES}, got {self.stage!r}")
         if not 0 <= self.grounding_share < 1:
             bad(f"grounding_share must lie in [0, 1), got {self.grounding_share!r}")
-        if (self.stage == "grounding" or self.grounding_share > 0) and not self.grounding_dir:
-            bad("the grounding stage and grounding_share > 0 need grounding_dir")
-        if self.stage == "grounding" and self.grounding_share:
-            bad("grounding_share mixes grounding into the actions stage; the grounding stage is all grounding")
+        if (self.stage != "actions" or self.grounding_share > 0) and not self.grounding_dir:
+            bad(f"the {self.stage} stage and grounding_share > 0 need grounding_dir")
+        if self.stage != "actions" and self.grounding_share:
+            bad(f"grounding_share mixes grounding into the actions stage; the {self.stage} stage takes no share")
         if not 0 <= self.image_dropout < 1:
             bad(f"image_dropout must lie in [0, 1), got {self.image_dropout!r}")
         if isinstance(self.num_registers, bool) or not isinstance(self.num_registers, int) or self.num_registers < 0:
@@ -565,6 +567,58 @@ def _load_data(cfg: TrainConfig, resume_from: Path | None):
     return tokenizer, demos, grounding
 
 
+
+def _vision_step(model: TinyVLA, head, opt, trained: list, cfg: TrainConfig, g: torch.Generator, g_train
+                 ) -> tuple[float, float]:
+    """One optimizer step of the vision stage: frames, not questions, and the encoder and projector
+    alone on the patch-word labels. The language model gets no gradient, so AdamW leaves it
+    (and its weight decay) alone. Returns (loss, grad norm)."""
+    index = torch.randint(g_train.n_frames, (cfg.batch_size,), generator=g)
+    pixels = augment(g_train.images[index], g, 0, cfg.color_jitter)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        loss, _ = patch_word_loss(model, head, pixels, g_train.patch_words[index])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
+    opt.step()
+    return loss.item(), grad_norm.item()
+
+
+def _question_or_action_step(model: TinyVLA, head, opt, trained: list, cfg: TrainConfig, g: torch.Generator,
+                             g_train, train_set, n_image: int, pw_window: list[float]
+                             ) -> tuple[tuple[float, float, float], bool]:
+    """One optimizer step on a grounding batch or an action batch (the grounding and actions
+    stages); returns ((loss, accuracy, grad norm), whether it was a grounding batch)."""
+    is_grounding = cfg.stage == "grounding" or (
+        cfg.grounding_share > 0 and float(torch.rand(1, generator=g)) < cfg.grounding_share)
+    data = g_train if is_grounding else train_set
+    index = torch.randint(len(data), (cfg.batch_size,), generator=g)
+    if is_grounding:  # no shift: the answer names a patch
+        pixels = augment(data.images[data.frame[index]], g, 0, cfg.color_jitter)
+    else:
+        pixels = augment(data.images[index], g, cfg.max_shift, cfg.color_jitter)
+    batch = data.batch(index, pixels=pixels)
+    keep = None  # grounding batches keep every token: a hidden target patch would make the answer a guess
+    if cfg.image_dropout > 0 and not is_grounding:
+        keep = image_keep_mask(cfg.batch_size, n_image, cfg.image_dropout, g)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        if is_grounding:
+            loss, pred = grounding_loss(model, batch, keep)
+            if head is not None:
+                pw, _ = patch_word_loss(model, head, pixels, data.patch_words[data.frame[index]])
+                pw_window.append(pw.item())
+                loss = loss + cfg.patch_word_weight * pw
+        else:
+            loss, pred = training_loss(model, batch, cfg.bin_sigma, keep)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
+    opt.step()
+    target = batch.answers if is_grounding else batch.action_bins
+    acc = float((pred == target).float().mean())
+    return (loss.item(), acc, grad_norm.item()), is_grounding
+
+
 def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None = None) -> Path:
     """Run (or resume) training; returns the directory of the final checkpoint (out_dir/final).
 
@@ -629,9 +683,9 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
     if g_train is not None and g_train.images.shape[1] != model.config.image_size:
         raise ConfigError(f"grounding frames are {g_train.images.shape[1]} px, the model reads {model.config.image_size}")
     head = None  # the patch-word head: a training aid over the projected image tokens, not part of the model
-    if cfg.patch_word_weight > 0:
+    if cfg.patch_word_weight > 0 or cfg.stage == "vision":
         if g_train.patch_words is None:
-            raise ConfigError(f"patch_word_weight needs frames with patch_words labels; {cfg.grounding_dir}/train "
+            raise ConfigError(f"the vision stage and patch_word_weight need frames with patch_words labels; {cfg.grounding_dir}/train "
                               "was written without them (regenerate with python -m dtp.tinyvla.grounding)")
         torch.manual_seed(cfg.seed + 1)
         head = torch.nn.Linear(model.config.hidden_size, len(g_train.patch_word_names))
@@ -690,7 +744,8 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
             if val_set is not None:
                 metrics.update(evaluate(model, val_set, torch.arange(len(val_set)) if full else val_index))
             if g_val is not None:
-                metrics.update(evaluate_grounding(model, g_val if full else g_val_sub, tokenizer))
+                if cfg.stage != "vision":  # the vision stage leaves the language model untrained
+                    metrics.update(evaluate_grounding(model, g_val if full else g_val_sub, tokenizer))
                 if val_patch_words is not None:
                     metrics.update(evaluate_patch_words(model, head, g_val, val_patch_words))
             if metrics:
@@ -706,34 +761,14 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
             for group in opt.param_groups:
                 group["lr"] = lr
             g = _step_generator(cfg.seed, step)
-            is_grounding = cfg.stage == "grounding" or (
-                cfg.grounding_share > 0 and float(torch.rand(1, generator=g)) < cfg.grounding_share)
-            data = g_train if is_grounding else train_set
-            index = torch.randint(len(data), (cfg.batch_size,), generator=g)
-            if is_grounding:  # no shift: the answer names a patch
-                pixels = augment(data.images[data.frame[index]], g, 0, cfg.color_jitter)
+            if cfg.stage == "vision":
+                loss_value, grad_norm = _vision_step(model, head, opt, trained, cfg, g, g_train)
+                pw_window.append(loss_value)
+                window.append((None, 0.0, 0.0, grad_norm))  # neither kind: only pw_loss is logged
             else:
-                pixels = augment(data.images[index], g, cfg.max_shift, cfg.color_jitter)
-            batch = data.batch(index, pixels=pixels)
-            keep = None  # grounding batches keep every token: a hidden target patch would make the answer a guess
-            if cfg.image_dropout > 0 and not is_grounding:
-                keep = image_keep_mask(cfg.batch_size, n_image, cfg.image_dropout, g)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                if is_grounding:
-                    loss, pred = grounding_loss(model, batch, keep)
-                    if head is not None:
-                        pw, _ = patch_word_loss(model, head, pixels, data.patch_words[data.frame[index]])
-                        pw_window.append(pw.item())
-                        loss = loss + cfg.patch_word_weight * pw
-                else:
-                    loss, pred = training_loss(model, batch, cfg.bin_sigma, keep)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
-            opt.step()
-            target = batch.answers if is_grounding else batch.action_bins
-            acc = float((pred == target).float().mean())
-            window.append((is_grounding, loss.item(), acc, grad_norm.item()))
+                loss_acc_grad, is_grounding = _question_or_action_step(
+                    model, head, opt, trained, cfg, g, g_train, train_set, n_image, pw_window)
+                window.append((is_grounding, *loss_acc_grad))
             done = step + 1
             bar.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:
@@ -741,7 +776,7 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
                 seconds += now - tick
                 tick = now
                 rec = {"kind": "train", "step": done}
-                for prefix, sel in (("", [w for w in window if not w[0]]), ("g_", [w for w in window if w[0]])):
+                for prefix, sel in (("", [w for w in window if w[0] is False]), ("g_", [w for w in window if w[0]])):
                     if sel:
                         mean = np.mean([w[1:] for w in sel], axis=0)
                         rec.update({f"{prefix}loss": round(float(mean[0]), 6), f"{prefix}acc": round(float(mean[1]), 6)})
@@ -751,7 +786,7 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
                             "seconds": round(seconds, 2)})
                 window, pw_window = [], []
                 emit(rec)
-                bar.set_postfix(loss=rec.get("loss", rec.get("g_loss")), val=last_val.get("acc", last_val.get("g_acc")))
+                bar.set_postfix(loss=rec.get("loss", rec.get("g_loss", rec.get("pw_loss"))), val=last_val.get("acc", last_val.get("g_acc")))
             if done % cfg.eval_every == 0 and done != cfg.steps:
                 run_eval(done)
             if done % cfg.save_every == 0 or done in (cfg.steps, stop_at):
@@ -838,8 +873,9 @@ _HELP = {
     "threads": "torch threads (2 on a shared 2-core machine stalls)",
     "precision": "autocast dtype of the training forward pass",
     "progress": "progress bar",
-    "stage": "'actions' (behaviour cloning, optionally mixed with grounding) or 'grounding' (the VLM stage: "
-             "answers to questions about simulator frames; docs/training.md)",
+    "stage": "'actions' (behaviour cloning, optionally mixed with grounding), 'grounding' (the VLM stage: "
+             "answers to questions about simulator frames) or 'vision' (the image encoder alone on the frames' "
+             "patch-word labels, before the VLM stage; docs/training.md)",
     "grounding_dir": "frames written by 'python -m dtp.tinyvla.grounding' (train/ and val/ inside); "
                      "needed by the grounding stage and --grounding-share (default: none)",
     "grounding_share": "share of the actions stage's batches that are grounding batches",
