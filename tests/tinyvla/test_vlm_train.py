@@ -188,3 +188,25 @@ def test_vision_stage_trains_the_encoder_alone_then_the_vlm_stage_starts_from_it
     assert load_tokenizer(pre).get_vocab() == load_tokenizer(vis).get_vocab()
     with pytest.raises(ConfigError, match="vision stage and grounding_share"):
         TrainConfig(stage="vision")
+
+
+def test_resuming_on_frames_with_other_patch_words_is_a_clear_error(tmp_path, grounding_dir):
+    import shutil
+
+    import h5py
+
+    from dtp.errors import CheckpointError
+
+    frames = tmp_path / "frames"
+    shutil.copytree(grounding_dir, frames)
+    cfg = TrainConfig(stage="vision", grounding_dir=str(frames), steps=3, out_dir=str(tmp_path / "run"), **TINY)
+    train(cfg, stop_at=2)
+    shard = sorted((frames / "train").glob("shard_*.h5"))[0]
+    with h5py.File(shard, "a") as f:  # these frames now also name a word the run's head never saw
+        names = [w.decode() for w in f["patch_word_names"][()]] + ["zzz"]
+        words = np.concatenate([f["patch_words"][()], np.zeros_like(f["patch_words"][()][:, :1])], axis=1)
+        del f["patch_word_names"], f["patch_words"]
+        f["patch_words"] = words
+        f.create_dataset("patch_word_names", data=names, dtype=h5py.string_dtype())
+    with pytest.raises(CheckpointError, match="started on other frames"):
+        train(TrainConfig(**{**cfg.__dict__, "resume": True}))

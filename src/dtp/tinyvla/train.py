@@ -11,12 +11,12 @@ grounding questions only (one answer word read at the proprio token), and an act
 with `init_from` and `grounding_share` continues from it with that share of grounding
 batches mixed in. `stage="vision"` comes before both when asked: it trains the image encoder
 and projector alone on the patch-word labels (below), as a VLA inherits a pretrained vision
-encoder; the language model stays as initialised. `image_dropout` hides random image tokens of action samples by the
-attention mask with original position ids, as DTP's pass 2 does. `patch_word_weight` adds,
-on grounding batches, a dense loss: a linear head on each projected image token predicts
-which object words (colour, noun, shape) describe what the patch holds, from the frames'
-`patch_words` labels. The head is a training aid, kept in the run's checkpoints and not in
-the model.
+encoder; the language model stays as initialised. `image_dropout` hides random image tokens
+of action samples by the attention mask with original position ids, as DTP's pass 2 does.
+`patch_word_weight` adds, on grounding batches, a dense loss: a linear head on each projected
+image token predicts which object words (colour, noun, shape) describe what the patch holds,
+from the frames' `patch_words` labels. The head is a training aid, kept in the run's
+checkpoints and not in the model.
 
     from dtp.tinyvla.train import TrainConfig, train
     final_dir = train(TrainConfig(data_dir="data/demos", out_dir="runs/train_tinyvla"))
@@ -34,7 +34,7 @@ Output directory:
                                  log_every steps; {"kind": "val", step, loss, acc, acc_<task>...}
     checkpoints/step_<k>/        config.json, model.safetensors, tokenizer.json,
                                  optimizer.safetensors, trainer_state.json (the last keep_checkpoints),
-                                 patch_word_head.safetensors (with patch_word_weight > 0)
+                                 patch_word_head.safetensors (vision stage or patch_word_weight > 0)
     final/                       config.json, model.safetensors, tokenizer.json, training.json
 """
 
@@ -710,7 +710,11 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
         if head is not None:
             if not (resume_from / HEAD_NAME).is_file():
                 raise CheckpointError(f"{resume_from} has no {HEAD_NAME}: it was saved by a run without patch_word_weight")
-            head.load_state_dict(load_file(str(resume_from / HEAD_NAME)))
+            saved = load_file(str(resume_from / HEAD_NAME))
+            if saved["weight"].shape != head.weight.shape:
+                raise CheckpointError(f"{resume_from / HEAD_NAME} predicts {saved['weight'].shape[0]} patch words, "
+                                      f"these frames have {head.weight.shape[0]}: the run was started on other frames")
+            head.load_state_dict(saved)
         _load_optimizer(opt, resume_from / OPTIM_NAME)
         st = json.loads((resume_from / STATE_NAME).read_text())
         start_step, seconds = int(st["step"]), float(st["seconds"])
