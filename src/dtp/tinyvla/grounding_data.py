@@ -81,9 +81,7 @@ class GroundingSet:
         missing = sorted(set(self.patch_word_names) - set(names))
         if missing:
             raise DataError(f"patch words {missing} are not among the {len(names)} words of the head")
-        out = torch.zeros(self.patch_words.shape[0], len(names), self.patch_words.shape[2], dtype=torch.bool)
-        out[:, [names.index(w) for w in self.patch_word_names]] = self.patch_words
-        return out
+        return torch.from_numpy(_reindex_words(self.patch_words.numpy(), self.patch_word_names, names))
 
     def batch(self, index: torch.Tensor, pixels: torch.Tensor | None = None) -> GroundingBatch:
         """Questions at `index` (B,); `pixels` replaces their frames' un-augmented images."""
@@ -170,9 +168,13 @@ def _merge_word_maps(maps: list) -> tuple[torch.Tensor | None, tuple[str, ...]]:
     if not maps or any(m is None for m in maps):
         return None, ()
     names = sorted({w for shard_names, _ in maps for w in shard_names})
-    parts = []
-    for shard_names, arr in maps:
-        full = np.zeros((arr.shape[0], len(names), arr.shape[2]), dtype=bool)
-        full[:, [names.index(w) for w in shard_names]] = arr
-        parts.append(full)
+    parts = [_reindex_words(arr, shard_names, names) for shard_names, arr in maps]
     return torch.from_numpy(np.concatenate(parts)), tuple(names)
+
+
+def _reindex_words(labels: np.ndarray, names: list[str] | tuple[str, ...], onto: list[str] | tuple[str, ...]) -> np.ndarray:
+    """(F, len(names), N) bool labels moved onto the word list `onto` (a superset): (F, len(onto), N),
+    all False for a word `names` lacks."""
+    out = np.zeros((labels.shape[0], len(onto), labels.shape[2]), dtype=bool)
+    out[:, [list(onto).index(w) for w in names]] = labels
+    return out

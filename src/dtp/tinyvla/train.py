@@ -567,7 +567,6 @@ def _load_data(cfg: TrainConfig, resume_from: Path | None):
     return tokenizer, demos, grounding
 
 
-
 def _vision_step(model: TinyVLA, head, opt, trained: list, cfg: TrainConfig, g: torch.Generator, g_train
                  ) -> tuple[float, float]:
     """One optimizer step of the vision stage: frames, not questions, and the encoder and projector
