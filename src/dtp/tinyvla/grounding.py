@@ -19,7 +19,12 @@ Datasets: images uint8 (F, H, W, 3), proprio float32 (F, 4), seeds int64 (F,), t
 str; qa_frame int64 (Q,) (index of the frame in the shard), qa_kind / qa_question /
 qa_answer (Q,) str; patch_words uint8 (F, W, rows * cols), True where a patch holds an object
 that patch_word_names[w] (W,) str describes (`scene.patch_word_maps`, the dense labels of the
-VLM stage's patch-word loss). Attrs: start, stop (frame indices), split, seed, grid, image_size, max_distractors, palette, variant.
+VLM stage's patch-word loss); instructions (F,) str, the task instruction the env gave, and
+instruction_regions uint8 (F, rows * cols), the patches of the parts it names (task object,
+goal); swapped_instructions (F,) str and swapped_regions (F, rows * cols): the same
+instruction naming a visible lookalike's colour instead of its part's, with the lookalike's
+patches in the part's place ("" and no patches where the frame shows no lookalike): the
+targets of the instruction-attention loss (`instruction_targets`). Attrs: start, stop (frame indices), split, seed, grid, image_size, max_distractors, palette, variant.
 """
 
 from __future__ import annotations
@@ -35,10 +40,10 @@ import numpy as np
 
 from ..errors import ConfigError
 from .questions import SHAPE_WORDS, ask
-from .scene import Scene, object_words, patch_word_maps, scene_from_masks
+from .scene import Scene, SceneObject, object_words, patch_word_maps, scene_from_masks
 
-__all__ = ["GroundingGenConfig", "frame_seed", "scene_from_env", "generate", "main",
-           "GROUNDING_SEED_BASE", "SPLIT_OFFSET", "TASK_OBJECTS"]
+__all__ = ["GroundingGenConfig", "InstructionTargets", "frame_seed", "scene_from_env", "instruction_targets",
+           "generate", "main", "GROUNDING_SEED_BASE", "SPLIT_OFFSET", "TASK_OBJECTS"]
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +182,60 @@ def _scene_from_labels(env, grid: tuple[int, int]) -> Scene:
     return scene_from_masks(masks, info, grid)
 
 
+NAMED_ROLES = ("task_object", "goal")  # the parts a task instruction names
+
+
+@dataclass(frozen=True)
+class InstructionTargets:
+    """A frame's instruction with the patches of the parts it names, and its colour-swapped twin."""
+
+    instruction: str
+    region: np.ndarray  # (rows * cols,) bool
+    swapped: str  # "" when the frame shows no visible lookalike to swap to
+    swapped_region: np.ndarray  # (rows * cols,) bool, all False when swapped is ""
+
+
+def _cells(objects: list[SceneObject], grid: tuple[int, int]) -> np.ndarray:
+    rows, cols = grid
+    out = np.zeros(rows * cols, dtype=bool)
+    for o in objects:
+        for r, c in o.cells:
+            out[r * cols + c] = True
+    return out
+
+
+def instruction_targets(env, scene: Scene, rng: np.random.Generator) -> InstructionTargets:
+    """Where the instruction points: the patches of the task object and goal it names. The twin
+    names one visible lookalike (drawn by `rng`) in its part's place, colour word swapped as
+    `dtp.eval.colour_swap` does, so a model trained on both must read the colour word to know
+    where the instruction points, not the task's usual layout."""
+    from ..errors import InputError
+    from ..eval.colour_swap import SWAP_ROLES, swap_colour_word
+
+    instruction = env.instruction
+    named = [o for o in scene.objects if o.role in NAMED_ROLES]
+    region = _cells(named, scene.grid)
+    by_name = {o.name: o for o in scene.objects}
+    env_scene = getattr(env, "scene", None)
+    pairs = []
+    for copy in env_scene.objects if env_scene is not None else ():
+        part = next(iter(env_scene.by_role(copy.mimics)), None) if copy.role == "lookalike" else None
+        seen = by_name.get(copy.name)
+        if part is None or copy.mimics not in SWAP_ROLES or not (part.colour and copy.colour) or not (seen and seen.visible):
+            continue
+        pairs.append((part, copy))
+    if pairs:
+        part, copy = pairs[int(rng.integers(len(pairs)))]
+        try:
+            swapped = swap_colour_word(instruction, part.colour, copy.colour)
+        except InputError:  # the colour word is missing or named twice: no clean swap
+            pairs = []
+    if not pairs:
+        return InstructionTargets(instruction, region, "", np.zeros_like(region))
+    kept = [o for o in named if o.name != part.name] + [by_name[copy.name]]
+    return InstructionTargets(instruction, region, swapped, _cells(kept, scene.grid))
+
+
 def _move_arm(env, policy, rng: np.random.Generator, max_steps: int) -> np.ndarray | None:
     """Move the arm for 0..max_steps simulator steps: the scripted expert (half the frames) or a
     random drift. Steps the Meta-World env under `env.sim` directly (no frame rendered per step,
@@ -201,7 +260,7 @@ def _move_arm(env, policy, rng: np.random.Generator, max_steps: int) -> np.ndarr
 
 
 def _frames(cfg: GroundingGenConfig, start: int, stop: int, envs: dict):
-    """Yield (image, proprio, seed, task, [QA], Scene) for frames start..stop-1."""
+    """Yield (image, proprio, seed, task, [QA], Scene, InstructionTargets) for frames start..stop-1."""
     from metaworld.policies import ENV_POLICY_MAP
 
     from ..envs.metaworld_env import PROPRIO_DIM
@@ -219,7 +278,8 @@ def _frames(cfg: GroundingGenConfig, start: int, stop: int, envs: dict):
         image = env.render()  # (H, W, 3) uint8, the frame after the arm moved
         scene = scene_from_env(env, cfg.grid)
         qas = ask(scene, np.random.default_rng([s, 0x9A]), cfg.questions)
-        yield image, proprio, s, task, qas, scene
+        targets = instruction_targets(env, scene, np.random.default_rng([s, 0x5A]))
+        yield image, proprio, s, task, qas, scene, targets
 
 
 def _write_shard(path: Path, cfg: GroundingGenConfig, rows: list, start: int, stop: int) -> None:
@@ -229,7 +289,7 @@ def _write_shard(path: Path, cfg: GroundingGenConfig, rows: list, start: int, st
     tmp = path.with_name(f".tmp_{path.name}")
     qa_frame, kinds, questions, answers = [], [], [], []
     words = sorted({w for row in rows for o in row[5].objects for w in object_words(o)})
-    for j, (_, _, _, _, qas, _) in enumerate(rows):
+    for j, (_, _, _, _, qas, _, _) in enumerate(rows):
         for qa in qas:
             qa_frame.append(j)
             kinds.append(qa.kind)
@@ -245,6 +305,10 @@ def _write_shard(path: Path, cfg: GroundingGenConfig, rows: list, start: int, st
             f.create_dataset(name, data=values, dtype=str_dt)
         f["patch_words"] = np.stack([patch_word_maps(r[5], words) for r in rows]).astype(np.uint8)  # (F, W, N)
         f.create_dataset("patch_word_names", data=words, dtype=str_dt)
+        f.create_dataset("instructions", data=[r[6].instruction for r in rows], dtype=str_dt)
+        f["instruction_regions"] = np.stack([r[6].region for r in rows]).astype(np.uint8)  # (F, N)
+        f.create_dataset("swapped_instructions", data=[r[6].swapped for r in rows], dtype=str_dt)
+        f["swapped_regions"] = np.stack([r[6].swapped_region for r in rows]).astype(np.uint8)  # (F, N)
         f.attrs.update(start=start, stop=stop, split=cfg.split, seed=cfg.seed, grid=list(cfg.grid), image_size=cfg.image_size,
                        max_distractors=cfg.max_distractors, palette=cfg.palette, variant=cfg.variant or "default")
     os.replace(tmp, path)

@@ -2,6 +2,8 @@
 
 Every question is one sample: [BOS][image][registers][question words][proprio] -> one answer
 word, predicted at the proprio token (where an action model emits its first action token).
+Frames written with instruction targets also carry, per frame, the task instruction and its
+colour-swapped twin with the patches each names (the instruction-attention loss's targets).
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class GroundingSet:
     # dense labels (frames written with them): (F, W, N) bool, patch n holds an object word w describes
     patch_words: torch.Tensor | None = None
     patch_word_names: tuple[str, ...] = ()
+    # instruction targets (frames written with them): variant 0 the frame's instruction, 1 its
+    # colour-swapped twin (length 0 and no patches where the frame has none)
+    instruction_ids: torch.Tensor | None = None  # (F, 2, 1 + P_max) long: BOS, words, PAD...
+    instruction_lengths: torch.Tensor | None = None  # (F, 2) long
+    instruction_regions: torch.Tensor | None = None  # (F, 2, N) bool: the patches each names
 
     def __len__(self) -> int:
         return int(self.frame.shape[0])
@@ -82,6 +89,17 @@ class GroundingSet:
         if missing:
             raise DataError(f"patch words {missing} are not among the {len(names)} words of the head")
         return torch.from_numpy(_reindex_words(self.patch_words.numpy(), self.patch_word_names, names))
+
+    def instructions(self, frames: torch.Tensor, swapped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids (B, 1 + P), word lengths (B,), regions (B, N) bool) of frames (B,): the swapped
+        twin where `swapped` (B,) bool asks for it and the frame has one, else the instruction."""
+        if self.instruction_ids is None:
+            raise DataError("these grounding frames have no instruction targets")
+        variant = (swapped & (self.instruction_lengths[frames, 1] > 0)).long()  # (B,)
+        lengths = self.instruction_lengths[frames, variant]
+        p_max = int(lengths.max()) if len(frames) else 0
+        return (self.instruction_ids[frames, variant, : 1 + p_max], lengths,
+                self.instruction_regions[frames, variant])
 
     def batch(self, index: torch.Tensor, pixels: torch.Tensor | None = None) -> GroundingBatch:
         """Questions at `index` (B,); `pixels` replaces their frames' un-augmented images."""
@@ -118,6 +136,7 @@ def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int)
 
     images, proprio, frame, kinds, questions, answers = [], [], [], [], [], []
     word_maps: list[tuple[list[str], np.ndarray] | None] = []  # per shard: (names, (F, W, N) bool)
+    targets: list[tuple[list[str], list[str], np.ndarray, np.ndarray] | None] = []  # per shard, see _instruction_targets
     offset = 0
     for path in _shards(Path(directory)):
         with h5py.File(path, "r") as f:
@@ -125,6 +144,11 @@ def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int)
                 word_maps.append(([w.decode() for w in f["patch_word_names"][()]], np.asarray(f["patch_words"][()], bool)))
             else:
                 word_maps.append(None)
+            if "instructions" in f:
+                targets.append(([t.decode() for t in f["instructions"][()]], [t.decode() for t in f["swapped_instructions"][()]],
+                                np.asarray(f["instruction_regions"][()], bool), np.asarray(f["swapped_regions"][()], bool)))
+            else:
+                targets.append(None)
             im = np.asarray(f["images"][()])
             if im.ndim != 4 or im.shape[1:3] != (image_size, image_size):
                 raise DataError(f"{path}: frames are {im.shape[1:3]}, the model reads {image_size} px")
@@ -136,7 +160,8 @@ def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int)
             answers += [a.decode() for a in f["qa_answer"][()]]
             offset += im.shape[0]
     vocab = tokenizer.get_vocab()
-    unknown = sorted({w for text in questions + answers for w in text.split() if w not in vocab})
+    texts = [t for shard in targets if shard is not None for t in shard[0] + shard[1]]
+    unknown = sorted({w for text in questions + answers + texts for w in text.split() if w not in vocab})
     if unknown:
         raise DataError(f"grounding words missing from the tokenizer: {unknown[:10]} "
                         "(build it with dtp.tinyvla.grounding_data.grounded_tokenizer)")
@@ -148,6 +173,7 @@ def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int)
     p_max = max(len(e) for e in encoded)
     pad, bos = tokenizer.token_to_id(PAD), tokenizer.token_to_id(BOS)
     ids = torch.tensor([[bos] + e + [pad] * (p_max - len(e)) for e in encoded], dtype=torch.long)
+    instruction_ids, instruction_lengths, instruction_regions = _instruction_targets(targets, tokenizer)
     return GroundingSet(
         images=torch.from_numpy(np.concatenate(images)),
         proprio=torch.from_numpy(np.concatenate(proprio)),
@@ -160,7 +186,25 @@ def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int)
         n_frames=offset,
         patch_words=patch_words,
         patch_word_names=names,
+        instruction_ids=instruction_ids,
+        instruction_lengths=instruction_lengths,
+        instruction_regions=instruction_regions,
     )
+
+
+def _instruction_targets(shards: list, tokenizer: Tokenizer) -> tuple[torch.Tensor | None, ...]:
+    """Per frame, the instruction and its swapped twin tokenized, with their regions (None x 3
+    unless every shard has them): ids (F, 2, 1 + P_max), lengths (F, 2), regions (F, 2, N)."""
+    if not shards or any(t is None for t in shards):
+        return None, None, None
+    texts = [pair for plain, swapped, _, _ in shards for pair in zip(plain, swapped)]
+    encoded = [[tokenizer.encode(t, add_special_tokens=False).ids if t else [] for t in pair] for pair in texts]
+    p_max = max(len(e) for pair in encoded for e in pair)
+    pad, bos = tokenizer.token_to_id(PAD), tokenizer.token_to_id(BOS)
+    ids = torch.tensor([[[bos] + e + [pad] * (p_max - len(e)) for e in pair] for pair in encoded], dtype=torch.long)
+    lengths = torch.tensor([[len(e) for e in pair] for pair in encoded], dtype=torch.long)
+    regions = np.concatenate([np.stack([plain, swapped], axis=1) for _, _, plain, swapped in shards])  # (F, 2, N)
+    return ids, lengths, torch.from_numpy(regions)
 
 
 def _merge_word_maps(maps: list) -> tuple[torch.Tensor | None, tuple[str, ...]]:

@@ -16,7 +16,10 @@ of action samples by the attention mask with original position ids, as DTP's pas
 `patch_word_weight` adds, on grounding batches, a dense loss: a linear head on each projected
 image token predicts which object words (colour, noun, shape) describe what the patch holds,
 from the frames' `patch_words` labels. The head is a training aid, kept in the run's
-checkpoints and not in the model.
+checkpoints and not in the model. `instruction_attention_weight` adds, on grounding batches,
+a loss on Eq. 1's relevance itself: the attention of the frame's task instruction (or, half
+the time, its colour-swapped twin) to the image, in `instruction_attention_layers`, is pulled
+toward the patches of the parts it names, so that G follows the words (docs/training.md).
 
     from dtp.tinyvla.train import TrainConfig, train
     final_dir = train(TrainConfig(data_dir="data/demos", out_dir="runs/train_tinyvla"))
@@ -68,8 +71,8 @@ from .modeling import VARIANT_KEY, TinyVLA, TinyVLAConfig
 from .tokenizer import load_tokenizer, save_tokenizer
 
 __all__ = ["TrainConfig", "train", "evaluate", "evaluate_grounding", "action_logits", "grounding_logits", "action_loss",
-           "training_loss", "grounding_loss", "patch_word_loss", "teacher_forced_hidden", "image_keep_mask", "lr_at",
-           "main"]
+           "training_loss", "grounding_loss", "patch_word_loss", "instruction_relevance", "instruction_attention_loss",
+           "evaluate_instruction_attention", "teacher_forced_hidden", "image_keep_mask", "lr_at", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ OPTIM_NAME = "optimizer.safetensors"
 SUMMARY_NAME = "training.json"
 HEAD_NAME = "patch_word_head.safetensors"
 STAGES = ("actions", "grounding", "vision")
+SWAPPED_SHARE = 0.5  # share of instruction-attention samples that read the colour-swapped twin
 _MODEL_DEFAULTS = TinyVLAConfig()  # the model sizes are TinyVLAConfig's; TrainConfig only lets a run change them
 
 
@@ -134,6 +138,9 @@ class TrainConfig:
     num_registers: int = 0  # register tokens after the image span (TinyVLAConfig.num_registers)
     image_dropout: float = 0.0  # each action sample hides up to this share of its image tokens (mask, original positions)
     patch_word_weight: float = 0.0  # >0: dense patch-word loss on grounding batches (frames need patch_words)
+    # >0: Eq. 1's relevance of the frames' instructions trained onto the parts they name (grounding batches)
+    instruction_attention_weight: float = 0.0
+    instruction_attention_layers: tuple[int, ...] = (2, 3)  # language-model layers whose attention it trains
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -199,6 +206,15 @@ class TrainConfig:
             bad(f"patch_word_weight must be >= 0, got {self.patch_word_weight!r}")
         if self.patch_word_weight > 0 and self.stage == "actions" and not self.grounding_share:
             bad("patch_word_weight applies to grounding batches: use stage='grounding' or grounding_share > 0")
+        w = self.instruction_attention_weight
+        if not (isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0):
+            bad(f"instruction_attention_weight must be >= 0, got {w!r}")
+        if w > 0 and (self.stage == "vision" or (self.stage == "actions" and not self.grounding_share)):
+            bad("instruction_attention_weight applies to grounding batches: use stage='grounding' or grounding_share > 0")
+        layers = self.instruction_attention_layers
+        if (isinstance(layers, str) or not layers
+                or any(isinstance(l, bool) or not isinstance(l, int) or l < 0 for l in layers)):
+            bad(f"instruction_attention_layers must be a non-empty tuple of layer indices >= 0, got {layers!r}")
 
     def model_config(self, num_words: int) -> TinyVLAConfig:
         return TinyVLAConfig(
@@ -216,6 +232,7 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["tasks"] = list(self.tasks) if self.tasks is not None else None
+        d["instruction_attention_layers"] = list(self.instruction_attention_layers)
         return d
 
 
@@ -311,6 +328,89 @@ def evaluate_patch_words(model: TinyVLA, head: torch.nn.Linear, data, labels: to
         fn += int((~guess & target).sum())
     model.train(was_training)
     return {"pw_loss": total / max(data.n_frames, 1), "pw_f1": 2 * tp / max(2 * tp + fp + fn, 1)}
+
+
+@contextlib.contextmanager
+def _eager_attention(lm):
+    """Inside the block the language model computes attention eagerly (so it can return the
+    probabilities, with gradients); its own implementation is restored on exit."""
+    old = lm.config._attn_implementation
+    lm.config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        lm.config._attn_implementation = old
+
+
+def instruction_relevance(model: TinyVLA, pixels: torch.Tensor, ids: torch.Tensor, word_lengths: torch.Tensor,
+                          proprio: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
+    """Eq. 1's relevance before smoothing, per layer and differentiable: the mean over heads and the
+    instruction's words of their attention to each image token, in the policy's prompt layout
+    [BOS][image][registers][words][proprio]. pixels (B, 3, H, W); ids (B, 1 + P) BOS and right-
+    padded words of word_lengths (B,); proprio (B, P_dims). Returns (len(layers), B, N)."""
+    cfg = model.config
+    emb = model.sequence_embeddings(pixels, ids, proprio, word_lengths=word_lengths)  # (B, S, D)
+    b, s, _ = emb.shape
+    lm = model.language_model
+    with _eager_attention(lm):
+        att = lm.model(inputs_embeds=emb, position_ids=torch.arange(s).expand(b, s), output_attentions=True).attentions
+    p = ids.shape[1] - 1
+    words = (torch.arange(p).view(1, p) < word_lengths.view(b, 1)).float()  # (B, P): real words, not padding
+    image = slice(1, 1 + cfg.num_image_tokens)
+    rows = torch.stack([att[l][:, :, cfg.text_start : cfg.text_start + p, image] for l in layers]).float()  # (L, B, H, P, N)
+    return (rows.mean(2) * words.view(1, b, p, 1)).sum(2) / word_lengths.clamp(min=1).view(1, b, 1).float()
+
+
+def instruction_attention_loss(relevance: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy from the uniform distribution over the named patches to the relevance
+    normalised over the image, averaged over layers and the frames whose region is not empty.
+    relevance (L, B, N) >= 0; regions (B, N) bool."""
+    p = relevance / relevance.sum(-1, keepdim=True).clamp_min(1e-12)  # (L, B, N)
+    target = regions.float() / regions.sum(-1, keepdim=True).clamp(min=1)  # (B, N)
+    ce = -(target * torch.log(p + 1e-8)).sum(-1)  # (L, B)
+    valid = regions.any(-1)
+    return ce[:, valid].mean() if bool(valid.any()) else relevance.sum() * 0.0
+
+
+@torch.no_grad()
+def evaluate_instruction_attention(model: TinyVLA, data, layers: tuple[int, ...], batch_size: int = 256
+                                   ) -> dict[str, float]:
+    """On every frame of `data` (a GroundingSet with instruction targets), in float32: the loss, and
+    the share of the named patches inside G (DTPConfig's default k and sigma, relevance averaged
+    over `layers`), for the instruction (ia_cover) and for its colour-swapped twin (ia_cover_swapped)."""
+    from ..config import DTPConfig
+    from ..core import important_region
+
+    dtp = DTPConfig()
+    was_training = model.training
+    model.eval()
+    grid = model.config.grid
+    sums = {"ia_loss": [0.0, 0], "ia_cover": [0.0, 0], "ia_cover_swapped": [0.0, 0]}
+    for start in range(0, data.n_frames, batch_size):
+        frames = torch.arange(start, min(start + batch_size, data.n_frames))
+        pixels = to_pixels(data.images[frames])
+        for swapped, name in ((False, "ia_cover"), (True, "ia_cover_swapped")):
+            ids, lengths, regions = data.instructions(frames, torch.full((len(frames),), swapped))
+            if swapped:  # only frames that have a twin
+                keep = data.instruction_lengths[frames, 1] > 0
+                ids, lengths, regions, sel = ids[keep], lengths[keep], regions[keep], frames[keep]
+            else:
+                sel = frames
+            keep = regions.any(-1)
+            if not bool(keep.any()):
+                continue
+            r = instruction_relevance(model, pixels[sel - start][keep], ids[keep], lengths[keep],
+                                      data.proprio[sel][keep], layers)
+            if not swapped:
+                sums["ia_loss"][0] += float(instruction_attention_loss(r, regions[keep])) * int(keep.sum())
+                sums["ia_loss"][1] += int(keep.sum())
+            g = important_region(r.mean(0).reshape(-1, *grid), dtp.k, dtp.sigma).reshape(len(r[0]), -1)  # (B', N)
+            named = regions[keep]
+            cover = (g & named).sum(-1).float() / named.sum(-1).float()
+            sums[name][0] += float(cover.sum())
+            sums[name][1] += int(keep.sum())
+    model.train(was_training)
+    return {k: total / n for k, (total, n) in sums.items() if n}
 
 
 def action_loss(logits: torch.Tensor, targets: torch.Tensor, bin_sigma: float = 0.0) -> torch.Tensor:
@@ -584,7 +684,7 @@ def _vision_step(model: TinyVLA, head, opt, trained: list, cfg: TrainConfig, g: 
 
 
 def _question_or_action_step(model: TinyVLA, head, opt, trained: list, cfg: TrainConfig, g: torch.Generator,
-                             g_train, train_set, n_image: int, pw_window: list[float]
+                             g_train, train_set, n_image: int, aux: dict[str, list[float]]
                              ) -> tuple[tuple[float, float, float], bool]:
     """One optimizer step on a grounding batch or an action batch (the grounding and actions
     stages); returns ((loss, accuracy, grad norm), whether it was a grounding batch)."""
@@ -605,8 +705,17 @@ def _question_or_action_step(model: TinyVLA, head, opt, trained: list, cfg: Trai
             loss, pred = grounding_loss(model, batch, keep)
             if head is not None:
                 pw, _ = patch_word_loss(model, head, pixels, data.patch_words[data.frame[index]])
-                pw_window.append(pw.item())
+                aux["pw_loss"].append(pw.item())
                 loss = loss + cfg.patch_word_weight * pw
+            if cfg.instruction_attention_weight > 0:
+                frames = data.frame[index]
+                swapped = torch.rand(cfg.batch_size, generator=g) < SWAPPED_SHARE
+                ids, lengths, regions = data.instructions(frames, swapped)
+                r = instruction_relevance(model, pixels, ids, lengths, data.proprio[frames],
+                                          cfg.instruction_attention_layers)
+                ia = instruction_attention_loss(r, regions)
+                aux["ia_loss"].append(ia.item())
+                loss = loss + cfg.instruction_attention_weight * ia
         else:
             loss, pred = training_loss(model, batch, cfg.bin_sigma, keep)
     opt.zero_grad(set_to_none=True)
@@ -688,6 +797,14 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
                               "was written without them (regenerate with python -m dtp.tinyvla.grounding)")
         torch.manual_seed(cfg.seed + 1)
         head = torch.nn.Linear(model.config.hidden_size, len(g_train.patch_word_names))
+    if cfg.instruction_attention_weight > 0:
+        if g_train.instruction_ids is None:
+            raise ConfigError(f"instruction_attention_weight needs frames with instruction targets; {cfg.grounding_dir}/train "
+                              "was written without them (regenerate with python -m dtp.tinyvla.grounding)")
+        bad_layers = [l for l in cfg.instruction_attention_layers if l >= model.config.num_layers]
+        if bad_layers:
+            raise ConfigError(f"instruction_attention_layers {bad_layers} are out of range for a "
+                              f"{model.config.num_layers}-layer model")
     val_patch_words = None  # (F, W, N): the val frames' labels over the head's words
     if head is not None and g_val is not None and g_val.patch_words is not None:
         try:
@@ -730,7 +847,7 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
 
     model.train()
     window: list[tuple[bool, float, float, float]] = []  # (grounding step?, loss, acc, grad norm)
-    pw_window: list[float] = []  # patch-word losses of the window's grounding steps
+    aux: dict[str, list[float]] = {"pw_loss": [], "ia_loss": []}  # auxiliary losses of the window's steps
     last_val: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=start_step, disable=not cfg.progress, desc=f"train tinyvla ({cfg.stage})",
                dynamic_ncols=True)
@@ -751,11 +868,14 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
                     metrics.update(evaluate_grounding(model, g_val if full else g_val_sub, tokenizer))
                 if val_patch_words is not None:
                     metrics.update(evaluate_patch_words(model, head, g_val, val_patch_words))
+                if cfg.instruction_attention_weight > 0 and g_val.instruction_ids is not None:
+                    metrics.update(evaluate_instruction_attention(model, g_val, cfg.instruction_attention_layers))
             if metrics:
                 last_val = metrics
                 emit({"kind": kind, "step": step, **{k: round(v, 6) for k, v in metrics.items()}})
                 log.info("step %d %s %s", step, kind, {k: round(v, 4) for k, v in metrics.items()
-                                                      if k in ("loss", "acc", "g_acc", "g_acc_point", "g_acc_colour", "pw_f1")})
+                                                      if k in ("loss", "acc", "g_acc", "g_acc_point", "g_acc_colour", "pw_f1",
+                                                               "ia_cover", "ia_cover_swapped")})
             return metrics
 
         end = cfg.steps if stop_at is None else max(start_step, stop_at)
@@ -766,11 +886,11 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
             g = _step_generator(cfg.seed, step)
             if cfg.stage == "vision":
                 loss_value, grad_norm = _vision_step(model, head, opt, trained, cfg, g, g_train)
-                pw_window.append(loss_value)
+                aux["pw_loss"].append(loss_value)
                 window.append((None, 0.0, 0.0, grad_norm))  # neither kind: only pw_loss is logged
             else:
                 loss_acc_grad, is_grounding = _question_or_action_step(
-                    model, head, opt, trained, cfg, g, g_train, train_set, n_image, pw_window)
+                    model, head, opt, trained, cfg, g, g_train, train_set, n_image, aux)
                 window.append((is_grounding, *loss_acc_grad))
             done = step + 1
             bar.update(1)
@@ -783,11 +903,13 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
                     if sel:
                         mean = np.mean([w[1:] for w in sel], axis=0)
                         rec.update({f"{prefix}loss": round(float(mean[0]), 6), f"{prefix}acc": round(float(mean[1]), 6)})
-                if pw_window:
-                    rec["pw_loss"] = round(float(np.mean(pw_window)), 6)
+                for name, values in aux.items():
+                    if values:
+                        rec[name] = round(float(np.mean(values)), 6)
                 rec.update({"lr": lr, "grad_norm": round(float(np.mean([w[3] for w in window])), 6),
                             "seconds": round(seconds, 2)})
-                window, pw_window = [], []
+                window = []
+                aux = {name: [] for name in aux}
                 emit(rec)
                 bar.set_postfix(loss=rec.get("loss", rec.get("g_loss", rec.get("pw_loss"))), val=last_val.get("acc", last_val.get("g_acc")))
             if done % cfg.eval_every == 0 and done != cfg.steps:
@@ -888,6 +1010,10 @@ _HELP = {
     "image_dropout": "each action sample hides up to this share of its image tokens (mask, original positions)",
     "patch_word_weight": "weight of the dense patch-word loss on grounding batches: a linear head on each image "
                          "token predicts the colour/noun/shape words of the object in its patch (0: off)",
+    "instruction_attention_weight": "weight of the instruction-attention loss on grounding batches: the attention of "
+                                    "each frame's task instruction (half the time its colour-swapped twin) to the image "
+                                    "is pulled toward the patches of the parts it names (0: off)",
+    "instruction_attention_layers": "language-model layers whose instruction->image attention that loss trains",
 }
 _WARMUP_DEFAULT = TrainConfig.warmup
 
@@ -911,6 +1037,8 @@ def _parser(prog: str = "python -m dtp.tinyvla.train", parser_class=argparse.Arg
         help_ = _HELP.get(f.name, "")
         if f.name == "tasks":
             p.add_argument(flag, nargs="+", type=_task_list, default=None, help=help_)
+        elif f.name == "instruction_attention_layers":
+            p.add_argument(flag, nargs="+", type=int, default=f.default, help=help_)
         elif f.name == "warmup":
             p.add_argument(flag, type=int, default=None,
                            help=f"{help_} (default: {_WARMUP_DEFAULT}, clipped to --steps minus 1 for shorter runs)")
@@ -937,6 +1065,7 @@ def config_from_args(argv: list[str] | None = None, prog: str = "python -m dtp.t
     ns = vars(_parser(prog, parser_class).parse_args(argv))
     if ns["tasks"] is not None:
         ns["tasks"] = tuple(t for group in ns["tasks"] for t in group)
+    ns["instruction_attention_layers"] = tuple(ns["instruction_attention_layers"])
     if ns["warmup"] is None:  # the default warmup would not fit a short run: clip it
         ns["warmup"] = min(_WARMUP_DEFAULT, max(0, ns["steps"] - 1)) if isinstance(ns["steps"], int) else _WARMUP_DEFAULT
     try:
@@ -957,6 +1086,8 @@ def resume_if_same(cfg: TrainConfig) -> TrainConfig:
     stored_path = out / "train_config.json"
     ignore = {"resume", "progress"}
     stored = json.loads(stored_path.read_text()) if stored_path.is_file() else {}
+    if stored:  # an option added since the run started counts as its default
+        stored = {**TrainConfig(**{k: getattr(cfg, k) for k in ("data_dir", "out_dir")}).to_json(), **stored}
     old = {k: v for k, v in stored.items() if k not in ignore}
     new = {k: v for k, v in cfg.to_json().items() if k not in ignore}
     if old != new:
