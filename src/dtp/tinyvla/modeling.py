@@ -152,6 +152,7 @@ class TinyVLA(nn.Module):
         *,
         word_lengths: torch.Tensor | None = None,
         action_ids: torch.Tensor | None = None,
+        image_embeddings: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The input sequence [BOS][image x N][registers x R][words x P][proprio][action tokens] as embeddings.
 
@@ -161,10 +162,12 @@ class TinyVLA(nn.Module):
         the proprio token. With word_lengths (B,) the rows of `ids` are right-padded word lists
         of those lengths: each row's proprio and action tokens then follow its own last word and
         the padding moves to the end of the row, so every real token sits at the position it
-        has at inference. Returns (B, S, D) with S = 1 + N + R + P_max + 1 + T.
+        has at inference. image_embeddings (B, N, D), when given, stand for image_embeddings(pixels)
+        (a trainer that reads one image several ways encodes it once). Returns (B, S, D) with
+        S = 1 + N + R + P_max + 1 + T.
         """
         word = self.word_embeddings(ids)  # (B, 1 + P_max, D)
-        img = self.image_embeddings(pixels)  # (B, N, D)
+        img = self.image_embeddings(pixels) if image_embeddings is None else image_embeddings  # (B, N, D)
         prop = self.proprio_embedding(proprio)  # (B, 1, D)
         parts = [word[:, :1], img]
         if self.config.num_registers:

@@ -256,6 +256,7 @@ def teacher_forced_hidden(
     feed_ids: torch.Tensor | None = None,  # (B, T - 1) vocabulary ids fed after the proprio token
     n_queries: int = 1,
     keep: torch.Tensor | None = None,  # (B, N) bool, False = image token hidden
+    image_embeddings: torch.Tensor | None = None,  # (B, N, D): model.image_embeddings(pixels), when already computed
 ) -> torch.Tensor:
     """Last hidden states of the T = n_queries queries that emit answer/action tokens, (B, T, D).
 
@@ -266,7 +267,7 @@ def teacher_forced_hidden(
     """
     cfg = model.config
     emb = model.sequence_embeddings(  # (B, S, D), rows right-padded after their last real token
-        pixels, ids, proprio, word_lengths=word_lengths, action_ids=feed_ids
+        pixels, ids, proprio, word_lengths=word_lengths, action_ids=feed_ids, image_embeddings=image_embeddings
     )
     b, s, _ = emb.shape
     mask = None
@@ -295,17 +296,20 @@ def action_logits(model: TinyVLA, batch, keep: torch.Tensor | None = None) -> to
     return logits[..., cfg.num_words : cfg.vocab_size].float()  # (B, T, bins): the adapter decodes from these
 
 
-def grounding_logits(model: TinyVLA, batch, keep: torch.Tensor | None = None) -> torch.Tensor:
+def grounding_logits(model: TinyVLA, batch, keep: torch.Tensor | None = None,
+                     image_embeddings: torch.Tensor | None = None) -> torch.Tensor:
     """Logits over the word vocabulary of the one-word answer, read at the proprio token, (B, num_words)."""
-    h = teacher_forced_hidden(model, batch.pixels, batch.ids, batch.word_lengths, batch.proprio, keep=keep)
+    h = teacher_forced_hidden(model, batch.pixels, batch.ids, batch.word_lengths, batch.proprio, keep=keep,
+                              image_embeddings=image_embeddings)
     return model.language_model.lm_head(h[:, 0])[:, : model.config.num_words].float()
 
 
-def patch_word_loss(model: TinyVLA, head: torch.nn.Linear, pixels: torch.Tensor, targets: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def patch_word_loss(model: TinyVLA, head: torch.nn.Linear, pixels: torch.Tensor, targets: torch.Tensor,
+                    image_embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Binary cross-entropy of `head` over each projected image token against which words describe
     its patch: pixels (B, 3, H, W), targets (B, W, N) bool. Returns (loss, logits (B, W, N))."""
-    logits = head(model.image_embeddings(pixels)).transpose(1, 2).float()  # (B, W, N)
+    img = model.image_embeddings(pixels) if image_embeddings is None else image_embeddings  # (B, N, D)
+    logits = head(img).transpose(1, 2).float()  # (B, W, N)
     return F.binary_cross_entropy_with_logits(logits, targets.float()), logits
 
 
@@ -343,13 +347,15 @@ def _eager_attention(lm):
 
 
 def instruction_relevance(model: TinyVLA, pixels: torch.Tensor, ids: torch.Tensor, word_lengths: torch.Tensor,
-                          proprio: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
+                          proprio: torch.Tensor, layers: tuple[int, ...],
+                          image_embeddings: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 1's relevance before smoothing, per layer and differentiable: the mean over heads and the
     instruction's words of their attention to each image token, in the policy's prompt layout
     [BOS][image][registers][words][proprio]. pixels (B, 3, H, W); ids (B, 1 + P) BOS and right-
     padded words of word_lengths (B,); proprio (B, P_dims). Returns (len(layers), B, N)."""
     cfg = model.config
-    emb = model.sequence_embeddings(pixels, ids, proprio, word_lengths=word_lengths)  # (B, S, D)
+    emb = model.sequence_embeddings(pixels, ids, proprio, word_lengths=word_lengths,
+                                    image_embeddings=image_embeddings)  # (B, S, D)
     b, s, _ = emb.shape
     lm = model.language_model
     with _eager_attention(lm):
@@ -434,9 +440,10 @@ def training_loss(model: TinyVLA, batch, bin_sigma: float = 0.0, keep: torch.Ten
     return action_loss(logits, batch.action_bins, bin_sigma), logits.argmax(-1)
 
 
-def grounding_loss(model: TinyVLA, batch, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def grounding_loss(model: TinyVLA, batch, keep: torch.Tensor | None = None,
+                   image_embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of the one-word answers over the word vocabulary; returns (loss, predicted word ids (B,))."""
-    logits = grounding_logits(model, batch, keep)  # (B, num_words)
+    logits = grounding_logits(model, batch, keep, image_embeddings)  # (B, num_words)
     return F.cross_entropy(logits, batch.answers), logits.argmax(-1)
 
 
@@ -701,10 +708,11 @@ def _question_or_action_step(model: TinyVLA, head, opt, trained: list, cfg: Trai
     if cfg.image_dropout > 0 and not is_grounding:
         keep = image_keep_mask(cfg.batch_size, n_image, cfg.image_dropout, g)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-        if is_grounding:
-            loss, pred = grounding_loss(model, batch, keep)
+        if is_grounding:  # the question, the patch-word head and the instruction all read one encoding
+            img = model.image_embeddings(pixels)  # (B, N, D)
+            loss, pred = grounding_loss(model, batch, keep, img)
             if head is not None:
-                pw, _ = patch_word_loss(model, head, pixels, data.patch_words[data.frame[index]])
+                pw, _ = patch_word_loss(model, head, pixels, data.patch_words[data.frame[index]], img)
                 aux["pw_loss"].append(pw.item())
                 loss = loss + cfg.patch_word_weight * pw
             if cfg.instruction_attention_weight > 0:
@@ -712,7 +720,7 @@ def _question_or_action_step(model: TinyVLA, head, opt, trained: list, cfg: Trai
                 swapped = torch.rand(cfg.batch_size, generator=g) < SWAPPED_SHARE
                 ids, lengths, regions = data.instructions(frames, swapped)
                 r = instruction_relevance(model, pixels, ids, lengths, data.proprio[frames],
-                                          cfg.instruction_attention_layers)
+                                          cfg.instruction_attention_layers, img)
                 ia = instruction_attention_loss(r, regions)
                 aux["ia_loss"].append(ia.item())
                 loss = loss + cfg.instruction_attention_weight * ia
