@@ -414,6 +414,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
         row = " ".join(f"{choice.per_task[t][name]:12.3f}" for t in args.tasks)
         mark = "  <- best" if choice.candidates[name] == choice.best else ""
         print(f"{name:<11} {row} {choice.coverage[name]:9.3f}{mark}")
+    print("share of the named parts (task object and goal, no gripper) inside G: "
+          + ", ".join(f"{name} {v:.3f}" for name, v in choice.named_coverage.items()))
     chosen = next(n for n, layers in choice.candidates.items() if layers == choice.best)
     result = {"model": str(args.model), "tasks": list(args.tasks), "distractors": args.distractors,
               "palette": args.palette, "variant": args.variant, "lookalikes": args.lookalikes,

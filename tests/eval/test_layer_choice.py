@@ -93,6 +93,10 @@ def test_choose_layers_end_to_end_on_short_rollouts(tiny_checkpoint):
     assert all(0.0 <= v <= 1.0 for v in choice.coverage.values())
     assert choice.chance == pytest.approx(16 / 64)
     assert choice.coverage[",".join(map(str, choice.best))] == max(choice.coverage.values())
+    # the instruction's parts alone (reach: the goal), beside the task region with the gripper
+    assert set(choice.named_coverage) == set(choice.candidates)
+    assert all(0.0 <= v <= 1.0 for v in choice.named_coverage.values())
+    assert choice.to_dict()["named_coverage"] == choice.named_coverage
     with pytest.raises(ConfigError):
         choose_layers(adapter, make_env, ["reach"], episodes=0)
     with pytest.raises(ConfigError):

@@ -4,6 +4,8 @@ The paper leaves the layers open. We pick, for a given model, the candidate laye
 important region G (from prompt->image attention at those layers) covers the most patches of
 the task object, goal and gripper, measured with the simulator's segmentation on a validation
 seed set, never on the test seeds whose success we report. Rollouts run with DTP off.
+Beside it, each candidate's coverage of the parts the instruction names (task object and goal,
+no gripper) is reported as `named_coverage`; the choice stays by the task region.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from ..config import RELEVANCE_MODES, DTPConfig
 from ..errors import ConfigError
 from ..models.base import Observation
 from ..models.common import capture_spec_for
-from .episode import TASK_LABELS, patch_labels
+from .episode import GOAL_LABEL, OBJECT_LABEL, TASK_LABELS, patch_labels
+
+NAMED_LABELS = (OBJECT_LABEL, GOAL_LABEL)  # the parts an instruction names
 from .runner import EVAL_SEED_BASE
 
 VALIDATION_SEED = 1  # seed set 1; the reported test runs use seed set 0
@@ -88,6 +92,7 @@ class LayerChoice:
     steps: int
     chance: float  # coverage a random G of the same size would have: k / N
     details: dict[str, Any] = field(default_factory=dict)
+    named_coverage: dict[str, float] = field(default_factory=dict)  # the same over task object and goal only
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +102,7 @@ class LayerChoice:
             "candidates": {k: list(v) for k, v in self.candidates.items()},
             "steps": self.steps,
             "chance": self.chance,
+            "named_coverage": self.named_coverage,
             **self.details,
         }
 
@@ -132,6 +138,8 @@ def choose_layers(
     all_layers = tuple(range(adapter.num_layers))
     sums = {t: {c: 0.0 for c in candidates} for t in tasks}
     counts = {t: 0 for t in tasks}
+    named_sums = {t: {c: 0.0 for c in candidates} for t in tasks}
+    named_counts = {t: 0 for t in tasks}
     n_image = None
     bar = tqdm(total=len(tasks) * episodes, desc="layer coverage", disable=not progress, dynamic_ncols=True)
     for task in tasks:
@@ -147,17 +155,20 @@ def choose_layers(
                     )
                     grid = inputs.layout.grid
                     n_image = grid[0] * grid[1]
-                    task_patches = patch_labels(env.segmentation(), grid, TASK_LABELS)
-                    if task_patches.any():
-                        tr = gen.trace
+                    seg = env.segmentation()
+                    tr = gen.trace
+                    for labels, total, count in ((TASK_LABELS, sums, counts), (NAMED_LABELS, named_sums, named_counts)):
+                        patches = patch_labels(seg, grid, labels)
+                        if not patches.any():
+                            continue
                         cov = coverage_by_layers(
-                            tr.prompt_rows, grid, task_patches, candidates, k, sigma,
+                            tr.prompt_rows, grid, patches, candidates, k, sigma,
                             prompt_hidden=tr.prompt_hidden if similarity else None,
                             image_hidden=tr.image_hidden if similarity else None,
                         )
                         for c, v in cov.items():
-                            sums[task][c] += v
-                        counts[task] += 1
+                            total[task][c] += v
+                        count[task] += 1
                     obs, _, terminated, truncated, _ = env.step(adapter.decode(gen.action_bins))
                     if terminated or truncated:
                         break
@@ -168,6 +179,8 @@ def choose_layers(
     per_task = {t: {c: sums[t][c] / counts[t] if counts[t] else float("nan") for c in candidates} for t in tasks}
     # every task weighs the same, however long its episodes ran
     coverage = {c: float(np.nanmean([per_task[t][c] for t in tasks])) for c in candidates}
+    named = {c: float(np.nanmean([named_sums[t][c] / named_counts[t] if named_counts[t] else float("nan")
+                                  for t in tasks])) for c in candidates}
     best_name = max(candidates, key=lambda c: (-math.inf if math.isnan(coverage[c]) else coverage[c], -len(candidates[c])))
     n_image = n_image or 1
     return LayerChoice(
@@ -178,4 +191,5 @@ def choose_layers(
         steps=sum(counts.values()),
         chance=core.resolve_k(k, n_image) / n_image,
         details={"relevance": relevance, "episodes": episodes, "seed": seed, "k": k, "sigma": sigma},
+        named_coverage=named,
     )
