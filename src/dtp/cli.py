@@ -458,7 +458,8 @@ def cmd_swap(args: argparse.Namespace) -> int:
                              image_size=EvalSpec.image_size, variant="grounded", lookalikes=args.lookalikes)
 
     with torch_threads(args.threads):
-        result = colour_swap(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed)
+        result = colour_swap(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed,
+                             config=_dtp_config(args))
     summary = {"model": str(args.model), "tasks": list(args.tasks), "palette": args.palette,
                "lookalikes": args.lookalikes, **result.summary()}
     print(f"G moved onto the lookalike when its colour word was named: {summary['moved']}/{summary['frames']} "
@@ -638,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write a PNG of the first frames (image, G original, G swapped)")
     p.add_argument("--figure-frames", type=_positive, default=4, help="frames drawn in --out")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    _add_dtp_options(p)  # G's size, smoothing, source and layers (DTP itself stays off)
     p.set_defaults(func=cmd_swap)
 
     p = sub.add_parser("collect", help="scripted demonstrations to HDF5, resumable")

@@ -56,12 +56,18 @@ def test_cli_swap_json_and_figure(tiny_checkpoint, tmp_path, capsys):
     summary = json.loads(out[-1])
     assert summary["tasks"] == ["push"] and summary["seed"] == 1 and summary["episodes"] == 1
     assert png.stat().st_size > 0
+    # G's size is DTP's --k: a smaller G is what can tell a named part from its lookalike
+    assert main(["swap", "--model", str(tiny_checkpoint), "--tasks", "push", "--episodes", "1", "--json",
+                 "--k", "4"]) == 0
+    small = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["k"] == 0.25 and small["k"] == 4
 
 
 @pytest.mark.parametrize("argv, needle", [
     (["--tasks", "no-such-task"], "no-such-task"),
     (["--out", "swap.txt"], "PNG"),
     (["--episodes", "0"], "episodes"),
+    (["--k", "0"], "k"),
 ])
 def test_cli_swap_errors(tiny_checkpoint, capsys, argv, needle):
     from dtp.cli import main
