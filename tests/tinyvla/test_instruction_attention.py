@@ -22,7 +22,7 @@ from dtp.tinyvla.grounding import GroundingGenConfig, generate, instruction_targ
 from dtp.tinyvla.grounding_data import grounded_tokenizer, load_grounding
 from dtp.tinyvla.tokenizer import save_tokenizer
 from dtp.tinyvla.train import (TrainConfig, evaluate_instruction_attention, instruction_attention_loss,
-                               instruction_relevance, train)
+                               instruction_relevance, supervised_words, train)
 
 TINY = dict(image_size=48, patch_size=8, vision_width=32, hidden_size=64, num_layers=2, num_heads=4,
             intermediate_size=128, batch_size=4, warmup=1, log_every=1, save_every=1, eval_every=2,
@@ -92,6 +92,15 @@ def test_loss_known_answers():
     out = instruction_attention_loss(none, torch.zeros(2, n, dtype=torch.bool))
     assert out.item() == 0.0
     out.backward()  # still a graph, so a batch without targets does not break the step
+    # per word: only the chosen words' rows count
+    rows = torch.zeros(1, 1, 3, n)
+    rows[0, 0, 0] = 1.0  # word 0 spreads over the image: CE = log n, but it is not chosen
+    rows[0, 0, 1, :4] = 0.25  # word 1 uniform on the region: CE = log 4
+    rows[0, 0, 2, 0] = 1.0  # word 2 on one of its patches: CE = (3 * -log 1e-8 + 0) / 4, huge
+    words = torch.tensor([[False, True, False]])
+    assert instruction_attention_loss(rows, region[:1], words).item() == pytest.approx(math.log(4), abs=1e-5)
+    assert torch.equal(supervised_words(torch.tensor([4, 3]), torch.tensor([2, 0]), 5),
+                       torch.tensor([[False, False, True, True, False], [True, True, True, False, False]]))
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +121,20 @@ def test_frames_carry_instructions_and_their_twins(frames_dir):
     assert has_twin.any()
     assert (g.instruction_regions[:, 1].any(-1) == has_twin).all()
     frames = torch.arange(8)
-    ids, lengths, regions = g.instructions(frames, torch.ones(8, dtype=torch.bool))
+    ids, lengths, regions, swap_word = g.instructions(frames, torch.ones(8, dtype=torch.bool))
     assert torch.equal(lengths, torch.where(has_twin, g.instruction_lengths[:, 1], g.instruction_lengths[:, 0]))
     twin = int(torch.nonzero(has_twin)[0])
     assert torch.equal(regions[twin], g.instruction_regions[twin, 1])
-    _, _, plain = g.instructions(frames, torch.zeros(8, dtype=torch.bool))
+    _, _, plain, _ = g.instructions(frames, torch.zeros(8, dtype=torch.bool))
     assert torch.equal(plain, g.instruction_regions[:, 0])
+    # the swap word is the one word the twin changes: a colour word, before it the same words
+    tok = grounded_tokenizer((6, 6))
+    for f in torch.nonzero(has_twin).flatten().tolist():
+        a = tok.decode(g.instruction_ids[f, 0, 1:].tolist()).split()
+        b = tok.decode(g.instruction_ids[f, 1, 1:].tolist()).split()
+        w = int(swap_word[f])
+        assert a[:w] == b[:w] and a[w] != b[w] and a[w + 1:] == b[w + 1:]
+    assert (swap_word[~has_twin] == 0).all()
 
 
 def test_relevance_it_trains_is_the_relevance_dtp_reads(tmp_path, frames_dir):
@@ -134,7 +151,7 @@ def test_relevance_it_trains_is_the_relevance_dtp_reads(tmp_path, frames_dir):
     adapter = LlamaVLAAdapter.from_pretrained(tmp_path / "m")
     policy = DTPPolicy(adapter, DTPConfig(enabled=False, relevance_layers=(0, 1)), observe=True)
     frames = torch.tensor([0, 1])
-    ids, lengths, _ = g.instructions(frames, torch.zeros(2, dtype=torch.bool))
+    ids, lengths, _, _ = g.instructions(frames, torch.zeros(2, dtype=torch.bool))
     with torch.no_grad():
         mine = instruction_relevance(model, to_pixels(g.images[frames]), ids, lengths, g.proprio[frames], (0, 1))
     texts = [tok.decode(ids[i, 1 : 1 + lengths[i]].tolist()) for i in range(2)]
@@ -158,6 +175,8 @@ def test_training_with_it_logs_and_checks_its_inputs(tmp_path, frames_dir):
     g_val = load_grounding(frames_dir / "val", grounded_tokenizer((6, 6)), 48)
     again = evaluate_instruction_attention(TinyVLA.from_pretrained(final), g_val, (0, 1))
     assert again["ia_cover"] == pytest.approx(final_val["ia_cover"], abs=1e-6)
+    assert set(again) == {"ia_loss", "ia_cover", "ia_cover_swapped", "ia_mass_named", "ia_mass_lookalike", "ia_moved"}
+    assert 0 <= again["ia_mass_named"] + again["ia_mass_lookalike"] <= 1 and 0 <= again["ia_moved"] <= 1
 
     with pytest.raises(ConfigError, match="applies to grounding batches"):
         TrainConfig(instruction_attention_weight=1.0)
@@ -193,8 +212,9 @@ def test_the_loss_moves_attention_onto_the_named_parts(frames_dir):
     pixels = to_pixels(g.images)
     model.train()
     for step in range(40):
-        ids, lengths, regions = g.instructions(frames, torch.tensor([step % 2 == 1] * 8))
-        loss = instruction_attention_loss(instruction_relevance(model, pixels, ids, lengths, g.proprio, (1,)), regions)
+        ids, lengths, regions, swap_word = g.instructions(frames, torch.tensor([step % 2 == 1] * 8))
+        rows = instruction_relevance(model, pixels, ids, lengths, g.proprio, (1,), per_word=True)
+        loss = instruction_attention_loss(rows, regions, supervised_words(lengths, swap_word, rows.shape[2]))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -76,6 +76,7 @@ class GroundingSet:
     instruction_ids: torch.Tensor | None = None  # (F, 2, 1 + P_max) long: BOS, words, PAD...
     instruction_lengths: torch.Tensor | None = None  # (F, 2) long
     instruction_regions: torch.Tensor | None = None  # (F, 2, N) bool: the patches each names
+    instruction_swap_word: torch.Tensor | None = None  # (F,) long: index of the word the twin swaps (0: no twin)
 
     def __len__(self) -> int:
         return int(self.frame.shape[0])
@@ -90,16 +91,19 @@ class GroundingSet:
             raise DataError(f"patch words {missing} are not among the {len(names)} words of the head")
         return torch.from_numpy(_reindex_words(self.patch_words.numpy(), self.patch_word_names, names))
 
-    def instructions(self, frames: torch.Tensor, swapped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ids (B, 1 + P), word lengths (B,), regions (B, N) bool) of frames (B,): the swapped
-        twin where `swapped` (B,) bool asks for it and the frame has one, else the instruction."""
+    def instructions(self, frames: torch.Tensor, swapped: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids (B, 1 + P), word lengths (B,), regions (B, N) bool, swap word (B,) long) of frames
+        (B,): the swapped twin where `swapped` (B,) bool asks for it and the frame has one, else the
+        instruction. The swap word is the index of the colour word the two differ in (0 without a
+        twin): words before it cannot know which of the lookalikes is meant."""
         if self.instruction_ids is None:
             raise DataError("these grounding frames have no instruction targets")
         variant = (swapped & (self.instruction_lengths[frames, 1] > 0)).long()  # (B,)
         lengths = self.instruction_lengths[frames, variant]
         p_max = int(lengths.max()) if len(frames) else 0
         return (self.instruction_ids[frames, variant, : 1 + p_max], lengths,
-                self.instruction_regions[frames, variant])
+                self.instruction_regions[frames, variant], self.instruction_swap_word[frames])
 
     def batch(self, index: torch.Tensor, pixels: torch.Tensor | None = None) -> GroundingBatch:
         """Questions at `index` (B,); `pixels` replaces their frames' un-augmented images."""
@@ -173,7 +177,7 @@ def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int)
     p_max = max(len(e) for e in encoded)
     pad, bos = tokenizer.token_to_id(PAD), tokenizer.token_to_id(BOS)
     ids = torch.tensor([[bos] + e + [pad] * (p_max - len(e)) for e in encoded], dtype=torch.long)
-    instruction_ids, instruction_lengths, instruction_regions = _instruction_targets(targets, tokenizer)
+    instruction_ids, instruction_lengths, instruction_regions, swap_word = _instruction_targets(targets, tokenizer)
     return GroundingSet(
         images=torch.from_numpy(np.concatenate(images)),
         proprio=torch.from_numpy(np.concatenate(proprio)),
@@ -189,14 +193,16 @@ def load_grounding(directory: str | Path, tokenizer: Tokenizer, image_size: int)
         instruction_ids=instruction_ids,
         instruction_lengths=instruction_lengths,
         instruction_regions=instruction_regions,
+        instruction_swap_word=swap_word,
     )
 
 
 def _instruction_targets(shards: list, tokenizer: Tokenizer) -> tuple[torch.Tensor | None, ...]:
-    """Per frame, the instruction and its swapped twin tokenized, with their regions (None x 3
-    unless every shard has them): ids (F, 2, 1 + P_max), lengths (F, 2), regions (F, 2, N)."""
+    """Per frame, the instruction and its swapped twin tokenized, with their regions (None x 4
+    unless every shard has them): ids (F, 2, 1 + P_max), lengths (F, 2), regions (F, 2, N), and
+    the index of the first word the two differ in (F,) (0 where there is no twin)."""
     if not shards or any(t is None for t in shards):
-        return None, None, None
+        return None, None, None, None
     texts = [pair for plain, swapped, _, _ in shards for pair in zip(plain, swapped)]
     encoded = [[tokenizer.encode(t, add_special_tokens=False).ids if t else [] for t in pair] for pair in texts]
     p_max = max(len(e) for pair in encoded for e in pair)
@@ -204,7 +210,9 @@ def _instruction_targets(shards: list, tokenizer: Tokenizer) -> tuple[torch.Tens
     ids = torch.tensor([[[bos] + e + [pad] * (p_max - len(e)) for e in pair] for pair in encoded], dtype=torch.long)
     lengths = torch.tensor([[len(e) for e in pair] for pair in encoded], dtype=torch.long)
     regions = np.concatenate([np.stack([plain, swapped], axis=1) for _, _, plain, swapped in shards])  # (F, 2, N)
-    return ids, lengths, torch.from_numpy(regions)
+    swap_word = torch.tensor([next((i for i, (a, b) in enumerate(zip(*pair)) if a != b), 0) if pair[1] else 0
+                              for pair in encoded], dtype=torch.long)
+    return ids, lengths, torch.from_numpy(regions), swap_word
 
 
 def _merge_word_maps(maps: list) -> tuple[torch.Tensor | None, tuple[str, ...]]:

@@ -72,6 +72,7 @@ from .tokenizer import load_tokenizer, save_tokenizer
 
 __all__ = ["TrainConfig", "train", "evaluate", "evaluate_grounding", "action_logits", "grounding_logits", "action_loss",
            "training_loss", "grounding_loss", "patch_word_loss", "instruction_relevance", "instruction_attention_loss",
+           "supervised_words",
            "evaluate_instruction_attention", "teacher_forced_hidden", "image_keep_mask", "lr_at", "main"]
 
 log = logging.getLogger(__name__)
@@ -348,11 +349,12 @@ def _eager_attention(lm):
 
 def instruction_relevance(model: TinyVLA, pixels: torch.Tensor, ids: torch.Tensor, word_lengths: torch.Tensor,
                           proprio: torch.Tensor, layers: tuple[int, ...],
-                          image_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+                          image_embeddings: torch.Tensor | None = None, per_word: bool = False) -> torch.Tensor:
     """Eq. 1's relevance before smoothing, per layer and differentiable: the mean over heads and the
     instruction's words of their attention to each image token, in the policy's prompt layout
     [BOS][image][registers][words][proprio]. pixels (B, 3, H, W); ids (B, 1 + P) BOS and right-
-    padded words of word_lengths (B,); proprio (B, P_dims). Returns (len(layers), B, N)."""
+    padded words of word_lengths (B,); proprio (B, P_dims). Returns (len(layers), B, N), or with
+    per_word each word's own row, (len(layers), B, P, N) (padding words' rows are zero)."""
     cfg = model.config
     emb = model.sequence_embeddings(pixels, ids, proprio, word_lengths=word_lengths,
                                     image_embeddings=image_embeddings)  # (B, S, D)
@@ -364,26 +366,50 @@ def instruction_relevance(model: TinyVLA, pixels: torch.Tensor, ids: torch.Tenso
     words = (torch.arange(p).view(1, p) < word_lengths.view(b, 1)).float()  # (B, P): real words, not padding
     image = slice(1, 1 + cfg.num_image_tokens)
     rows = torch.stack([att[l][:, :, cfg.text_start : cfg.text_start + p, image] for l in layers]).float()  # (L, B, H, P, N)
-    return (rows.mean(2) * words.view(1, b, p, 1)).sum(2) / word_lengths.clamp(min=1).view(1, b, 1).float()
+    per = rows.mean(2) * words.view(1, b, p, 1)  # (L, B, P, N)
+    if per_word:
+        return per
+    return per.sum(2) / word_lengths.clamp(min=1).view(1, b, 1).float()
 
 
-def instruction_attention_loss(relevance: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+def supervised_words(word_lengths: torch.Tensor, swap_word: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, P) bool: the words the instruction-attention loss trains, from the swapped colour word on
+    (every word where the frame has no twin). Under causal attention a word before the colour word
+    cannot know which lookalike is meant, so it is not asked to."""
+    j = torch.arange(p).view(1, p)
+    return (j >= swap_word.view(-1, 1)) & (j < word_lengths.view(-1, 1))
+
+
+def instruction_attention_loss(relevance: torch.Tensor, regions: torch.Tensor, words: torch.Tensor | None = None
+                               ) -> torch.Tensor:
     """Cross-entropy from the uniform distribution over the named patches to the relevance
     normalised over the image, averaged over layers and the frames whose region is not empty.
-    relevance (L, B, N) >= 0; regions (B, N) bool."""
-    p = relevance / relevance.sum(-1, keepdim=True).clamp_min(1e-12)  # (L, B, N)
+    relevance (L, B, N) >= 0, or per word (L, B, P, N) with words (B, P) bool choosing the rows
+    trained (averaged over those); regions (B, N) bool."""
+    p = relevance / relevance.sum(-1, keepdim=True).clamp_min(1e-12)  # (L, B, [P,] N)
     target = regions.float() / regions.sum(-1, keepdim=True).clamp(min=1)  # (B, N)
+    valid = regions.any(-1)  # (B,)
+    if relevance.dim() == 4:
+        ce = -(target.unsqueeze(1) * torch.log(p + 1e-8)).sum(-1)  # (L, B, P)
+        sel = words & valid.view(-1, 1)  # (B, P)
+        return ce[:, sel].mean() if bool(sel.any()) else relevance.sum() * 0.0
     ce = -(target * torch.log(p + 1e-8)).sum(-1)  # (L, B)
-    valid = regions.any(-1)
     return ce[:, valid].mean() if bool(valid.any()) else relevance.sum() * 0.0
 
 
 @torch.no_grad()
 def evaluate_instruction_attention(model: TinyVLA, data, layers: tuple[int, ...], batch_size: int = 256
                                    ) -> dict[str, float]:
-    """On every frame of `data` (a GroundingSet with instruction targets), in float32: the loss, and
-    the share of the named patches inside G (DTPConfig's default k and sigma, relevance averaged
-    over `layers`), for the instruction (ia_cover) and for its colour-swapped twin (ia_cover_swapped)."""
+    """On every frame of `data` (a GroundingSet with instruction targets), in float32, with Eq. 1's
+    relevance (the mean over words, averaged over `layers`) and G at DTPConfig's default k and sigma:
+
+    ia_loss: the training loss on the instructions; ia_cover / ia_cover_swapped: share of the named
+    patches inside G for the instruction / its colour-swapped twin; on frames with a twin, over the
+    patches only the named part or only the lookalike holds: ia_mass_named / ia_mass_lookalike,
+    the share of the twin's relevance on each, and ia_moved, the share of frames where the twin's
+    relevance holds more of the lookalike than of the named part and more than the instruction's
+    did (grounding_shift's rule, on relevance mass instead of G).
+    """
     from ..config import DTPConfig
     from ..core import important_region
 
@@ -391,30 +417,45 @@ def evaluate_instruction_attention(model: TinyVLA, data, layers: tuple[int, ...]
     was_training = model.training
     model.eval()
     grid = model.config.grid
-    sums = {"ia_loss": [0.0, 0], "ia_cover": [0.0, 0], "ia_cover_swapped": [0.0, 0]}
+    sums: dict[str, list] = {name: [0.0, 0] for name in (
+        "ia_loss", "ia_cover", "ia_cover_swapped", "ia_mass_named", "ia_mass_lookalike", "ia_moved")}
+
+    def add(name: str, values: torch.Tensor) -> None:
+        sums[name][0] += float(values.float().sum())
+        sums[name][1] += int(values.numel())
+
     for start in range(0, data.n_frames, batch_size):
         frames = torch.arange(start, min(start + batch_size, data.n_frames))
         pixels = to_pixels(data.images[frames])
-        for swapped, name in ((False, "ia_cover"), (True, "ia_cover_swapped")):
-            ids, lengths, regions = data.instructions(frames, torch.full((len(frames),), swapped))
-            if swapped:  # only frames that have a twin
-                keep = data.instruction_lengths[frames, 1] > 0
-                ids, lengths, regions, sel = ids[keep], lengths[keep], regions[keep], frames[keep]
-            else:
-                sel = frames
-            keep = regions.any(-1)
-            if not bool(keep.any()):
+        r, regions = {}, {}
+        for variant in (0, 1):
+            ids, lengths, reg, swap_word = data.instructions(frames, torch.full((len(frames),), bool(variant)))
+            rows = instruction_relevance(model, pixels, ids, lengths, data.proprio[frames], layers,
+                                         per_word=True)  # (L, B, P, N)
+            if variant == 0 and bool(reg.any(-1).any()):
+                keep = reg.any(-1)
+                words = supervised_words(lengths, swap_word, rows.shape[2])
+                add("ia_loss", instruction_attention_loss(rows[:, keep], reg[keep], words[keep]).expand(int(keep.sum())))
+            r[variant] = (rows.sum(2) / lengths.clamp(min=1).view(1, -1, 1).float()).mean(0)  # (B, N): Eq. 1
+            regions[variant] = reg
+        twin = data.instruction_lengths[frames, 1] > 0  # (B,)
+        for variant, name in ((0, "ia_cover"), (1, "ia_cover_swapped")):
+            sel = regions[variant].any(-1) & (twin if variant else torch.ones_like(twin))
+            if not bool(sel.any()):
                 continue
-            r = instruction_relevance(model, pixels[sel - start][keep], ids[keep], lengths[keep],
-                                      data.proprio[sel][keep], layers)
-            if not swapped:
-                sums["ia_loss"][0] += float(instruction_attention_loss(r, regions[keep])) * int(keep.sum())
-                sums["ia_loss"][1] += int(keep.sum())
-            g = important_region(r.mean(0).reshape(-1, *grid), dtp.k, dtp.sigma).reshape(len(r[0]), -1)  # (B', N)
-            named = regions[keep]
-            cover = (g & named).sum(-1).float() / named.sum(-1).float()
-            sums[name][0] += float(cover.sum())
-            sums[name][1] += int(keep.sum())
+            g = important_region(r[variant][sel].reshape(-1, *grid), dtp.k, dtp.sigma).reshape(int(sel.sum()), -1)
+            named = regions[variant][sel]
+            add(name, (g & named).sum(-1).float() / named.sum(-1).float())
+        named_only, look_only = regions[0] & ~regions[1], regions[1] & ~regions[0]  # (B, N)
+        sel = twin & named_only.any(-1) & look_only.any(-1)
+        if bool(sel.any()):
+            def mass(rel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                return (rel * mask).sum(-1) / rel.sum(-1).clamp_min(1e-12)
+
+            named_mass, look_mass = mass(r[1][sel], named_only[sel]), mass(r[1][sel], look_only[sel])
+            add("ia_mass_named", named_mass)
+            add("ia_mass_lookalike", look_mass)
+            add("ia_moved", (look_mass > named_mass) & (look_mass > mass(r[0][sel], look_only[sel])))
     model.train(was_training)
     return {k: total / n for k, (total, n) in sums.items() if n}
 
@@ -718,10 +759,10 @@ def _question_or_action_step(model: TinyVLA, head, opt, trained: list, cfg: Trai
             if cfg.instruction_attention_weight > 0:
                 frames = data.frame[index]
                 swapped = torch.rand(cfg.batch_size, generator=g) < SWAPPED_SHARE
-                ids, lengths, regions = data.instructions(frames, swapped)
-                r = instruction_relevance(model, pixels, ids, lengths, data.proprio[frames],
-                                          cfg.instruction_attention_layers, img)
-                ia = instruction_attention_loss(r, regions)
+                ids, lengths, regions, swap_word = data.instructions(frames, swapped)
+                rows = instruction_relevance(model, pixels, ids, lengths, data.proprio[frames],
+                                             cfg.instruction_attention_layers, img, per_word=True)  # (L, B, P, N)
+                ia = instruction_attention_loss(rows, regions, supervised_words(lengths, swap_word, rows.shape[2]))
                 aux["ia_loss"].append(ia.item())
                 loss = loss + cfg.instruction_attention_weight * ia
         else:
