@@ -19,16 +19,20 @@ def test_demo_honours_max_steps_and_says_where_results_went(dtp, tmp_path):
     assert len(episodes) == 2 and all(e["length"] <= 3 for e in episodes)
     config = json.loads((out / "run" / "config.json").read_text())
     assert config["max_steps"] == 3 and config["tasks"] == ["reach"]  # a repeated name runs once
-    assert config["variant"] == "plain"  # the variant the shipped model was trained on (its checkpoint says)
+    assert config["variant"] == "grounded"  # the variant the default model was trained on (its checkpoint says)
     assert (out / "heatmap_reach.png").is_file()
     assert f"next: dtp analyze {out / 'run'}" in text and str(out / "heatmap_reach.png") in text
 
 
 def test_demo_variant_given_wins_over_the_models(dtp, tmp_path):
     out = tmp_path / "demo"
-    code, _, _ = dtp("demo", "--tasks", "reach", "--episodes", "1", "--max-steps", "2", "--variant", "grounded",
+    code, _, _ = dtp("demo", "--tasks", "reach", "--episodes", "1", "--max-steps", "2", "--variant", "plain",
                      "--out", out)
-    assert code == 0 and json.loads((out / "run" / "config.json").read_text())["variant"] == "grounded"
+    assert code == 0 and json.loads((out / "run" / "config.json").read_text())["variant"] == "plain"
+    # and the plain model runs on its own variant
+    code, _, _ = dtp("demo", "--model", "tinyvla-plain", "--tasks", "reach", "--episodes", "1", "--max-steps", "2",
+                     "--out", tmp_path / "plain")
+    assert code == 0 and json.loads((tmp_path / "plain" / "run" / "config.json").read_text())["variant"] == "plain"
 
 
 @pytest.mark.parametrize("command,bad,flag", [

@@ -12,8 +12,9 @@ from dtp.policy import DTPPolicy
 from dtp.tinyvla.modeling import DEFAULT_LAYERS_KEY, MODEL_TYPE
 
 
-def test_shipped_checkpoint_files_and_size():
-    d = shipped_model_path()
+@pytest.mark.parametrize("name", ["tinyvla", "tinyvla-plain"])
+def test_shipped_checkpoint_files_and_size(name):
+    d = shipped_model_path(name)
     names = {p.name for p in d.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "training.json"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)  # never pickles
@@ -25,16 +26,17 @@ def test_shipped_checkpoint_files_and_size():
 
 
 def test_shipped_names_and_the_variant_the_model_was_trained_on():
-    assert shipped_model_path("tinyvla-plain") == shipped_model_path()  # until the grounded model ships
-    plain = load("tinyvla-plain")
-    assert plain.benchmark_variant == "plain" and load("tinyvla").benchmark_variant == "plain"
+    assert shipped_model_path("tinyvla-plain") != shipped_model_path()
+    assert load("tinyvla-plain").benchmark_variant == "plain"
+    assert load("tinyvla").benchmark_variant == "grounded"
     with pytest.raises(CheckpointError, match="no shipped model named 'tinyvla-grounded'"):
         shipped_model_path("tinyvla-grounded")
 
 
-def test_shipped_model_acts_with_its_stored_relevance_layers():
-    adapter = load("tinyvla")
-    stored = json.loads((shipped_model_path() / "config.json").read_text())["extra"][DEFAULT_LAYERS_KEY]
+@pytest.mark.parametrize("name", ["tinyvla", "tinyvla-plain"])
+def test_shipped_model_acts_with_its_stored_relevance_layers(name):
+    adapter = load(name)
+    stored = json.loads((shipped_model_path(name) / "config.json").read_text())["extra"][DEFAULT_LAYERS_KEY]
     policy = DTPPolicy(adapter, DTPConfig())
     assert policy.relevance_layers == tuple(stored)
     rng = np.random.default_rng(0)
@@ -46,3 +48,22 @@ def test_shipped_model_acts_with_its_stored_relevance_layers():
     res = policy.step(obs)
     assert res.action.shape == (4,) and np.all(np.abs(res.action) <= 1.0)
     assert res.record.n_region == 16
+
+
+def test_shipped_grounded_model_g_follows_the_colour_word_on_fixed_frames():
+    """Ten fixed validation frames (seed set 1, reach and pick-place, the first frame of each): with a
+    small G (k = 2 patches), swapping the named colour for a lookalike's moves G onto the lookalike
+    for the grounded model (3 of the 9 scored frames when measured) and never for the plain one."""
+    from dtp.eval.colour_swap import colour_swap
+    from dtp.eval.runner import benchmark_env
+
+    def make(task):
+        return benchmark_env(task, distractors=3, palette="train", image_size=96, variant="grounded")
+
+    moved = {}
+    for name in ("tinyvla", "tinyvla-plain"):
+        res = colour_swap(load(name), make, ["reach", "pick-place"], episodes=5, seed=1, config=DTPConfig(k=2))
+        scored = [f for f in res.frames if f.score.moved is not None]
+        assert len(scored) == 9  # one pick-place frame hides a part
+        moved[name] = sum(bool(f.score.moved) for f in scored)
+    assert moved["tinyvla"] >= 3 and moved["tinyvla-plain"] == 0

@@ -70,9 +70,9 @@ def wrap_model(model: Any, processor: Any = None, **kwargs: Any) -> VLAAdapter:
 
 
 # Checkpoints that ship inside the package, by name -> folder under dtp/assets. "tinyvla" is the
-# default model; "tinyvla-plain" names the model trained on the plain benchmark, for side-by-side
-# runs. Until the grounded TinyVLA ships (docs/training.md), both are that plain model.
-SHIPPED_MODELS = {"tinyvla": "tinyvla", "tinyvla-plain": "tinyvla"}
+# default model, the grounded TinyVLA (docs/training.md, third run); "tinyvla-plain" names the
+# model trained on the plain benchmark (assets/tinyvla), for side-by-side runs.
+SHIPPED_MODELS = {"tinyvla": "tinyvla_grounded", "tinyvla-plain": "tinyvla"}
 
 
 def shipped_model_path(name: str = "tinyvla") -> Path:
