@@ -367,9 +367,12 @@ def instruction_relevance(model: TinyVLA, pixels: torch.Tensor, ids: torch.Tenso
     image = slice(1, 1 + cfg.num_image_tokens)
     rows = torch.stack([att[l][:, :, cfg.text_start : cfg.text_start + p, image] for l in layers]).float()  # (L, B, H, P, N)
     per = rows.mean(2) * words.view(1, b, p, 1)  # (L, B, P, N)
-    if per_word:
-        return per
-    return per.sum(2) / word_lengths.clamp(min=1).view(1, b, 1).float()
+    return per if per_word else _mean_over_words(per, word_lengths)
+
+
+def _mean_over_words(per_word: torch.Tensor, word_lengths: torch.Tensor) -> torch.Tensor:
+    """Eq. 1's mean over the instruction's words: (L, B, P, N) rows, zero for padding -> (L, B, N)."""
+    return per_word.sum(2) / word_lengths.clamp(min=1).view(1, -1, 1).float()
 
 
 def supervised_words(word_lengths: torch.Tensor, swap_word: torch.Tensor, p: int) -> torch.Tensor:
@@ -386,15 +389,14 @@ def instruction_attention_loss(relevance: torch.Tensor, regions: torch.Tensor, w
     normalised over the image, averaged over layers and the frames whose region is not empty.
     relevance (L, B, N) >= 0, or per word (L, B, P, N) with words (B, P) bool choosing the rows
     trained (averaged over those); regions (B, N) bool."""
-    p = relevance / relevance.sum(-1, keepdim=True).clamp_min(1e-12)  # (L, B, [P,] N)
+    if relevance.dim() == 3:  # one row per frame: a single "word" that is always trained
+        relevance = relevance.unsqueeze(2)
+        words = torch.ones(relevance.shape[1], 1, dtype=torch.bool)
+    p = relevance / relevance.sum(-1, keepdim=True).clamp_min(1e-12)  # (L, B, P, N)
     target = regions.float() / regions.sum(-1, keepdim=True).clamp(min=1)  # (B, N)
-    valid = regions.any(-1)  # (B,)
-    if relevance.dim() == 4:
-        ce = -(target.unsqueeze(1) * torch.log(p + 1e-8)).sum(-1)  # (L, B, P)
-        sel = words & valid.view(-1, 1)  # (B, P)
-        return ce[:, sel].mean() if bool(sel.any()) else relevance.sum() * 0.0
-    ce = -(target * torch.log(p + 1e-8)).sum(-1)  # (L, B)
-    return ce[:, valid].mean() if bool(valid.any()) else relevance.sum() * 0.0
+    ce = -(target.unsqueeze(1) * torch.log(p + 1e-8)).sum(-1)  # (L, B, P)
+    sel = words & regions.any(-1).view(-1, 1)  # (B, P): chosen words of frames whose region is not empty
+    return ce[:, sel].mean() if bool(sel.any()) else relevance.sum() * 0.0
 
 
 @torch.no_grad()
@@ -436,7 +438,7 @@ def evaluate_instruction_attention(model: TinyVLA, data, layers: tuple[int, ...]
                 keep = reg.any(-1)
                 words = supervised_words(lengths, swap_word, rows.shape[2])
                 add("ia_loss", instruction_attention_loss(rows[:, keep], reg[keep], words[keep]).expand(int(keep.sum())))
-            r[variant] = (rows.sum(2) / lengths.clamp(min=1).view(1, -1, 1).float()).mean(0)  # (B, N): Eq. 1
+            r[variant] = _mean_over_words(rows, lengths).mean(0)  # (B, N): Eq. 1, averaged over layers
             regions[variant] = reg
         twin = data.instruction_lengths[frames, 1] > 0  # (B,)
         for variant, name in ((0, "ia_cover"), (1, "ia_cover_swapped")):
@@ -1136,7 +1138,7 @@ def resume_if_same(cfg: TrainConfig) -> TrainConfig:
     ignore = {"resume", "progress"}
     stored = json.loads(stored_path.read_text()) if stored_path.is_file() else {}
     if stored:  # an option added since the run started counts as its default
-        stored = {**TrainConfig(**{k: getattr(cfg, k) for k in ("data_dir", "out_dir")}).to_json(), **stored}
+        stored = {**TrainConfig().to_json(), **stored}
     old = {k: v for k, v in stored.items() if k not in ignore}
     new = {k: v for k, v in cfg.to_json().items() if k not in ignore}
     if old != new:
