@@ -23,11 +23,10 @@ from ..errors import ConfigError
 from ..models.base import Observation
 from ..models.common import capture_spec_for
 from .episode import GOAL_LABEL, OBJECT_LABEL, TASK_LABELS, patch_labels
-
-NAMED_LABELS = (OBJECT_LABEL, GOAL_LABEL)  # the parts an instruction names
 from .runner import EVAL_SEED_BASE
 
 VALIDATION_SEED = 1  # seed set 1; the reported test runs use seed set 0
+NAMED_LABELS = (OBJECT_LABEL, GOAL_LABEL)  # the parts an instruction names
 
 
 def layer_candidates(num_layers: int) -> dict[str, tuple[int, ...]]:

@@ -70,7 +70,7 @@ def wrap_model(model: Any, processor: Any = None, **kwargs: Any) -> VLAAdapter:
 
 
 # Checkpoints that ship inside the package, by name -> folder under dtp/assets. "tinyvla" is the
-# default model, the grounded TinyVLA (docs/training.md, third run); "tinyvla-plain" names the
+# default model, the grounded TinyVLA (docs/training.md, fourth run); "tinyvla-plain" names the
 # model trained on the plain benchmark (assets/tinyvla), for side-by-side runs.
 SHIPPED_MODELS = {"tinyvla": "tinyvla_grounded", "tinyvla-plain": "tinyvla"}
 

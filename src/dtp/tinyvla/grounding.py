@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .questions import SHAPE_WORDS, ask
-from .scene import Scene, SceneObject, object_words, patch_word_maps, scene_from_masks
+from .scene import Scene, object_words, patch_mask, patch_word_maps, scene_from_masks
 
 __all__ = ["GroundingGenConfig", "InstructionTargets", "frame_seed", "scene_from_env", "instruction_targets",
            "generate", "main", "GROUNDING_SEED_BASE", "SPLIT_OFFSET", "TASK_OBJECTS"]
@@ -195,15 +195,6 @@ class InstructionTargets:
     swapped_region: np.ndarray  # (rows * cols,) bool, all False when swapped is ""
 
 
-def _cells(objects: list[SceneObject], grid: tuple[int, int]) -> np.ndarray:
-    rows, cols = grid
-    out = np.zeros(rows * cols, dtype=bool)
-    for o in objects:
-        for r, c in o.cells:
-            out[r * cols + c] = True
-    return out
-
-
 def instruction_targets(env, scene: Scene, rng: np.random.Generator) -> InstructionTargets:
     """Where the instruction points: the patches of the task object and goal it names. The twin
     names one visible lookalike (drawn by `rng`) in its part's place, colour word swapped as
@@ -214,7 +205,7 @@ def instruction_targets(env, scene: Scene, rng: np.random.Generator) -> Instruct
 
     instruction = env.instruction
     named = [o for o in scene.objects if o.role in NAMED_ROLES]
-    region = _cells(named, scene.grid)
+    region = patch_mask(named, scene.grid)
     by_name = {o.name: o for o in scene.objects}
     env_scene = getattr(env, "scene", None)
     pairs = []
@@ -233,7 +224,7 @@ def instruction_targets(env, scene: Scene, rng: np.random.Generator) -> Instruct
     if not pairs:
         return InstructionTargets(instruction, region, "", np.zeros_like(region))
     kept = [o for o in named if o.name != part.name] + [by_name[copy.name]]
-    return InstructionTargets(instruction, region, swapped, _cells(kept, scene.grid))
+    return InstructionTargets(instruction, region, swapped, patch_mask(kept, scene.grid))
 
 
 def _move_arm(env, policy, rng: np.random.Generator, max_steps: int) -> np.ndarray | None:

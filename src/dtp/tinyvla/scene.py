@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["SceneObject", "Scene", "MIN_PIXELS", "cell_token", "scene_from_masks", "object_words", "patch_word_maps"]
+__all__ = ["SceneObject", "Scene", "MIN_PIXELS", "cell_token", "scene_from_masks", "object_words", "patch_mask", "patch_word_maps"]
 
 MIN_PIXELS = 6  # an object with fewer visible pixels (at 96 px) is too small to ask about or count
 ROLES = ("task_object", "goal", "gripper", "lookalike", "distractor")  # as dtp.envs.scene
@@ -114,6 +114,16 @@ def object_words(obj: SceneObject) -> set[str]:
     return {w for w in (obj.noun, obj.colour, obj.shape) if w}
 
 
+def patch_mask(objects, grid: tuple[int, int]) -> np.ndarray:
+    """(rows * cols,) bool, row-major as the image tokens: True where a patch holds a pixel of any of `objects`."""
+    rows, cols = grid
+    out = np.zeros(rows * cols, dtype=bool)
+    for o in objects:
+        for r, c in o.cells:
+            out[r * cols + c] = True
+    return out
+
+
 def patch_word_maps(scene: Scene, words: list[str]) -> np.ndarray:
     """Dense labels for the VLM stage: (len(words), rows * cols) bool, True where a patch holds a
     pixel of an object that `words[i]` describes (row-major patches, as the image tokens).
@@ -126,6 +136,5 @@ def patch_word_maps(scene: Scene, words: list[str]) -> np.ndarray:
     index = {w: i for i, w in enumerate(words)}
     for obj in scene.objects:
         hits = [index[w] for w in object_words(obj) if w in index]
-        for r, c in obj.cells:
-            out[hits, r * cols + c] = True
+        out[hits] |= patch_mask([obj], scene.grid)
     return out
