@@ -208,6 +208,9 @@ def _add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (--runner ray only; default: a local Ray)")
     p.add_argument("--workers", type=_positive, default=None, help="Ray workers (--runner ray only; default: 2)")
     p.add_argument("--threads", type=_positive, default=1, help="torch threads per runner process")
+    p.add_argument("--only", type=_names, default=None, metavar="CONFIGS",
+                   help="run only these configs now, comma-separated (e.g. the headline ones first); "
+                        "the rest stay to do and a rerun without --only completes the run")
 
 
 def _check_runner_flags(args: argparse.Namespace) -> None:
@@ -262,7 +265,8 @@ def _run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict 
         distractors=args.distractors, palette=args.palette, variant=args.variant, lookalikes=args.lookalikes,
         max_steps=args.max_steps, episodes_by_config=episodes_by_config or {}, threads=args.threads,
     )
-    store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers)
+    store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers,
+                     only=args.only)
     store.to_parquet()
     print(summary_table(store.episodes()))
     print(f"results: {args.out}/episodes.jsonl, steps.jsonl (+ .parquet); next: dtp analyze {args.out}")
@@ -298,6 +302,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return _run_spec(args, configs, main)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated config names, got none")
+    return names
+
+
 def _share(text: str) -> float:
     try:
         v = float(text)
@@ -319,7 +330,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         variant=args.variant, lookalikes=args.lookalikes, max_steps=args.max_steps, threads=args.threads,
     )
     store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers,
-                     progress=not args.json)
+                     progress=not args.json, only=args.only)
     summary = robustness_summary(store.episodes(), store.steps(), sink_every=args.sink_every)
     summary.update(fraction=args.fraction, seed=args.seed, variant=args.variant, run_dir=str(args.out))
     print(format_summary(summary))

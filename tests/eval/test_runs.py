@@ -85,3 +85,29 @@ def test_real_kill_then_resume(tiny_checkpoint, tmp_path):
     assert len(keys) == 8 == len(set(keys))
     assert len(episodes.read_text().splitlines()) == 8
     assert len(store.steps()) == sum(e["length"] for e in store.episodes())
+
+
+def test_jobs_scene_major_and_only():
+    """A run stopped part-way holds the first scenes of every task; `only` keeps the named configs."""
+    spec = EvalSpec(tasks=("push", "reach"), configs=sweep_configs([1.0]), episodes=2,
+                    episodes_by_config={"baseline": 3})
+    jobs = spec.jobs()
+    first_reach = next(i for i, j in enumerate(jobs) if j.task == "reach")
+    assert all(j.seed == jobs[0].seed for j in jobs[:first_reach + 1])  # reach's scene 0 before push's scene 1
+    only = spec.jobs(("baseline", "oracle@tau=1"))
+    assert {j.config for j in only} == {"baseline", "oracle@tau=1"}
+    assert [j.key for j in only] == [j.key for j in jobs if j.config in ("baseline", "oracle@tau=1")]
+    assert sum(j.config == "baseline" for j in only) == 6
+    with pytest.raises(ConfigError, match="no config named 'dtp@tau=2'"):
+        spec.jobs(("dtp@tau=2",))
+
+
+def test_only_runs_a_subset_and_a_rerun_completes(tiny_checkpoint, tmp_path):
+    spec = _spec(tiny_checkpoint)
+    with pytest.raises(ConfigError, match="no config named"):
+        run_eval(spec, tmp_path / "bad", progress=False, only=("nope",))
+    assert not (tmp_path / "bad").exists()
+    store = run_eval(spec, tmp_path / "run", progress=False, only=("dtp",))
+    assert {e["config"] for e in store.episodes()} == {"dtp"} and len(store.episodes()) == 2
+    store = run_eval(spec, tmp_path / "run", progress=False)
+    assert len(store.episodes()) == 4

@@ -98,14 +98,20 @@ class EvalSpec:
         n = max(self.episodes_of(c) for c in self.configs)
         return [EVAL_SEED_BASE + self.seed * 10_000 + i for i in range(n)]
 
-    def jobs(self) -> list[Job]:
-        """Task-major, then seed, then config: paired configs run back to back on one scene."""
+    def jobs(self, only: tuple[str, ...] | None = None) -> list[Job]:
+        """Scene index, then task, then config: paired configs run back to back on one scene, and a
+        run stopped part-way holds the same scenes of every task. `only` keeps those configs' jobs."""
+        if only is not None:
+            unknown = [c for c in only if c not in self.configs]
+            if unknown:
+                raise ConfigError(f"no config named {', '.join(map(repr, unknown))} in this run; "
+                                  f"choose from {', '.join(self.configs)}")
         return [
             Job(c, t, s)
-            for t in self.tasks
             for i, s in enumerate(self.seeds())
+            for t in self.tasks
             for c in self.configs
-            if i < self.episodes_of(c)
+            if i < self.episodes_of(c) and (only is None or c in only)
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,15 +224,14 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[di
     import torch
 
     adapter = adapter if adapter is not None else _load_adapter(spec.model)
-    env, env_task = None, None
+    envs: dict[str, Any] = {}  # one env per task: scene-major jobs switch task every few episodes
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(spec.threads)  # same numerics in every runner; restored below
     try:
         for job in jobs:
-            if job.task != env_task:
-                if env is not None:
-                    env.close()
-                env, env_task = _make_env(spec, job.task), job.task
+            if job.task not in envs:
+                envs[job.task] = _make_env(spec, job.task)
+            env = envs[job.task]
             cfg = spec.configs[job.config]
             policy = DTPPolicy(adapter, cfg, observe=spec.observe)
             t0 = time.perf_counter()
@@ -258,7 +263,7 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[di
             yield row, step_rows
     finally:
         torch.set_num_threads(saved_threads)
-        if env is not None:
+        for env in envs.values():
             env.close()
 
 
@@ -276,8 +281,10 @@ def run_eval(
     workers: int = 2,
     progress: bool = True,
     adapter=None,
+    only: tuple[str, ...] | None = None,
 ) -> RunStore:
-    """Run every job not yet in `out_dir`, appending each episode as it finishes.
+    """Run every job not yet in `out_dir`, appending each episode as it finishes; `only` runs just
+    those configs now (the rest of the run stays to do, e.g. the headline configs first).
 
     Everything is checked first (runner, folder, model, tasks, DTP settings; see
     dtp.eval.preflight), so a bad setting writes nothing; config.json records the resolved spec.
@@ -286,15 +293,17 @@ def run_eval(
 
     check_runner(runner)
     check_writable_dir(out_dir, "run folder")
+    spec.jobs(only)  # ConfigError for a name not in the run, before anything loads or is written
     spec, adapter = prepare_run(spec, adapter)
     # config.json of older runs spells the region `relevance`: the same options still resume them
     store = RunStore(out_dir).open(spec.to_dict(), upgrade=lambda d: EvalSpec.from_dict(d).to_dict())
     done = store.done_keys()
-    todo = [j for j in spec.jobs() if j.key not in done]
-    log.info("%d of %d episodes to run in %s", len(todo), len(spec.jobs()), out_dir)
+    jobs = spec.jobs(only)
+    todo = [j for j in jobs if j.key not in done]
+    log.info("%d of %d episodes to run in %s", len(todo), len(jobs), out_dir)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(spec.jobs()), initial=len(spec.jobs()) - len(todo), desc="episodes", disable=not progress)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="episodes", disable=not progress)
     try:  # the bar is closed before any error or Ctrl-C reaches the terminal
         if runner == "ray":
             from .ray_runner import run_jobs_ray
