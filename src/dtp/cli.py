@@ -319,6 +319,23 @@ def _share(text: str) -> float:
     return v
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .eval.compare import write_comparison
+
+    runs = {}
+    for item in args.runs:
+        name, sep, run = item.partition("=")
+        if not sep or not name or not run:
+            raise ConfigError(f"give each run as NAME=FOLDER (e.g. grounded=runs/sweep), got {item!r}")
+        if name in runs:
+            raise ConfigError(f"the name {name!r} is given twice; name each run once")
+        runs[name] = run
+    path = write_comparison(runs, args.out)
+    print(path.read_text())
+    print(f"written: {path} and {path.with_suffix('.json')}")
+    return 0
+
+
 def cmd_robustness(args: argparse.Namespace) -> int:
     from .eval import EvalSpec, run_eval
     from .eval.robustness import format_summary, robustness_configs, robustness_summary
@@ -606,6 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the sink statistic on every K-th step (default: the first step of each episode)")
     p.add_argument("--json", action="store_true", help="print one JSON summary on the last line")
     p.set_defaults(func=cmd_robustness, on_interrupt=lambda a: _episodes_saved(Path(a.out)))
+
+    p = sub.add_parser("compare", help="the headline of several runs side by side: baseline / DTP / random / "
+                                       "oracle with 95%% CIs, paired McNemar tests and Mann-Whitney")
+    p.add_argument("runs", nargs="+", metavar="NAME=RUN", help="a name for the table and a run folder")
+    p.add_argument("--out", required=True, help="Markdown file to write (its numbers also go to the same name .json)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("analyze", help="statistics, plots and a report of a run folder")
     p.add_argument("run", help="run folder written by eval or sweep")

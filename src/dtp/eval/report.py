@@ -51,6 +51,23 @@ def _tau_series(name: str) -> tuple[str, float] | None:
         return None
 
 
+def _paired(eps: list[dict[str, Any]], a: str, b: str) -> tuple[dict[str, Any], float, float]:
+    """Exact McNemar of config b against config a on the scenes both ran, and both rates there."""
+    pairs = stats.paired_outcomes(eps, a, b)
+    ra = float(np.mean([x for x, _ in pairs])) if pairs else float("nan")
+    rb = float(np.mean([y for _, y in pairs])) if pairs else float("nan")
+    return stats.mcnemar(pairs), ra, rb
+
+
+def _dtp_at_same_tau(name: str) -> str | None:
+    """'dtp@tau=T' for an ablation or region-source config at tau T ("random_outside@tau=1",
+    "oracle@tau=1"); None for DTP itself, the baseline and untau'd names."""
+    what, sep, tau = name.partition("@tau=")
+    if not sep or what == "dtp":
+        return None
+    return f"dtp@tau={tau}"
+
+
 def _region_by_config(store: RunStore, configs: list[str]) -> dict[str, str]:
     """Each config's region source from the run's config.json (older runs named it `relevance`)."""
     try:
@@ -79,12 +96,17 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
     if "baseline" in configs:
         for c in configs:
             if c != "baseline":
-                pairs = stats.paired_outcomes(eps, "baseline", c)
-                m = stats.mcnemar(pairs)
-                b = np.mean([a for a, _ in pairs]) if pairs else float("nan")
-                n = np.mean([x for _, x in pairs]) if pairs else float("nan")
-                out["paired_vs_baseline"][c] = {**m, "baseline_rate": float(b), "config_rate": float(n),
-                                                "relative_improvement": stats.relative_improvement(b, n)}
+                m, rb, rc = _paired(eps, "baseline", c)
+                out["paired_vs_baseline"][c] = {**m, "baseline_rate": rb, "config_rate": rc,
+                                                "relative_improvement": stats.relative_improvement(rb, rc)}
+    # each ablation and region source against DTP at the same tau: does the rule beat random
+    # pruning, does a better G (oracle) beat attention's?
+    out["paired_vs_dtp"] = {}
+    for c in configs:
+        dtp = _dtp_at_same_tau(c)
+        if dtp is not None and dtp in configs:
+            m, rd, rc = _paired(eps, dtp, c)
+            out["paired_vs_dtp"][c] = {**m, "dtp": dtp, "dtp_rate": rd, "config_rate": rc}
     # irrelevant attention: failures vs successes, per config and task (paper, Fig. 2)
     out["mann_whitney"] = {}
     groups: dict[tuple[str, str], dict[bool, list[float]]] = defaultdict(lambda: {True: [], False: []})

@@ -1,0 +1,123 @@
+"""`dtp compare`: the headline of several run folders side by side (e.g. a grounded and a plain model).
+
+Per run: baseline, DTP at the run's default tau, random pruning at that tau and DTP over the
+oracle region, each with its 95% Wilson interval; the paired exact McNemar tests the issue asks
+for (DTP vs baseline, DTP vs random, oracle vs DTP); and the Mann-Whitney test of the paper's
+Fig. 2 (baseline failures carry more attention outside G than successes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .report import _tau_series, analyse
+from .store import CONFIG, RunStore
+
+RANDOM_CONFIGS = ("random_outside", "random_anywhere")  # the random control, in order of preference
+
+
+def default_dtp(spec: dict[str, Any], configs: list[str]) -> str | None:
+    """The run's DTP at its default tau: the attention DTP config given the main episode count, else
+    the one at the tau its ablations ran at (sweep_configs runs them at the default), else the only one."""
+    dtp = [c for c in configs if c == "dtp" or ((ts := _tau_series(c)) is not None and ts[0] == "attention")]
+    main = [c for c in dtp if c in spec.get("episodes_by_config", {})]
+    if len(main) == 1:
+        return main[0]
+    ablation_taus = {c.partition("@tau=")[2] for c in configs if "@tau=" in c and not c.startswith("dtp@")}
+    if len(ablation_taus) == 1 and (at := f"dtp@tau={ablation_taus.pop()}") in dtp:
+        return at
+    return dtp[0] if len(dtp) == 1 else None
+
+
+def headline(run_dir: str | Path) -> dict[str, Any]:
+    """One run's headline: success of baseline / DTP / random / oracle and the paired tests."""
+    run = Path(run_dir)
+    if not (run / "episodes.jsonl").is_file():
+        raise ConfigError(f"{run} holds no episodes.jsonl; give a folder written by `dtp eval` or `dtp sweep`")
+    spec = RunStore(run).config()
+    res = analyse(run)
+    configs = res["configs"]
+    dtp = default_dtp(spec, configs)
+    if "baseline" not in configs or dtp is None:
+        raise ConfigError(f"{run} needs a baseline and one DTP config at a default tau; it has {', '.join(configs)}")
+    tau = dtp.partition("@tau=")[2]
+    roles = {"baseline": "baseline", "dtp": dtp}
+    random = next((f"{r}@tau={tau}" for r in RANDOM_CONFIGS if f"{r}@tau={tau}" in configs), None)
+    if random:
+        roles["random"] = random
+    if f"oracle@tau={tau}" in configs:
+        roles["oracle"] = f"oracle@tau={tau}"
+    rows = {r["config"]: r for r in res["success_by_config"]}
+    tests = {"dtp_vs_baseline": {"a": "baseline", "b": dtp, **res["paired_vs_baseline"][dtp]}}
+    if random:
+        m = res["paired_vs_dtp"][random]  # random (b) against DTP (a): DTP > random means a_only > b_only
+        tests["dtp_vs_random"] = {"a": random, "b": dtp, "pairs": m["pairs"], "b_only": m["a_only"],
+                                  "a_only": m["b_only"], "p_value": m["p_value"],
+                                  "baseline_rate": m["config_rate"], "config_rate": m["dtp_rate"]}
+    if "oracle" in roles:
+        m = res["paired_vs_dtp"][roles["oracle"]]
+        tests["oracle_vs_dtp"] = {"a": dtp, "b": roles["oracle"], "pairs": m["pairs"], "b_only": m["b_only"],
+                                  "a_only": m["a_only"], "p_value": m["p_value"],
+                                  "baseline_rate": m["dtp_rate"], "config_rate": m["config_rate"]}
+    return {
+        "run": str(run), "model": spec.get("model"), "variant": spec.get("variant"), "palette": spec.get("palette"),
+        "seed": spec.get("seed"), "distractors": spec.get("distractors"),
+        "roles": roles, "success": {role: rows[c] for role, c in roles.items()},
+        "tests": tests, "mann_whitney_baseline": res["mann_whitney"].get("baseline|all"),
+        "g_covers_named_object_baseline": (res["diagnostics"].get("baseline") or {}).get("g_covers_object"),
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _p(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+
+
+def format_comparison(heads: dict[str, dict[str, Any]]) -> str:
+    """Markdown: a success table (rate, 95% CI, n) and a table of the paired tests, one row per run."""
+    roles = ("baseline", "dtp", "random", "oracle")
+    md = ["| model | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
+    for name, h in heads.items():
+        cells = []
+        for r in roles:
+            row = h["success"].get(r)
+            cells.append("-" if row is None else f"{_pct(row['rate'])} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}] "
+                                                   f"({row['successes']}/{row['episodes']}, `{row['config']}`)")
+        md.append(f"| {name} | " + " | ".join(cells) + " |")
+    md += ["", "Paired on the same scenes, exact McNemar (two-sided): 'B only' counts scenes only the second config "
+           "solved. Mann-Whitney: baseline episodes, attention share outside G, failures > successes (one-sided).", "",
+           "| model | test | pairs | first | second | A only | B only | p |", "|---|---|---|---|---|---|---|---|"]
+    names = {"dtp_vs_baseline": "DTP > baseline?", "dtp_vs_random": "DTP > random?", "oracle_vs_dtp": "oracle > DTP?"}
+    for name, h in heads.items():
+        for key, label in names.items():
+            t = h["tests"].get(key)
+            if t:
+                md.append(f"| {name} | {label} | {t['pairs']} | `{t['a']}` {_pct(t['baseline_rate'])} | "
+                          f"`{t['b']}` {_pct(t['config_rate'])} | {t['a_only']} | {t['b_only']} | {_p(t['p_value'])} |")
+        mw = h.get("mann_whitney_baseline")
+        if mw:
+            md.append(f"| {name} | failures: more attention outside G? | {mw['n_fail']} fail / {mw['n_success']} success | "
+                      f"fail {_p(mw['mean_fail'])} | success {_p(mw['mean_success'])} | | | {_p(mw['p_greater'])} |")
+    return "\n".join(md) + "\n"
+
+
+def write_comparison(runs: dict[str, str | Path], out: str | Path) -> Path:
+    """Write OUT (Markdown) and OUT with .json (every number of it); check every run first."""
+    out = Path(out)
+    if out.suffix.lower() != ".md":
+        raise ConfigError(f"--out names a Markdown file (.md), got {out}")
+    for run in runs.values():
+        if not (Path(run) / CONFIG).is_file():
+            raise ConfigError(f"{run} is not a run folder (no {CONFIG}); give folders written by `dtp eval` or `dtp sweep`")
+    heads = {name: headline(run) for name, run in runs.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(heads, indent=1, default=float))
+    out.write_text(format_comparison(heads))
+    return out
