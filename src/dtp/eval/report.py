@@ -259,6 +259,15 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
             md.append(f"| {c} | {m['pairs']} | {_fmt(m['baseline_rate'], True)} | {_fmt(m['config_rate'], True)} | "
                       f"{_fmt(m['relative_improvement'], True)} | {m['b_only']} | {m['a_only']} | {_fmt(m['p_value'])} |")
         md.append("")
+    if res["paired_vs_dtp"]:
+        md += ["## Paired with DTP at the same tau (exact McNemar)", "",
+               "Random pruning of as many tokens: does the rule beat chance? The oracle region: does a better G help?", "",
+               "| config | DTP | pairs | DTP rate | config rate | only config succeeded | only DTP succeeded | p |",
+               "|---|---|---|---|---|---|---|---|"]
+        for c, m in res["paired_vs_dtp"].items():
+            md.append(f"| {c} | {m['dtp']} | {m['pairs']} | {_fmt(m['dtp_rate'], True)} | {_fmt(m['config_rate'], True)} | "
+                      f"{m['b_only']} | {m['a_only']} | {_fmt(m['p_value'])} |")
+        md.append("")
     if res.get("best_tau"):
         b = res["best_tau"]
         md += ["## tau sweep", "", f"Best tau {b['tau']:g} ({b['region']} region): {_fmt(b['rate'], True)} "
