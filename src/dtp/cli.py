@@ -296,9 +296,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     default_name = config_name(base)
     if default_name not in configs:
         configs[default_name] = base
-    main = {}
-    if args.main_episodes is not None:
-        main = {"baseline": args.main_episodes, default_name: args.main_episodes}
+    main_names = args.main_configs or ("baseline", default_name)
+    unknown = [c for c in main_names if c not in configs]
+    if unknown:
+        raise ConfigError(f"--main-configs names {', '.join(map(repr, unknown))}, not in this sweep; "
+                          f"choose from {', '.join(configs)}")
+    if args.main_configs and args.main_episodes is None:
+        raise ConfigError("--main-configs needs --main-episodes (how many scenes they run)")
+    main = {c: args.main_episodes for c in main_names} if args.main_episodes is not None else {}
     return _run_spec(args, configs, main)
 
 
@@ -609,7 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablations", type=_ablations, default=",".join(SWEEP_ABLATIONS),
                    help=f"comma-separated, from {', '.join(sweep_ablation_names())}; 'none' for no ablation")
     p.add_argument("--main-episodes", type=_positive, default=None,
-                   help="episodes for the baseline and DTP at the default tau (default: --episodes)")
+                   help="episodes for the main configs (default: --episodes)")
+    p.add_argument("--main-configs", type=_names, default=None, metavar="CONFIGS",
+                   help="comma-separated configs that run --main-episodes, e.g. "
+                        "baseline,dtp@tau=1,oracle@tau=1 (default: the baseline and DTP at the default tau)")
     p.set_defaults(func=cmd_sweep, on_interrupt=lambda a: _episodes_saved(Path(a.out)))
 
     p = sub.add_parser("robustness", help="token-removal robustness: random vs highest-attention pruning outside "

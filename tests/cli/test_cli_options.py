@@ -119,3 +119,21 @@ def test_collect_checks_folders_written_before_the_settings_file(dtp, tmp_path):
     (out / "collection.json").unlink()  # as an older dtp left it
     code, _, err = dtp(*base, "--image-size", "64")
     assert code == 2 and "image_size: 96 in the folder, 64 now" in err
+
+
+def test_sweep_main_configs_and_only(dtp, tiny_checkpoint, tmp_path):
+    """--main-configs gives chosen configs the main episode count; --only runs some configs now."""
+    out = tmp_path / "run"
+    base = ["sweep", "--model", tiny_checkpoint, "--tasks", "push", "--max-steps", "2", "--taus", "1",
+            "--ablations", "oracle", "--episodes", "1", "--main-episodes", "2", "--out", out]
+    code, _, err = dtp(*base, "--main-configs", "baseline,oracle@tau=3")
+    assert code == 2 and "'oracle@tau=3', not in this sweep" in err and not out.exists()
+    code, _, err = dtp(*base, "--main-configs", "baseline,oracle@tau=1", "--only", "baseline,oracle@tau=1")
+    assert code == 0, err
+    spec = json.loads((out / "config.json").read_text())
+    assert spec["episodes_by_config"] == {"baseline": 2, "oracle@tau=1": 2}
+    rows = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert sorted(r["config"] for r in rows) == ["baseline", "baseline", "oracle@tau=1", "oracle@tau=1"]
+    code, _, err = dtp(*base, "--main-configs", "baseline,oracle@tau=1")  # the rest of the run
+    rows = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert code == 0 and sorted(r["config"] for r in rows).count("dtp@tau=1") == 1 and len(rows) == 5
