@@ -79,3 +79,19 @@ def test_compare_cli_errors(tmp_path, capsys):
         assert len(err) == 1 and msg in err[0]
     assert main(["compare", f"grounded={a}", "--out", str(tmp_path / "h.md")]) == 0
     assert (tmp_path / "h.md").is_file()
+
+
+def test_tau_curve_compares_taus_on_common_scenes(tmp_path):
+    """A tau run on more scenes (the main one) is scored on the scenes every tau ran, not its own."""
+    from dtp.eval.report import analyse
+
+    store = RunStore(tmp_path / "run").open({"episodes_by_config": {"baseline": 4, "dtp@tau=1": 4}})
+    rows = {"baseline": [False] * 4, "dtp@tau=1": [False, False, True, True], "dtp@tau=0.5": [True, False]}
+    for c, wins in rows.items():
+        for i, ok in enumerate(wins):
+            store.append({"key": f"{c}|push|{i}", "config": c, "task": "push", "seed": i, "success": ok}, [])
+    res = analyse(tmp_path / "run")
+    curve = {r["tau"]: r for r in res["tau_curve"]}
+    assert curve[1.0]["scenes"] == curve[0.5]["scenes"] == 2
+    assert curve[1.0]["rate"] == 0.0 and curve[0.5]["rate"] == 0.5  # on its own 4 scenes tau = 1 would show 50%
+    assert res["best_tau"]["tau"] == 0.5 and res["best_tau"]["baseline_rate"] == 0.0

@@ -122,21 +122,33 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
     for c in configs:
         keys = {e["key"] for e in eps if e["config"] == c}
         out["time_curves"][c] = stats.time_curve([s for s in steps if s["key"] in keys], outcome)
-    # tau curves per region source, and the best tau of the main one (the series with the most
-    # taus, attention on ties): the paper's "upper bound" under fixed weights
+    # tau curves per region source, each on the scenes every tau of it (and the baseline) ran, so that
+    # taus run on more scenes or tasks are compared on equal terms; the best tau of the main series
+    # (the most taus, attention on ties) is the paper's "upper bound" under fixed weights
     series = sorted((rt[0], rt[1], c) for c in configs if (rt := _tau_series(c)) is not None)
     entropy = {c: stats._nanmean(s.get("entropy") for s in steps if s["config"] == c) for c in configs}
-    out["tau_curve"] = [{"tau": t, "region": reg, "config": c, "rate": base_rate[c], "mean_entropy": entropy[c],
-                         "ci": stats.wilson_interval(sum(e["success"] for e in eps if e["config"] == c),
-                                                     sum(1 for e in eps if e["config"] == c))} for reg, t, c in series]
+    outcome_of = {(e["config"], e["task"], e["seed"]): bool(e["success"]) for e in eps}
+    scenes_of = defaultdict(set)
+    for c, t, sd in outcome_of:
+        scenes_of[c].add((t, sd))
+    common: dict[str, set] = {}
+    for reg, _, c in series:
+        common[reg] = common.get(reg, scenes_of["baseline"] if "baseline" in configs else scenes_of[c]) & scenes_of[c]
+    out["tau_curve"] = []
+    for reg, t, c in series:
+        wins = [outcome_of[(c, *sc)] for sc in common[reg]]
+        out["tau_curve"].append({"tau": t, "region": reg, "config": c, "scenes": len(wins),
+                                 "rate": float(np.mean(wins)) if wins else float("nan"), "mean_entropy": entropy[c],
+                                 "ci": stats.wilson_interval(sum(wins), len(wins))})
     if series:
         counts = defaultdict(int)
         for reg, _, _ in series:
             counts[reg] += 1
         main = max(counts, key=lambda reg: (counts[reg], reg == "attention"))
         best = max((r for r in out["tau_curve"] if r["region"] == main), key=lambda r: r["rate"])
-        out["best_tau"] = {"tau": best["tau"], "region": main, "rate": best["rate"],
-                           "baseline_rate": base_rate.get("baseline")}
+        base = [outcome_of[("baseline", *sc)] for sc in common[main]] if "baseline" in configs else []
+        out["best_tau"] = {"tau": best["tau"], "region": main, "rate": best["rate"], "scenes": best["scenes"],
+                           "baseline_rate": float(np.mean(base)) if base else None}
     out["diagnostics"] = {c: stats.step_diagnostics([s for s in steps if s["config"] == c]) for c in configs}
     out["baseline_entropy"] = entropy.get("baseline")
     return out
@@ -271,11 +283,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     if res.get("best_tau"):
         b = res["best_tau"]
         md += ["## tau sweep", "", f"Best tau {b['tau']:g} ({b['region']} region): {_fmt(b['rate'], True)} "
-               f"(baseline {_fmt(b['baseline_rate'], True)}). "
+               f"(baseline {_fmt(b['baseline_rate'], True)}), on the {b['scenes']} scenes every tau and the baseline ran. "
                "Picking the best tau on the same seeds it is scored on is the paper's 'upper bound', not a held-out result.", "",
-               "| region source | tau | rate | mean action-token entropy (nats) |", "|---|---|---|---|"]
+               "| region source | tau | scenes | rate | mean action-token entropy (nats) |", "|---|---|---|---|---|"]
         for r in res["tau_curve"]:
-            md.append(f"| {r['region']} | {r['tau']:g} | {_fmt(r['rate'], True)} | {_fmt(r['mean_entropy'])} |")
+            md.append(f"| {r['region']} | {r['tau']:g} | {r['scenes']} | {_fmt(r['rate'], True)} | "
+                      f"{_fmt(r['mean_entropy'])} |")
         md.append("")
     md += ["## Irrelevant attention: failed vs successful episodes (Mann-Whitney U, one-sided: failures higher)", "",
            "| config / task | n fail | n success | mean fail | mean success | U | p |", "|---|---|---|---|---|---|---|"]
