@@ -337,7 +337,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         runs[name] = run
     path = write_comparison(runs, args.out)
     print(path.read_text())
-    print(f"written: {path} and {path.with_suffix('.json')}")
+    print(f"written: {path}, {path.with_suffix('.json')}, {path.with_suffix('.png')}")
     return 0
 
 

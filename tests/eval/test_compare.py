@@ -58,11 +58,12 @@ def test_write_comparison_and_its_checks(tmp_path):
     assert "| grounded |" in text and "| plain |" in text and "DTP > baseline?" in text
     assert "DTP > random?" not in text  # no random config in the run: no row, not a made-up one
     assert set(json.loads(out.with_suffix(".json").read_text())) == {"grounded", "plain"}
+    assert out.with_suffix(".png").stat().st_size > 1000
     with pytest.raises(ConfigError, match="Markdown"):
         write_comparison({"a": a}, tmp_path / "x.txt")
     with pytest.raises(ConfigError, match="not a run folder"):
         write_comparison({"a": a, "b": tmp_path / "nothere"}, tmp_path / "y.md")
-    assert not (tmp_path / "y.md").exists() and not (tmp_path / "y.json").exists()
+    assert not any((tmp_path / f"y.{ext}").exists() for ext in ("md", "json", "png"))
     nodtp = _run(tmp_path / "nodtp", {"baseline": [True]}, main=("baseline",))
     with pytest.raises(ConfigError, match="needs a baseline and one DTP config"):
         write_comparison({"a": nodtp}, tmp_path / "z.md")

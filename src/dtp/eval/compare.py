@@ -108,8 +108,42 @@ def format_comparison(heads: dict[str, dict[str, Any]]) -> str:
     return "\n".join(md) + "\n"
 
 
+def plot_comparison(heads: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Grouped bars: success of baseline / DTP / random / oracle per run, with 95% Wilson intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ..analysis.heatmaps import save_figure
+
+    roles = ("baseline", "dtp", "random", "oracle")
+    colours = {"baseline": "#888", "dtp": "#3a7", "random": "#c93", "oracle": "#37b"}
+    fig, ax = plt.subplots(figsize=(1.9 + 1.6 * len(heads), 3.4))
+    width = 0.8 / len(roles)
+    for i, role in enumerate(roles):
+        xs, rates, lo, hi = [], [], [], []
+        for j, h in enumerate(heads.values()):
+            row = h["success"].get(role)
+            if row is not None:
+                xs.append(j + (i - 1.5) * width)
+                rates.append(row["rate"])
+                lo.append(row["rate"] - row["ci_low"])
+                hi.append(row["ci_high"] - row["rate"])
+        if xs:
+            ax.bar(xs, rates, width, yerr=[lo, hi], capsize=2, color=colours[role], label=role)
+    ax.set_xticks(np.arange(len(heads)), list(heads))
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success rate")
+    ax.set_title("success per config (95% Wilson)")
+    ax.legend(fontsize=8, ncol=2)
+    return save_figure(fig, path)
+
+
 def write_comparison(runs: dict[str, str | Path], out: str | Path) -> Path:
-    """Write OUT (Markdown) and OUT with .json (every number of it); check every run first."""
+    """Write OUT (Markdown), OUT with .json (every number of it) and .png (the success bars);
+    check every run first."""
     out = Path(out)
     if out.suffix.lower() != ".md":
         raise ConfigError(f"--out names a Markdown file (.md), got {out}")
@@ -119,5 +153,6 @@ def write_comparison(runs: dict[str, str | Path], out: str | Path) -> Path:
     heads = {name: headline(run) for name, run in runs.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(heads, indent=1, default=float))
-    out.write_text(format_comparison(heads))
+    plot_comparison(heads, out.with_suffix(".png"))
+    out.write_text(format_comparison(heads) + f"\n![success per config]({out.with_suffix('.png').name})\n")
     return out
