@@ -55,7 +55,7 @@ def test_step_diagnostics_known_answer():
 
     steps = [
         {"fired": True, "n_pruned": 2, "margin": 0.01, "action_changed": True, "action_l2": 0.5, "entropy": 1.0,
-         "d_on_task": 1.0, "g_covers_task": 0.5, "d_covers_distractors": 1.0},
+         "d_on_task": 1.0, "g_covers_task": 0.5, "d_covers_distractors": 1.0, "d_covers_lookalikes": 0.25},
         {"fired": True, "n_pruned": 4, "margin": 0.30, "action_changed": False, "action_l2": 0.0, "entropy": 2.0,
          "d_on_task": 0.0, "g_covers_task": 1.0, "d_covers_distractors": float("nan")},
         {"fired": False, "n_pruned": 0, "margin": -0.2, "action_changed": False, "action_l2": 0.0, "entropy": 3.0,
@@ -70,5 +70,6 @@ def test_step_diagnostics_known_answer():
     assert d["mean_action_l2_when_fired"] == 0.25
     assert d["task_pruned_share_of_firings"] == 0.5
     assert d["g_covers_task"] == 0.5 and d["d_covers_distractors"] == 0.5
+    assert d["d_covers_lookalikes"] == 0.25  # the only step that saw a lookalike
     assert d["mean_entropy"] == 2.5
     assert step_diagnostics([]) == {}

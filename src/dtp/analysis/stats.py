@@ -111,6 +111,7 @@ def step_diagnostics(steps: list[dict[str, Any]], near: float = 0.05) -> dict[st
         "g_covers_task": _nanmean(s.get("g_covers_task") for s in steps),
         "g_covers_object": _nanmean(s.get("g_covers_object") for s in steps),  # the named object alone
         "d_covers_distractors": _nanmean(s.get("d_covers_distractors") for s in steps),
+        "d_covers_lookalikes": _nanmean(s.get("d_covers_lookalikes") for s in steps),  # grounded variant
     }
 
 

@@ -298,18 +298,18 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     md += ["", "## Diagnostics per config", "",
            "| config | fired | pruned when fired | firings within 0.05 of threshold | action changed when fired | "
            "L2 change when fired | firings that prune a task patch | G covers task patches | "
-           "G covers the named object | D covers distractor patches |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "G covers the named object | D covers distractor patches | D covers lookalike patches |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c, d in res["diagnostics"].items():
         if d:
             md.append(f"| {c} | {_fmt(d['fired_share'], True)} | {_fmt(d['mean_pruned_when_fired'])} | "
                       f"{_fmt(d['near_threshold_share_of_firings'], True)} | {_fmt(d['action_changed_share_when_fired'], True)} | "
                       f"{_fmt(d['mean_action_l2_when_fired'])} | {_fmt(d['task_pruned_share_of_firings'], True)} | "
                       f"{_fmt(d['g_covers_task'], True)} | {_fmt(d.get('g_covers_object'), True)} | "
-                      f"{_fmt(d['d_covers_distractors'], True)} |")
+                      f"{_fmt(d['d_covers_distractors'], True)} | {_fmt(d.get('d_covers_lookalikes'), True)} |")
     md += ["", "Ground truth from the simulator's segmentation mapped to patches (a patch counts if any of its "
            "pixels shows the part): task patches = task object, goal and gripper; the named object = the task "
-           "object (reach: its target ball). Shares are means over logged steps where the part is visible."]
+           "object (reach: its target ball); lookalikes = the grounded variant's copies of the named parts in other colours. Shares are means over logged steps where the part is visible."]
     md += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
     md += ["", f"Numbers from `dtp analyze {run}`; raw rows in `{run}/episodes.jsonl` and `steps.jsonl`; all statistics in `stats.json`."]
     path = out / "report.md"
