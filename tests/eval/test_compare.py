@@ -38,7 +38,7 @@ def test_headline_known_answer(tmp_path):
     assert t["dtp_vs_baseline"]["p_value"] == pytest.approx(2 * 0.5 ** 5)
     assert (t["dtp_vs_random"]["b_only"], t["dtp_vs_random"]["a_only"]) == (5, 0)  # b = DTP
     assert (t["oracle_vs_dtp"]["b_only"], t["oracle_vs_dtp"]["a_only"]) == (2, 0)
-    assert t["oracle_vs_dtp"]["config_rate"] == pytest.approx(0.9)
+    assert t["oracle_vs_dtp"]["b_rate"] == pytest.approx(0.9)
     mw = h["mann_whitney_baseline"]
     assert (mw["n_fail"], mw["n_success"]) == (8, 2) and mw["p_greater"] < 0.05
 

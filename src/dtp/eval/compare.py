@@ -9,12 +9,11 @@ Fig. 2 (baseline failures carry more attention outside G than successes).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .report import _tau_series, analyse
+from .report import _fmt, _tau_series, analyse
 from .store import CONFIG, RunStore
 
 RANDOM_CONFIGS = ("random_outside", "random_anywhere")  # the random control, in order of preference
@@ -52,17 +51,14 @@ def headline(run_dir: str | Path) -> dict[str, Any]:
     if f"oracle@tau={tau}" in configs:
         roles["oracle"] = f"oracle@tau={tau}"
     rows = {r["config"]: r for r in res["success_by_config"]}
-    tests = {"dtp_vs_baseline": {"a": "baseline", "b": dtp, **res["paired_vs_baseline"][dtp]}}
-    if random:
-        m = res["paired_vs_dtp"][random]  # random (b) against DTP (a): DTP > random means a_only > b_only
-        tests["dtp_vs_random"] = {"a": random, "b": dtp, "pairs": m["pairs"], "b_only": m["a_only"],
-                                  "a_only": m["b_only"], "p_value": m["p_value"],
-                                  "baseline_rate": m["config_rate"], "config_rate": m["dtp_rate"]}
+    vs_dtp = res["paired_vs_dtp"]  # DTP is the first config of these pairs, the ablation the second
+    tests = {"dtp_vs_baseline": _test("baseline", dtp, res["paired_vs_baseline"][dtp], "baseline_rate", "config_rate")}
+    if random:  # DTP > random: DTP second, so the pair's roles swap
+        m = vs_dtp[random]
+        tests["dtp_vs_random"] = _test(random, dtp, {**m, "a_only": m["b_only"], "b_only": m["a_only"]},
+                                       "config_rate", "dtp_rate")
     if "oracle" in roles:
-        m = res["paired_vs_dtp"][roles["oracle"]]
-        tests["oracle_vs_dtp"] = {"a": dtp, "b": roles["oracle"], "pairs": m["pairs"], "b_only": m["b_only"],
-                                  "a_only": m["a_only"], "p_value": m["p_value"],
-                                  "baseline_rate": m["dtp_rate"], "config_rate": m["config_rate"]}
+        tests["oracle_vs_dtp"] = _test(dtp, roles["oracle"], vs_dtp[roles["oracle"]], "dtp_rate", "config_rate")
     return {
         "run": str(run), "model": spec.get("model"), "variant": spec.get("variant"), "palette": spec.get("palette"),
         "seed": spec.get("seed"), "distractors": spec.get("distractors"),
@@ -72,12 +68,14 @@ def headline(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def _test(a: str, b: str, m: dict[str, Any], a_rate: str, b_rate: str) -> dict[str, Any]:
+    """A paired test of config b against config a: McNemar counts (b_only: only b succeeded) and rates."""
+    return {"a": a, "b": b, "pairs": m["pairs"], "a_only": m["a_only"], "b_only": m["b_only"],
+            "p_value": m["p_value"], "a_rate": m[a_rate], "b_rate": m[b_rate]}
+
+
 def _pct(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
-
-
-def _p(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+    return _fmt(x, pct=True)
 
 
 def format_comparison(heads: dict[str, dict[str, Any]]) -> str:
@@ -99,12 +97,12 @@ def format_comparison(heads: dict[str, dict[str, Any]]) -> str:
         for key, label in names.items():
             t = h["tests"].get(key)
             if t:
-                md.append(f"| {name} | {label} | {t['pairs']} | `{t['a']}` {_pct(t['baseline_rate'])} | "
-                          f"`{t['b']}` {_pct(t['config_rate'])} | {t['a_only']} | {t['b_only']} | {_p(t['p_value'])} |")
+                md.append(f"| {name} | {label} | {t['pairs']} | `{t['a']}` {_pct(t['a_rate'])} | "
+                          f"`{t['b']}` {_pct(t['b_rate'])} | {t['a_only']} | {t['b_only']} | {_fmt(t['p_value'])} |")
         mw = h.get("mann_whitney_baseline")
         if mw:
             md.append(f"| {name} | failures: more attention outside G? | {mw['n_fail']} fail / {mw['n_success']} success | "
-                      f"fail {_p(mw['mean_fail'])} | success {_p(mw['mean_success'])} | | | {_p(mw['p_greater'])} |")
+                      f"fail {_fmt(mw['mean_fail'])} | success {_fmt(mw['mean_success'])} | | | {_fmt(mw['p_greater'])} |")
     return "\n".join(md) + "\n"
 
 
