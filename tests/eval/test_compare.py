@@ -7,7 +7,7 @@ import pytest
 
 from dtp.errors import ConfigError
 from dtp.eval import RunStore
-from dtp.eval.compare import default_dtp, headline, write_comparison
+from dtp.eval.compare import default_dtp, format_comparison, headline, write_comparison
 
 
 def _run(path, outcomes: dict[str, list[bool]], main=("baseline", "dtp@tau=1"), irrelevant=None):
@@ -41,6 +41,12 @@ def test_headline_known_answer(tmp_path):
     assert t["oracle_vs_dtp"]["b_rate"] == pytest.approx(0.9)
     mw = h["mann_whitney_baseline"]
     assert (mw["n_fail"], mw["n_success"]) == (8, 2) and mw["p_greater"] < 0.05
+    # the configs outside the four roles, paired with the baseline; the test-set best tau
+    assert set(h["others"]) == {"dtp@tau=0.5"}
+    o = h["others"]["dtp@tau=0.5"]
+    assert (o["successes"], o["pairs"], o["baseline_only"], o["config_only"], o["p_value"]) == (2, 10, 0, 0, 1.0)
+    assert h["best_tau"]["tau"] == 1.0 and h["best_tau"]["rate"] == pytest.approx(0.7)
+    assert "| x | `dtp@tau=0.5` | 20.0% [5.7%, 51.0%] (2/10) | 10 | 20.0% | 0 | 0 | 1 |" in format_comparison({"x": h})
 
 
 def test_default_dtp_rules():
@@ -57,6 +63,8 @@ def test_write_comparison_and_its_checks(tmp_path):
     text = out.read_text()
     assert "| grounded |" in text and "| plain |" in text and "DTP > baseline?" in text
     assert "DTP > random?" not in text  # no random config in the run: no row, not a made-up one
+    assert "Every other config" not in text  # nothing beyond baseline and DTP
+    assert "- grounded: tau = 1 (attention region), 100.0% against the baseline's 50.0% on 2 scenes" in text
     assert set(json.loads(out.with_suffix(".json").read_text())) == {"grounded", "plain"}
     assert out.with_suffix(".png").stat().st_size > 1000
     with pytest.raises(ConfigError, match="Markdown"):
