@@ -44,7 +44,8 @@ def test_headline_known_answer(tmp_path):
     # the configs outside the four roles, paired with the baseline; the test-set best tau
     assert set(h["others"]) == {"dtp@tau=0.5"}
     o = h["others"]["dtp@tau=0.5"]
-    assert (o["successes"], o["pairs"], o["baseline_only"], o["config_only"], o["p_value"]) == (2, 10, 0, 0, 1.0)
+    t = o["vs_baseline"]  # a = baseline, b = the config
+    assert (o["successes"], t["pairs"], t["a_only"], t["b_only"], t["p_value"]) == (2, 10, 0, 0, 1.0)
     assert h["best_tau"]["tau"] == 1.0 and h["best_tau"]["rate"] == pytest.approx(0.7)
     assert "| x | `dtp@tau=0.5` | 20.0% [5.7%, 51.0%] (2/10) | 10 | 20.0% | 0 | 0 | 1 |" in format_comparison({"x": h})
 

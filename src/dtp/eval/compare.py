@@ -64,9 +64,8 @@ def headline(run_dir: str | Path) -> dict[str, Any]:
     others = {}  # every config outside the four roles (tau grid, ablations), paired with the baseline
     for c in configs:
         if c not in roles.values():
-            m = res["paired_vs_baseline"][c]
-            others[c] = {**rows[c], "pairs": m["pairs"], "baseline_only": m["a_only"], "config_only": m["b_only"],
-                         "p_value": m["p_value"], "pair_baseline_rate": m["baseline_rate"]}
+            others[c] = {**rows[c], "vs_baseline": _test("baseline", c, res["paired_vs_baseline"][c],
+                                                         "baseline_rate", "config_rate")}
     return {
         "run": str(run), "model": spec.get("model"), "variant": spec.get("variant"), "palette": spec.get("palette"),
         "seed": spec.get("seed"), "distractors": spec.get("distractors"),
@@ -119,9 +118,10 @@ def format_comparison(heads: dict[str, dict[str, Any]]) -> str:
                "|---|---|---|---|---|---|---|---|"]
         for name, h in heads.items():
             for c, o in (h.get("others") or {}).items():
+                t = o["vs_baseline"]
                 md.append(f"| {name} | `{c}` | {_pct(o['rate'])} [{_pct(o['ci_low'])}, {_pct(o['ci_high'])}] "
-                          f"({o['successes']}/{o['episodes']}) | {o['pairs']} | {_pct(o['pair_baseline_rate'])} | "
-                          f"{o['baseline_only']} | {o['config_only']} | {_fmt(o['p_value'])} |")
+                          f"({o['successes']}/{o['episodes']}) | {t['pairs']} | {_pct(t['a_rate'])} | "
+                          f"{t['a_only']} | {t['b_only']} | {_fmt(t['p_value'])} |")
     best = {name: h["best_tau"] for name, h in heads.items() if h.get("best_tau")}
     if best:
         md += ["", "Best tau on these scenes (the paper's 'upper bound': chosen on the seeds it is scored on, not a "
