@@ -16,10 +16,10 @@ import traceback
 from pathlib import Path
 
 from . import __version__
+from .envs.tasks import TASK_NAMES
 from .envs.variants import DEFAULT_VARIANT, VARIANTS
 from .errors import ConfigError, DTPError
 
-ALL_TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -170,7 +170,7 @@ def _dtp_config(args: argparse.Namespace):
 
 def _add_run_options(p: argparse.ArgumentParser, *, episodes: int, model_variant: bool = False) -> None:
     p.add_argument("--model", default="tinyvla", help="a shipped model ('tinyvla', 'tinyvla-plain') or a checkpoint directory")
-    p.add_argument("--tasks", type=_csv, default=",".join(ALL_TASKS), help="comma-separated task names")
+    p.add_argument("--tasks", type=_csv, default=",".join(TASK_NAMES), help="comma-separated task names")
     p.add_argument("--episodes", type=_positive, default=episodes, help="episodes per task and config")
     p.add_argument("--seed", type=_non_negative, default=0, help="seed set: the same seed gives the same scenes")
     p.add_argument("--distractors", type=_non_negative, default=3, help="distractor objects per scene")
@@ -258,7 +258,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict | None = None) -> int:
     from .eval import EvalSpec, run_eval
-    from .eval.report import summary_table
+    from .analysis.report import summary_table
 
     spec = EvalSpec(
         model=args.model, tasks=args.tasks, episodes=args.episodes, seed=args.seed, configs=configs,
@@ -325,7 +325,7 @@ def _share(text: str) -> float:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .eval.compare import write_comparison
+    from .analysis.compare import write_comparison
 
     runs = {}
     for item in args.runs:
@@ -343,7 +343,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from .eval import EvalSpec, run_eval
-    from .eval.robustness import format_summary, robustness_configs, robustness_summary
+    from .experiments.robustness import format_summary, robustness_configs, robustness_summary
 
     _check_runner_flags(args)
     spec = EvalSpec(
@@ -363,7 +363,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .eval.preflight import check_writable_dir
-    from .eval.report import write_report
+    from .analysis.report import write_report
 
     out = Path(args.out) if args.out else Path(args.run) / "report"
     if Path(args.run).is_dir():
@@ -375,7 +375,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from .demo import torch_threads
-    from .eval.show import show_episode
+    from .analysis.show import show_episode
 
     with torch_threads(args.threads):
         paths = show_episode(args.run, key=args.episode, steps=args.steps, out_dir=args.out, gif=args.gif)
@@ -412,8 +412,9 @@ def _layers_target(args: argparse.Namespace) -> Path | None:
 
 def cmd_layers(args: argparse.Namespace) -> int:
     from .demo import torch_threads
-    from .eval.layer_choice import choose_layers
-    from .eval.runner import EvalSpec, benchmark_env
+    from .experiments.layer_choice import choose_layers
+    from .envs.benchmark import benchmark_env
+    from .eval.runner import EvalSpec
     from .models import load
 
     target = _layers_target(args)
@@ -470,9 +471,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def cmd_swap(args: argparse.Namespace) -> int:
     from .demo import torch_threads
-    from .eval.colour_swap import colour_swap
+    from .experiments.colour_swap import colour_swap
     from .eval.preflight import check_tasks
-    from .eval.runner import EvalSpec, benchmark_env
+    from .envs.benchmark import benchmark_env
+    from .eval.runner import EvalSpec
     from .models import load
 
     if args.out:
@@ -686,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="scripted demonstrations to HDF5, resumable")
     p.add_argument("--out", default="data/demos", help="demonstration folder (one collection's settings per folder)")
-    p.add_argument("--tasks", type=_csv, default=",".join(ALL_TASKS), help="comma-separated task names")
+    p.add_argument("--tasks", type=_csv, default=",".join(TASK_NAMES), help="comma-separated task names")
     p.add_argument("--episodes", type=_positive, default=120, help="successful episodes per task")
     p.add_argument("--seed", type=_non_negative, default=0, help="base seed (0-9) of the demonstration scenes")
     p.add_argument("--image-size", type=_positive, default=96, help="camera image size in pixels")

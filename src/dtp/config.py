@@ -105,7 +105,7 @@ class DTPConfig:
         """The relevance layers for a model with `num_layers` layers; negative indices count from the end.
 
         None means the model's own default (chosen on validation scenes and stored with its
-        checkpoint, see dtp.eval.layer_choice) where it has one, else the middle third.
+        checkpoint, see dtp.experiments.layer_choice) where it has one, else the middle third.
         """
         layers = self.relevance_layers if self.relevance_layers is not None else model_default
         if layers is None:

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import DTPConfig
+from .envs.tasks import TASK_NAMES
 from .envs.variants import DEFAULT_VARIANT
 from .eval.runner import EvalSpec, run_eval
 
 log = logging.getLogger(__name__)
 
-DEMO_TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
 
 
 def success_table(episodes: list[dict[str, Any]], configs: tuple[str, str] = ("baseline", "dtp")) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def run_demo(
     *,
     model: str = "tinyvla",
     episodes: int = 3,
-    tasks: tuple[str, ...] = DEMO_TASKS,
+    tasks: tuple[str, ...] = TASK_NAMES,
     tau: float | None = None,
     distractors: int = 3,
     palette: str = "train",

@@ -72,7 +72,7 @@ def test_read_only_paths_fail_before_any_work(dtp, tiny_checkpoint, tmp_path, mo
         def no_rollouts(*a, **k):
             raise AssertionError("layers ran its rollouts before checking --write's target")
 
-        monkeypatch.setattr("dtp.eval.layer_choice.choose_layers", no_rollouts)
+        monkeypatch.setattr("dtp.experiments.layer_choice.choose_layers", no_rollouts)
         code, _, err = dtp("layers", "--model", ck, "--write", "--episodes", "1", "--tasks", "reach")
         assert code == 2 and "read-only" in _one_error(err, "layers")
     finally:

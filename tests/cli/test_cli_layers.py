@@ -13,7 +13,7 @@ def test_write_on_the_shipped_model_asks_for_force_before_the_rollouts(dtp, monk
     def no_rollouts(*a, **k):
         raise AssertionError("rollouts ran before --write's target was checked")
 
-    monkeypatch.setattr("dtp.eval.layer_choice.choose_layers", no_rollouts)
+    monkeypatch.setattr("dtp.experiments.layer_choice.choose_layers", no_rollouts)
     before = (shipped_model_path() / "config.json").read_bytes()
     code, _, err = dtp("layers", "--write", "--episodes", "1", "--tasks", "reach")
     assert code == 2

@@ -13,7 +13,7 @@ from dtp.config import DTPConfig
 from dtp.errors import ConfigError
 from dtp.eval import EvalSpec, RunStore, config_name, sweep_configs
 from dtp.eval.episode import named_object_labels, region_scores
-from dtp.eval.report import _tau_series, write_report
+from dtp.analysis.report import _tau_series, write_report
 from dtp.policy import StepRecord
 
 
@@ -124,7 +124,7 @@ def test_a_run_written_before_region_still_resumes(tiny_checkpoint, tmp_path):
 
 
 def test_layers_are_chosen_only_for_ranked_sources():
-    from dtp.eval.layer_choice import choose_layers
+    from dtp.experiments.layer_choice import choose_layers
 
     with pytest.raises(ConfigError, match="uses no layers"):
         choose_layers(object(), lambda task: None, ["reach"], relevance="oracle")

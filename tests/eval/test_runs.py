@@ -43,7 +43,7 @@ def test_run_appends_resumes_and_reports(tiny_checkpoint, tmp_path):
     # a different config in the same folder is refused
     with pytest.raises(ConfigError, match="different run"):
         run_eval(_spec(tiny_checkpoint, episodes=3), tmp_path / "run", progress=False)
-    from dtp.eval.report import write_report
+    from dtp.analysis.report import write_report
 
     report = write_report(tmp_path / "run")
     text = report.read_text()

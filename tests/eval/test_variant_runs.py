@@ -8,7 +8,7 @@ from dtp.cli import main
 from dtp.config import DTPConfig
 from dtp.errors import ConfigError
 from dtp.eval import EvalSpec, run_eval
-from dtp.eval.runner import benchmark_env
+from dtp.envs.benchmark import benchmark_env
 
 
 def test_spec_records_variant_and_old_runs_read_as_plain():

@@ -96,7 +96,7 @@ def openpi_server(tmp_path_factory, start_server):
 @pytest.fixture(scope="module")
 def frames():
     """Four (image, state) pairs from a Meta-World scene (the shipped model's 96 px camera)."""
-    from dtp.eval.runner import benchmark_env
+    from dtp.envs.benchmark import benchmark_env
 
     env = benchmark_env("push", distractors=3, palette="train", variant="plain", image_size=96)
     try:

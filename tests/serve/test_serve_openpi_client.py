@@ -21,7 +21,7 @@ import torch
 
 from dtp import DTPConfig, DTPPolicy
 from dtp.eval.episode import run_episode
-from dtp.eval.runner import benchmark_env
+from dtp.envs.benchmark import benchmark_env
 from dtp.models import load
 from dtp.serve.benchmark import scene_seed
 from dtp.serve.openpi import packb, unpackb

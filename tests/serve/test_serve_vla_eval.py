@@ -23,7 +23,7 @@ from vla_eval.connection import Connection  # noqa: E402
 from dtp import DTPConfig, DTPPolicy  # noqa: E402
 from dtp.errors import ConfigError  # noqa: E402
 from dtp.eval.episode import run_episode  # noqa: E402
-from dtp.eval.runner import benchmark_env  # noqa: E402
+from dtp.envs.benchmark import benchmark_env  # noqa: E402
 from dtp.models import load  # noqa: E402
 from dtp.serve.benchmark import MetaWorldDistractors, scene_seed  # noqa: E402
 

@@ -107,7 +107,7 @@ def test_ask_is_seeded_distinct_and_bounded():
 
 def test_grounding_seeds_are_disjoint_from_demo_and_evaluation_seeds():
     from dtp.envs.demos import DEMO_SEED_LIMIT
-    from dtp.eval.layer_choice import validation_seeds
+    from dtp.seeds import validation_seeds
 
     train = {frame_seed("train", s, i) for s in range(3) for i in (0, 1, 999_999)}
     val = {frame_seed("val", s, i) for s in range(3) for i in (0, 1, 999_999)}

@@ -54,8 +54,8 @@ def test_shipped_grounded_model_g_follows_the_colour_word_on_fixed_frames():
     """Ten fixed validation frames (seed set 1, reach and pick-place, the first frame of each): with a
     small G (k = 2 patches), swapping the named colour for a lookalike's moves G onto the lookalike
     for the grounded model (3 of the 9 scored frames when measured) and never for the plain one."""
-    from dtp.eval.colour_swap import colour_swap
-    from dtp.eval.runner import benchmark_env
+    from dtp.experiments.colour_swap import colour_swap
+    from dtp.envs.benchmark import benchmark_env
 
     def make(task):
         return benchmark_env(task, distractors=3, palette="train", image_size=96, variant="grounded")

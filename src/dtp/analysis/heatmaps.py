@@ -78,7 +78,7 @@ def _overlay(ax, image: np.ndarray, mask: torch.Tensor | None, colour: tuple[flo
 
 
 def save_swap_figure(frames: list, path: str | Path) -> Path:
-    """One row per colour-swap frame (dtp.eval.colour_swap.SwapFrame): image with the named object
+    """One row per colour-swap frame (dtp.experiments.colour_swap.SwapFrame): image with the named object
     (green) and the lookalike (red) outlined by their patches, G for the original words, G for the
     swapped words."""
     import matplotlib

@@ -9,6 +9,8 @@ from typing import Any, Iterable
 import numpy as np
 from scipy import stats as sps
 
+from ..numeric import nanmean
+
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """95% Wilson score interval of a success rate (well-behaved at 0 and n)."""
@@ -108,13 +110,8 @@ def step_diagnostics(steps: list[dict[str, Any]], near: float = 0.05) -> dict[st
         "mean_entropy": float(np.nanmean([s["entropy"] for s in steps if s.get("entropy") is not None])),
         # firings whose D held at least one patch of the task object, goal or gripper (DTP pruning the task)
         "task_pruned_share_of_firings": float(np.mean([(s.get("d_on_task") or 0) > 0 for s in fired])) if fired else float("nan"),
-        "g_covers_task": _nanmean(s.get("g_covers_task") for s in steps),
-        "g_covers_object": _nanmean(s.get("g_covers_object") for s in steps),  # the named object alone
-        "d_covers_distractors": _nanmean(s.get("d_covers_distractors") for s in steps),
-        "d_covers_lookalikes": _nanmean(s.get("d_covers_lookalikes") for s in steps),  # grounded variant
+        "g_covers_task": nanmean(s.get("g_covers_task") for s in steps),
+        "g_covers_object": nanmean(s.get("g_covers_object") for s in steps),  # the named object alone
+        "d_covers_distractors": nanmean(s.get("d_covers_distractors") for s in steps),
+        "d_covers_lookalikes": nanmean(s.get("d_covers_lookalikes") for s in steps),  # grounded variant
     }
-
-
-def _nanmean(xs: Iterable[Any]) -> float:
-    vals = [x for x in xs if x is not None and isinstance(x, (int, float)) and math.isfinite(x)]
-    return float(np.mean(vals)) if vals else float("nan")

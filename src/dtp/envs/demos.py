@@ -183,7 +183,7 @@ def check_same_collection(out: Path, record: dict[str, Any]) -> None:
     """
     path = out / COLLECTION
     if path.is_file():
-        from dtp.eval.store import config_differences
+        from dtp.config_diff import config_differences
 
         diffs = config_differences(json.loads(path.read_text()), record)
     elif out.is_dir():

@@ -16,12 +16,14 @@ rgba shows).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dtp.envs.rendering import mujoco
+from dtp.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -317,3 +319,16 @@ def apply_grounding(model: "mujoco.MjModel", ids: GroundingIds, grounding: Groun
             for g in part.coloured_geoms:
                 model.geom_matid[g] = -1
                 model.geom_rgba[g] = (*look.rgb, 1.0)
+
+
+# The roles whose colour word a colour swap may replace (dtp.experiments.colour_swap, grounding data).
+SWAP_ROLES = ("task_object", "goal")
+
+
+def swap_colour_word(instruction: str, old: str, new: str) -> str:
+    """`instruction` with its one whole-word `old` colour replaced by `new` (InputError otherwise)."""
+    pattern = rf"\b{re.escape(old)}\b"
+    found = len(re.findall(pattern, instruction))
+    if found != 1:
+        raise InputError(f"the instruction {instruction!r} names {old!r} {found} times; the swap needs exactly one")
+    return re.sub(pattern, new, instruction)

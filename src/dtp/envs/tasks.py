@@ -137,6 +137,7 @@ _TASK_LIST = (
 )
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in _TASK_LIST}
+TASK_NAMES: tuple[str, ...] = tuple(TASKS)  # the Meta-World tasks, in table order: every command's default
 
 
 def get_task(name: str) -> TaskSpec:

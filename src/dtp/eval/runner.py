@@ -17,13 +17,16 @@ from typing import Any, Iterator
 
 from ..config import ABLATIONS, DTPConfig
 from ..envs.variants import DEFAULT_VARIANT
+from ..envs.benchmark import benchmark_env
+from ..envs.tasks import TASK_NAMES
 from ..errors import ConfigError
+from ..numeric import nanmean
 from ..regions import region_source, region_sources
+from ..seeds import seed_set
 from .store import RunStore, episode_key
 
 log = logging.getLogger(__name__)
 
-EVAL_SEED_BASE = 1_000_000  # far from the demonstration seeds the model was trained on
 # Observation fields the benchmark env can hand a region source (dtp.regions obs_field): none,
 # or its segmentation (region="oracle"). A user's mask (region="mask") has no source here.
 ENV_FIELDS = (None, "segmentation")
@@ -45,7 +48,7 @@ class EvalSpec:
     """What to evaluate. `configs` maps a name to a DTPConfig; "baseline" is usually DTP off."""
 
     model: str = "tinyvla"
-    tasks: tuple[str, ...] = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
+    tasks: tuple[str, ...] = TASK_NAMES
     episodes: int = 10
     seed: int = 0
     configs: dict[str, DTPConfig] = field(default_factory=lambda: {"baseline": DTPConfig(enabled=False), "dtp": DTPConfig()})
@@ -96,7 +99,7 @@ class EvalSpec:
     def seeds(self) -> list[int]:
         """Every seed any config uses; a config with n episodes uses the first n (so pairs overlap)."""
         n = max(self.episodes_of(c) for c in self.configs)
-        return [EVAL_SEED_BASE + self.seed * 10_000 + i for i in range(n)]
+        return seed_set(self.seed, n)
 
     def jobs(self, only: tuple[str, ...] | None = None) -> list[Job]:
         """Scene index, then task, then config: paired configs run back to back on one scene, and a
@@ -195,22 +198,6 @@ def _load_adapter(model: str):
     return load(model)
 
 
-def benchmark_env(task: str, *, distractors: int, palette: str, image_size: int, max_steps: int | None = None,
-                  variant: str = DEFAULT_VARIANT, lookalikes: int | tuple[int, int] | None = None):
-    """The Meta-World env of an evaluation run; max_steps None keeps the env's own limit,
-    lookalikes None the split's range."""
-    from ..envs import DistractorConfig, make_env
-
-    kwargs: dict[str, Any] = {
-        "distractors": DistractorConfig(count=distractors, palette=palette, lookalikes=lookalikes),
-        "image_size": image_size,
-        "variant": variant,
-    }
-    if max_steps is not None:
-        kwargs["max_steps"] = max_steps
-    return make_env(task, **kwargs)
-
-
 def _make_env(spec: EvalSpec, task: str):
     return benchmark_env(task, distractors=spec.distractors, palette=spec.palette, image_size=spec.image_size,
                          max_steps=spec.max_steps, variant=spec.variant, lookalikes=spec.lookalikes)
@@ -255,8 +242,8 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[di
                 **out.seconds,
                 "fired_share": sum(fired) / len(fired) if fired else 0.0,
                 "mean_pruned": sum(s["n_pruned"] for s in steps) / len(steps) if steps else 0.0,
-                "mean_irrelevant_fraction": _nanmean([s["irrelevant_fraction"] for s in steps]),
-                "mean_irrelevant_attention": _nanmean([s["irrelevant_attention"] for s in steps]),
+                "mean_irrelevant_fraction": nanmean([s["irrelevant_fraction"] for s in steps]),
+                "mean_irrelevant_attention": nanmean([s["irrelevant_attention"] for s in steps]),
             }
             step_rows = [{**s, "config": job.config, "task": job.task, "seed": job.seed,
                           "t_norm": s["step"] / max(1, out.length - 1), "tau": row["tau"]} for s in steps]
@@ -265,11 +252,6 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[di
         torch.set_num_threads(saved_threads)
         for env in envs.values():
             env.close()
-
-
-def _nanmean(xs: list[float]) -> float:
-    vals = [x for x in xs if x is not None and not math.isnan(x)]
-    return sum(vals) / len(vals) if vals else float("nan")
 
 
 def run_eval(

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..config_diff import config_differences
 from ..errors import ConfigError
 
 EPISODES, STEPS, CONFIG = "episodes.jsonl", "steps.jsonl", "config.json"
@@ -63,22 +64,6 @@ def _cut_torn_tail(path: Path) -> None:
             return
         data = path.read_bytes()
         f.truncate(data.rfind(b"\n") + 1)
-
-
-def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """'setting: X in the folder, Y now' for each setting (dotted path) that differs."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in list(old) + [k for k in new if k not in old]:
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key not in new:
-                out.append(f"{path}: only in the folder")
-            elif key not in old:
-                out.append(f"{path}: only now")
-            else:
-                out += config_differences(old[key], new[key], path)
-        return out
-    return [] if old == new else [f"{prefix}: {json.dumps(old)} in the folder, {json.dumps(new)} now"]
 
 
 class RunStore:

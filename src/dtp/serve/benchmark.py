@@ -20,24 +20,25 @@ import numpy as np
 from vla_eval.benchmarks.base import StepBenchmark, StepResult
 from vla_eval.specs import IMAGE_RGB, LANGUAGE, POSITION_DELTA, DimSpec
 
+from .. import seeds
+from ..envs.benchmark import benchmark_env
 from ..envs.distractors import DistractorConfig
-from ..envs.variants import DEFAULT_VARIANT, get_variant
-from ..eval.runner import EVAL_SEED_BASE, benchmark_env
 from ..envs.metaworld_env import DEFAULT_MAX_STEPS
 from ..envs.rendering import DEFAULT_CAMERA
+from ..envs.tasks import TASK_NAMES
+from ..envs.variants import DEFAULT_VARIANT, get_variant
 from ..errors import ConfigError
 
 __all__ = ["MetaWorldDistractors", "METAWORLD_ACTION_SPEC", "scene_seed"]
 
-ALL_TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
 GRIPPER_EFFORT = DimSpec("gripper", 1, "effort_close_positive", (-1, 1), description="Meta-World grab effort")
 METAWORLD_ACTION_SPEC: dict[str, DimSpec] = {"position": POSITION_DELTA, "gripper": GRIPPER_EFFORT}
 STATE_SPEC = DimSpec("state", 4, "hand_xyz3_gripper1", description="Meta-World hand position and gripper opening")
 
 
 def scene_seed(seed_set: int, episode: int) -> int:
-    """The scene of episode `episode` in seed set `seed_set` (same formula as dtp.eval's EvalSpec.seeds)."""
-    return EVAL_SEED_BASE + seed_set * 10_000 + episode
+    """The scene of episode `episode` in seed set `seed_set` (dtp.seeds, as dtp.eval's EvalSpec.seeds)."""
+    return seeds.scene_seed(seed_set, episode)
 
 
 class MetaWorldDistractors(StepBenchmark):
@@ -57,7 +58,7 @@ class MetaWorldDistractors(StepBenchmark):
 
     def __init__(
         self,
-        tasks: list[str] | tuple[str, ...] = ALL_TASKS,
+        tasks: list[str] | tuple[str, ...] = TASK_NAMES,
         distractors: int = 3,
         palette: str = "train",
         variant: str = DEFAULT_VARIANT,
@@ -70,9 +71,9 @@ class MetaWorldDistractors(StepBenchmark):
         super().__init__()
         if isinstance(tasks, str):
             tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-        unknown = sorted(set(tasks) - set(ALL_TASKS))
+        unknown = sorted(set(tasks) - set(TASK_NAMES))
         if unknown or not tasks:
-            raise ConfigError(f"tasks must be a non-empty subset of {list(ALL_TASKS)}, got {list(tasks)}")
+            raise ConfigError(f"tasks must be a non-empty subset of {list(TASK_NAMES)}, got {list(tasks)}")
         if max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
         self.tasks = tuple(tasks)

@@ -27,7 +27,7 @@ LISTENING = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)")
 
 def scene_frames(n: int, image_size: int = 96) -> list[dict[str, Any]]:
     """n observations along one Meta-World push episode driven by its scripted expert."""
-    from ..eval.runner import benchmark_env
+    from ..envs.benchmark import benchmark_env
     from .benchmark import scene_seed
 
     env = benchmark_env("push", distractors=3, palette="train", image_size=image_size, variant="plain")  # the shipped model's

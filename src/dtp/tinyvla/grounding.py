@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..envs.tasks import TASK_NAMES
 from ..errors import ConfigError
 from .questions import SHAPE_WORDS, ask
 from .scene import Scene, object_words, patch_mask, patch_word_maps, scene_from_masks
@@ -73,7 +74,7 @@ class GroundingGenConfig:
     split: str = "train"
     frames: int = 2000
     seed: int = 0
-    tasks: tuple[str, ...] = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
+    tasks: tuple[str, ...] = TASK_NAMES
     questions: int = 4  # per frame (fewer when a frame has fewer unambiguous questions)
     max_distractors: int = 4
     palette: str = "train"
@@ -198,10 +199,10 @@ class InstructionTargets:
 def instruction_targets(env, scene: Scene, rng: np.random.Generator) -> InstructionTargets:
     """Where the instruction points: the patches of the task object and goal it names. The twin
     names one visible lookalike (drawn by `rng`) in its part's place, colour word swapped as
-    `dtp.eval.colour_swap` does, so a model trained on both must read the colour word to know
+    `dtp.experiments.colour_swap` does, so a model trained on both must read the colour word to know
     where the instruction points, not the task's usual layout."""
     from ..errors import InputError
-    from ..eval.colour_swap import SWAP_ROLES, swap_colour_word
+    from ..envs.grounding import SWAP_ROLES, swap_colour_word
 
     instruction = env.instruction
     named = [o for o in scene.objects if o.role in NAMED_ROLES]

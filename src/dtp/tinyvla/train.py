@@ -1142,7 +1142,7 @@ def resume_if_same(cfg: TrainConfig) -> TrainConfig:
     old = {k: v for k, v in stored.items() if k not in ignore}
     new = {k: v for k, v in cfg.to_json().items() if k not in ignore}
     if old != new:
-        from ..eval.store import config_differences
+        from ..config_diff import config_differences
 
         diffs = config_differences(old, new)
         raise ConfigError(

@@ -20,12 +20,11 @@ import torch
 from .. import core
 from ..config import RELEVANCE_MODES, DTPConfig
 from ..errors import ConfigError
+from ..eval.episode import GOAL_LABEL, OBJECT_LABEL, TASK_LABELS, patch_labels
 from ..models.base import Observation
 from ..models.common import capture_spec_for
-from .episode import GOAL_LABEL, OBJECT_LABEL, TASK_LABELS, patch_labels
-from .runner import EVAL_SEED_BASE
+from ..seeds import VALIDATION_SEED, validation_seeds
 
-VALIDATION_SEED = 1  # seed set 1; the reported test runs use seed set 0
 NAMED_LABELS = (OBJECT_LABEL, GOAL_LABEL)  # the parts an instruction names
 
 
@@ -42,11 +41,6 @@ def layer_candidates(num_layers: int) -> dict[str, tuple[int, ...]]:
     out.setdefault(",".join(map(str, mid)), mid)
     out.setdefault(",".join(map(str, range(num_layers))), tuple(range(num_layers)))
     return out
-
-
-def validation_seeds(episodes: int, seed: int = VALIDATION_SEED) -> list[int]:
-    """The scenes of seed set `seed` (same numbering as dtp.eval.runner)."""
-    return [EVAL_SEED_BASE + seed * 10_000 + i for i in range(episodes)]
 
 
 def coverage_by_layers(

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .report import _fmt, _tau_series, analyse
-from .store import CONFIG, RunStore
+from ..eval.store import CONFIG, RunStore
 
 RANDOM_CONFIGS = ("random_outside", "random_anywhere")  # the random control, in order of preference
 
@@ -140,7 +140,7 @@ def plot_comparison(heads: dict[str, dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ..analysis.heatmaps import save_figure
+    from .heatmaps import save_figure
 
     roles = ("baseline", "dtp", "random", "oracle")
     colours = {"baseline": "#888", "dtp": "#3a7", "random": "#c93", "oracle": "#37b"}

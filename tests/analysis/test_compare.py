@@ -7,7 +7,7 @@ import pytest
 
 from dtp.errors import ConfigError
 from dtp.eval import RunStore
-from dtp.eval.compare import default_dtp, format_comparison, headline, write_comparison
+from dtp.analysis.compare import default_dtp, format_comparison, headline, write_comparison
 
 
 def _run(path, outcomes: dict[str, list[bool]], main=("baseline", "dtp@tau=1"), irrelevant=None):
@@ -93,7 +93,7 @@ def test_compare_cli_errors(tmp_path, capsys):
 
 def test_tau_curve_compares_taus_on_common_scenes(tmp_path):
     """A tau run on more scenes (the main one) is scored on the scenes every tau ran, not its own."""
-    from dtp.eval.report import analyse
+    from dtp.analysis.report import analyse
 
     store = RunStore(tmp_path / "run").open({"episodes_by_config": {"baseline": 4, "dtp@tau=1": 4}})
     rows = {"baseline": [False] * 4, "dtp@tau=1": [False, False, True, True], "dtp@tau=0.5": [True, False]}

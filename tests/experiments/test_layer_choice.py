@@ -9,8 +9,8 @@ import torch
 from dtp.config import DTPConfig
 from dtp.envs import make_env
 from dtp.errors import CheckpointError, ConfigError
-from dtp.eval.layer_choice import choose_layers, coverage_by_layers, layer_candidates, validation_seeds
-from dtp.eval.runner import EVAL_SEED_BASE
+from dtp.experiments.layer_choice import choose_layers, coverage_by_layers, layer_candidates
+from dtp.seeds import EVAL_SEED_BASE, validation_seeds
 from dtp.models import load
 from dtp.policy import DTPPolicy
 from dtp.tinyvla.modeling import DEFAULT_LAYERS_KEY, write_default_relevance_layers

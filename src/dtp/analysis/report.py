@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis import stats
+from ..eval.store import RunStore
+from ..numeric import nanmean
 from ..regions import region_sources
-from .store import RunStore
+from . import stats
 
 
 def summary_table(episodes: list[dict[str, Any]]) -> str:
@@ -126,7 +127,7 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
     # taus run on more scenes or tasks are compared on equal terms; the best tau of the main series
     # (the most taus, attention on ties) is the paper's "upper bound" under fixed weights
     series = sorted((rt[0], rt[1], c) for c in configs if (rt := _tau_series(c)) is not None)
-    entropy = {c: stats._nanmean(s.get("entropy") for s in steps if s["config"] == c) for c in configs}
+    entropy = {c: nanmean(s.get("entropy") for s in steps if s["config"] == c) for c in configs}
     outcome_of = {(e["config"], e["task"], e["seed"]): bool(e["success"]) for e in eps}
     scenes_of = defaultdict(set)
     for c, t, sd in outcome_of:
@@ -160,7 +161,7 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..analysis.heatmaps import save_figure
+    from .heatmaps import save_figure
 
     paths = []
     # 1. success per config with 95% intervals

@@ -7,7 +7,7 @@ import pytest
 
 from dtp.cli import main
 from dtp.eval import RunStore
-from dtp.eval.robustness import BASELINE, RANDOM, TOP, robustness_summary
+from dtp.experiments.robustness import BASELINE, RANDOM, TOP, robustness_summary
 
 FAST = ["--tasks", "push", "--episodes", "2", "--max-steps", "3", "--variant", "plain"]
 

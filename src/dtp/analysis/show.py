@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .runner import EvalSpec, _load_adapter, _make_env
-from .store import RunStore
+from ..eval.runner import EvalSpec, _load_adapter, _make_env
+from ..eval.store import RunStore
 
 
 def _mark_pruned(image: np.ndarray, pruned) -> np.ndarray:
@@ -33,11 +33,11 @@ def show_episode(run_dir: str | Path, *, key: str | None = None, steps: list[int
     """Replay one episode and draw it; the output folder keeps only this call's frames."""
     from tqdm.auto import tqdm
 
-    from ..analysis.heatmaps import save_step_heatmap
+    from .heatmaps import save_step_heatmap
     from ..policy import DTPPolicy
-    from .episode import run_episode
-    from .preflight import check_writable_dir
-    from .store import CONFIG
+    from ..eval.episode import run_episode
+    from ..eval.preflight import check_writable_dir
+    from ..eval.store import CONFIG
 
     if not (Path(run_dir) / CONFIG).is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG}); make one with dtp eval --out {run_dir}")

@@ -11,7 +11,6 @@ is the share of scored frames where G moved, with a 95% Wilson interval.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,24 +21,13 @@ from .. import core
 from ..analysis.grounding_shift import region_moved
 from ..analysis.stats import wilson_interval
 from ..config import DTPConfig
-from ..errors import ConfigError, InputError
+from ..envs.grounding import SWAP_ROLES, swap_colour_word
+from ..errors import ConfigError
 from ..models.base import Observation
 from ..policy import DTPPolicy
-from .layer_choice import VALIDATION_SEED, validation_seeds
+from ..seeds import VALIDATION_SEED, validation_seeds
 
 # the named part whose colour is swapped, in order of preference: the object to move, else the goal
-SWAP_ROLES = ("task_object", "goal")
-
-
-def swap_colour_word(instruction: str, old: str, new: str) -> str:
-    """`instruction` with its one whole-word `old` colour replaced by `new` (InputError otherwise)."""
-    pattern = rf"\b{re.escape(old)}\b"
-    found = len(re.findall(pattern, instruction))
-    if found != 1:
-        raise InputError(f"the instruction {instruction!r} names {old!r} {found} times; the swap needs exactly one")
-    return re.sub(pattern, new, instruction)
-
-
 def swap_target(scene) -> tuple[Any, Any] | None:
     """(named part, its first lookalike) for the first role of SWAP_ROLES that has a lookalike; None if none."""
     for role in SWAP_ROLES:

@@ -1,4 +1,4 @@
-"""dtp.eval.colour_swap on a tiny random model: the plumbing, the swapped words, and `dtp swap`'s errors."""
+"""dtp.experiments.colour_swap on a tiny random model: the plumbing, the swapped words, and `dtp swap`'s errors."""
 
 import json
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dtp.errors import InputError
-from dtp.eval.colour_swap import colour_swap, swap_colour_word
-from dtp.eval.runner import benchmark_env
+from dtp.experiments.colour_swap import colour_swap, swap_colour_word
+from dtp.envs.benchmark import benchmark_env
 from dtp.models import load
 
 
