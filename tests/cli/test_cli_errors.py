@@ -1,6 +1,7 @@
 """Issue 14, item 2: user mistakes end as one stderr line and exit code 2 (a traceback only with -v);
 Ctrl-C says how many episodes were saved and that the same command resumes."""
 
+import contextlib
 import json
 import os
 import signal
@@ -55,16 +56,43 @@ def test_traceback_only_with_verbose(dtp, tiny_checkpoint, tmp_path):
     assert code == 2 and "Traceback" in err and "dtp eval: error: unknown task 'raech'" in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits: nothing is read-only to it")
+@contextlib.contextmanager
+def read_only(*folders: Path):
+    """Make `folders` read-only for this process, even as root (CI runs as root, and root writes through
+    permission bits): a read-only bind mount of each folder onto itself as root, mode 0o555 otherwise."""
+    if os.geteuid() != 0:
+        modes = [f.stat().st_mode for f in folders]
+        for f in folders:
+            os.chmod(f, 0o555)
+        try:
+            yield
+        finally:
+            for f, mode in zip(folders, modes):
+                os.chmod(f, mode)
+        return
+    mounted = []
+    try:
+        for f in folders:
+            for args in (["mount", "--bind", str(f), str(f)], ["mount", "-o", "remount,bind,ro", str(f)]):
+                res = subprocess.run(args, capture_output=True, text=True)
+                if res.returncode != 0:
+                    pytest.skip(f"root cannot make a read-only bind mount here ({' '.join(args)}: {res.stderr.strip()})")
+                if args[1] == "--bind":
+                    mounted.append(f)
+        yield
+    finally:
+        for f in reversed(mounted):
+            subprocess.run(["umount", str(f)], check=True)
+
+
 def test_read_only_paths_fail_before_any_work(dtp, tiny_checkpoint, tmp_path, monkeypatch):
     """A read-only run folder, and a read-only checkpoint for `layers --write` (refused before the rollouts)."""
     ro = tmp_path / "ro"
     ro.mkdir()
     ck = tmp_path / "ck"
     shutil.copytree(tiny_checkpoint, ck)
-    os.chmod(ck / "config.json", 0o444)
-    os.chmod(ro, 0o555)
-    try:
+    with read_only(ro, ck):
+        assert not os.access(ro, os.W_OK) and not os.access(ck, os.W_OK)
         code, _, err = dtp("eval", "--model", tiny_checkpoint, *FAST, "--out", ro / "run")
         assert code == 2 and "read-only" in _one_error(err, "eval")
         assert not (ro / "run").exists()
@@ -75,8 +103,6 @@ def test_read_only_paths_fail_before_any_work(dtp, tiny_checkpoint, tmp_path, mo
         monkeypatch.setattr("dtp.experiments.layer_choice.choose_layers", no_rollouts)
         code, _, err = dtp("layers", "--model", ck, "--write", "--episodes", "1", "--tasks", "reach")
         assert code == 2 and "read-only" in _one_error(err, "layers")
-    finally:
-        os.chmod(ro, 0o755)
 
 
 def _wait_for(predicate, proc, timeout=240):
