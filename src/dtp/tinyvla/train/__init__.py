@@ -47,10 +47,11 @@ from .checkpoint import saved_step
 from .config import STAGES, TrainConfig
 from .evaluation import (evaluate, evaluate_grounding, evaluate_instruction_attention, evaluate_patch_words,
                          grounding_baselines)
-from .loop import lr_at, train
+from .loop import train
 from .losses import (action_logits, action_loss, grounding_logits, grounding_loss, image_keep_mask,
                      instruction_attention_loss, instruction_relevance, patch_word_loss, supervised_words,
                      teacher_forced_hidden, training_loss)
+from .steps import lr_at
 
 __all__ = ["TrainConfig", "train", "evaluate", "evaluate_grounding", "action_logits", "grounding_logits", "action_loss",
            "training_loss", "grounding_loss", "patch_word_loss", "instruction_relevance", "instruction_attention_loss",

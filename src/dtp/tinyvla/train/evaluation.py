@@ -5,13 +5,38 @@ from __future__ import annotations
 
 import torch
 
+from ...config import DTPConfig
+from ...core import important_region
 from ..data import DemoSet, to_pixels
+from ..grounding_data import KINDS, cell_of_token
 from ..modeling import TinyVLA
+from .config import TrainConfig
+from .datasets import RunData
 from .losses import (grounding_loss, instruction_attention_loss, instruction_relevance, mean_over_words,
                      patch_word_loss, supervised_words, training_loss)
 
-__all__ = ["evaluate", "evaluate_grounding", "grounding_baselines", "evaluate_patch_words",
+__all__ = ["validation_metrics", "evaluate", "evaluate_grounding", "grounding_baselines", "evaluate_patch_words",
            "evaluate_instruction_attention"]
+
+
+def validation_metrics(cfg: TrainConfig, model: TinyVLA, head: torch.nn.Linear | None, data: RunData,
+                       val_patch_words: torch.Tensor | None, full: bool = False) -> dict[str, float]:
+    """Every figure the run's validation data gives: actions, grounding answers (not in the vision
+    stage, which leaves the language model untrained), the patch-word head, the instruction attention.
+    A periodic evaluation reads the fixed subsets of RunData, the final one (full) everything."""
+    metrics: dict[str, float] = {}
+    if data.val_set is not None:
+        index = torch.arange(len(data.val_set)) if full else data.val_index
+        metrics.update(evaluate(model, data.val_set, index))
+    g_val = data.g_val
+    if g_val is not None:
+        if cfg.stage != "vision":
+            metrics.update(evaluate_grounding(model, g_val if full else data.g_val_subset, data.tokenizer))
+        if val_patch_words is not None:
+            metrics.update(evaluate_patch_words(model, head, g_val, val_patch_words))
+        if cfg.instruction_attention_weight > 0 and g_val.instruction_ids is not None:
+            metrics.update(evaluate_instruction_attention(model, g_val, cfg.instruction_attention_layers))
+    return metrics
 
 
 @torch.no_grad()
@@ -48,9 +73,6 @@ def evaluate_instruction_attention(model: TinyVLA, data, layers: tuple[int, ...]
     relevance holds more of the lookalike than of the named part and more than the instruction's
     did (grounding_shift's rule, on relevance mass instead of G).
     """
-    from ...config import DTPConfig
-    from ...core import important_region
-
     dtp = DTPConfig()
     was_training = model.training
     model.eval()
@@ -104,8 +126,6 @@ def evaluate_grounding(model: TinyVLA, data, tokenizer, batch_size: int = 256) -
 
     g_point_near: pointing answers within one cell (row and column) of the true cell.
     """
-    from ..grounding_data import KINDS, cell_of_token
-
     was_training = model.training
     model.eval()
     preds = []
@@ -137,8 +157,6 @@ def evaluate_grounding(model: TinyVLA, data, tokenizer, batch_size: int = 256) -
 def grounding_baselines(train, val) -> dict[str, float]:
     """Accuracy on `val` of always answering each kind's most frequent answer in `train`: the
     figure a model that ignores the image reaches (beats uniform chance, e.g. 1/64 cells)."""
-    from ..grounding_data import KINDS
-
     out = {}
     for i, kind in enumerate(KINDS):
         tr, va = train.answers[train.kind_ids == i], val.answers[val.kind_ids == i]
