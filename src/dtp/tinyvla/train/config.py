@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from ...errors import ConfigError
 from ..modeling import TinyVLAConfig
@@ -70,78 +70,83 @@ class TrainConfig:
     instruction_attention_layers: tuple[int, ...] = (2, 3)  # language-model layers whose attention it trains
 
     def __post_init__(self) -> None:
-        def bad(msg: str) -> None:
-            raise ConfigError(f"TrainConfig: {msg}")
+        self._check_run()
+        self._check_stage()
 
+    def _check_run(self) -> None:
+        """Counts, rates, sizes, precision, tasks and paths."""
         for name in ("steps", "batch_size", "image_size", "patch_size", "vision_width", "hidden_size",
                      "num_layers", "num_heads", "intermediate_size", "log_every", "eval_every", "save_every",
                      "keep_checkpoints", "threads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                bad(f"{name} must be a positive integer, got {v!r}")
+                _bad(f"{name} must be a positive integer, got {v!r}")
         for name in ("warmup", "max_shift", "eval_samples", "seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                bad(f"{name} must be a non-negative integer, got {v!r}")
+                _bad(f"{name} must be a non-negative integer, got {v!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            bad(f"lr must be a positive number, got {self.lr!r}")
+            _bad(f"lr must be a positive number, got {self.lr!r}")
         if not 0 <= self.min_lr_ratio <= 1:
-            bad(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
+            _bad(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            bad(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            _bad(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not (math.isfinite(self.bin_sigma) and self.bin_sigma >= 0):
-            bad(f"bin_sigma must be >= 0, got {self.bin_sigma!r}")
+            _bad(f"bin_sigma must be >= 0, got {self.bin_sigma!r}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
-            bad(f"grad_clip must be > 0, got {self.grad_clip!r}")
+            _bad(f"grad_clip must be > 0, got {self.grad_clip!r}")
         if not 0 <= self.val_fraction < 1:
-            bad(f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
+            _bad(f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
         if not 0 <= self.color_jitter < 1:
-            bad(f"color_jitter must lie in [0, 1), got {self.color_jitter!r}")
+            _bad(f"color_jitter must lie in [0, 1), got {self.color_jitter!r}")
         if self.warmup >= self.steps and self.steps > 1:
-            bad(f"warmup ({self.warmup}) must be shorter than steps ({self.steps})")
+            _bad(f"warmup ({self.warmup}) must be shorter than steps ({self.steps})")
         if self.patch_size % 2:
-            bad(f"patch_size must be even (the encoder's stem halves the resolution), got {self.patch_size}")
+            _bad(f"patch_size must be even (the encoder's stem halves the resolution), got {self.patch_size}")
         if self.image_size % self.patch_size:
-            bad(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+            _bad(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
-            bad(f"hidden_size ({self.hidden_size}) must split into num_heads ({self.num_heads}) even-sized heads")
+            _bad(f"hidden_size ({self.hidden_size}) must split into num_heads ({self.num_heads}) even-sized heads")
         if self.max_shift * 2 >= self.image_size:
-            bad(f"max_shift ({self.max_shift}) is too large for {self.image_size} px images")
+            _bad(f"max_shift ({self.max_shift}) is too large for {self.image_size} px images")
         if self.save_every % self.log_every:
-            bad(f"save_every ({self.save_every}) must be a multiple of log_every ({self.log_every}) "
-                "so that a resumed run logs the same windows")
+            _bad(f"save_every ({self.save_every}) must be a multiple of log_every ({self.log_every}) "
+                 "so that a resumed run logs the same windows")
         if self.precision not in ("bf16", "fp32"):
-            bad(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+            _bad(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
         if self.tasks is not None and (isinstance(self.tasks, str) or not self.tasks):
-            bad(f"tasks must be a non-empty tuple of task names or None, got {self.tasks!r}")
+            _bad(f"tasks must be a non-empty tuple of task names or None, got {self.tasks!r}")
         if not str(self.data_dir) or not str(self.out_dir):
-            bad("data_dir and out_dir must be non-empty paths")
+            _bad("data_dir and out_dir must be non-empty paths")
+
+    def _check_stage(self) -> None:
+        """The stage and what it mixes in: grounding data, image dropout, registers, auxiliary losses."""
         if self.stage not in STAGES:
-            bad(f"stage must be one of {STAGES}, got {self.stage!r}")
+            _bad(f"stage must be one of {STAGES}, got {self.stage!r}")
         if not 0 <= self.grounding_share < 1:
-            bad(f"grounding_share must lie in [0, 1), got {self.grounding_share!r}")
+            _bad(f"grounding_share must lie in [0, 1), got {self.grounding_share!r}")
         if (self.stage != "actions" or self.grounding_share > 0) and not self.grounding_dir:
-            bad(f"the {self.stage} stage and grounding_share > 0 need grounding_dir")
+            _bad(f"the {self.stage} stage and grounding_share > 0 need grounding_dir")
         if self.stage != "actions" and self.grounding_share:
-            bad(f"grounding_share mixes grounding into the actions stage; the {self.stage} stage takes no share")
+            _bad(f"grounding_share mixes grounding into the actions stage; the {self.stage} stage takes no share")
         if not 0 <= self.image_dropout < 1:
-            bad(f"image_dropout must lie in [0, 1), got {self.image_dropout!r}")
+            _bad(f"image_dropout must lie in [0, 1), got {self.image_dropout!r}")
         if isinstance(self.num_registers, bool) or not isinstance(self.num_registers, int) or self.num_registers < 0:
-            bad(f"num_registers must be a non-negative integer, got {self.num_registers!r}")
+            _bad(f"num_registers must be a non-negative integer, got {self.num_registers!r}")
         if not (isinstance(self.patch_word_weight, (int, float)) and math.isfinite(self.patch_word_weight)
                 and self.patch_word_weight >= 0):
-            bad(f"patch_word_weight must be >= 0, got {self.patch_word_weight!r}")
+            _bad(f"patch_word_weight must be >= 0, got {self.patch_word_weight!r}")
         if self.patch_word_weight > 0 and self.stage == "actions" and not self.grounding_share:
-            bad("patch_word_weight applies to grounding batches: use stage='grounding' or grounding_share > 0")
+            _bad("patch_word_weight applies to grounding batches: use stage='grounding' or grounding_share > 0")
         w = self.instruction_attention_weight
         if not (isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0):
-            bad(f"instruction_attention_weight must be >= 0, got {w!r}")
+            _bad(f"instruction_attention_weight must be >= 0, got {w!r}")
         if w > 0 and (self.stage == "vision" or (self.stage == "actions" and not self.grounding_share)):
-            bad("instruction_attention_weight applies to grounding batches: use stage='grounding' or grounding_share > 0")
+            _bad("instruction_attention_weight applies to grounding batches: use stage='grounding' or grounding_share > 0")
         layers = self.instruction_attention_layers
         if (isinstance(layers, str) or not layers
                 or any(isinstance(l, bool) or not isinstance(l, int) or l < 0 for l in layers)):
-            bad(f"instruction_attention_layers must be a non-empty tuple of layer indices >= 0, got {layers!r}")
+            _bad(f"instruction_attention_layers must be a non-empty tuple of layer indices >= 0, got {layers!r}")
 
     def model_config(self, num_words: int) -> TinyVLAConfig:
         return TinyVLAConfig(
@@ -161,3 +166,7 @@ class TrainConfig:
         d["tasks"] = list(self.tasks) if self.tasks is not None else None
         d["instruction_attention_layers"] = list(self.instruction_attention_layers)
         return d
+
+
+def _bad(msg: str) -> NoReturn:
+    raise ConfigError(f"TrainConfig: {msg}")
