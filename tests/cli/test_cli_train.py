@@ -106,3 +106,24 @@ def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path):
     note = interrupted_note(config_from_args(["--out-dir", str(tmp_path / "t"), "--save-every", "400"]))
     assert note == ("interrupted before the first checkpoint (one every 400 steps): nothing saved; "
                     "rerun the same command to start again")
+
+
+def test_the_flags_go_onto_a_subcommand_parser_and_give_the_same_config():
+    """add_arguments on a subcommand's parser (as a `dtp` with one module per command builds it) parses
+    to the TrainConfig config_from_args gives; the namespace's other attributes are ignored."""
+    import argparse
+
+    from dtp.errors import ConfigError
+    from dtp.tinyvla.train.arguments import HelpFormatter, add_arguments, config_from_namespace
+
+    top = argparse.ArgumentParser(prog="dtp")
+    top.add_argument("-v", "--verbose", action="store_true")
+    add_arguments(top.add_subparsers(dest="command").add_parser("train", formatter_class=HelpFormatter))
+    words = ["--steps", "7", "--tasks", "reach,push", "drawer-open", "--instruction-attention-layers", "0", "1",
+             "--no-only-success", "--lr", "0.002"]
+    cfg = config_from_namespace(top.parse_args(["-v", "train", *words]))
+    assert cfg == config_from_args(words)
+    assert cfg.tasks == ("reach", "push", "drawer-open") and cfg.instruction_attention_layers == (0, 1)
+    assert cfg.warmup == 6 and cfg.only_success is False and cfg.lr == 0.002
+    with pytest.raises(ConfigError, match="^--steps must be a positive integer, got 0$"):
+        config_from_namespace(top.parse_args(["train", "--steps", "0"]))

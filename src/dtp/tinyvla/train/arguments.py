@@ -1,5 +1,13 @@
 """The command line of training: flags generated from TrainConfig's fields, and the rules that make
-rerunning a command resume its run (`python -m dtp.tinyvla.train`, `dtp train`)."""
+rerunning a command resume its run (`python -m dtp.tinyvla.train`, `dtp train`).
+
+A command parser of its own (`dtp train` as a subcommand) takes the flags with
+
+    p = subparsers.add_parser("train", description=DESCRIPTION, formatter_class=HelpFormatter)
+    add_arguments(p)
+    ...
+    cfg = resume_if_same(config_from_namespace(args))
+"""
 
 from __future__ import annotations
 
@@ -16,7 +24,8 @@ from .checkpoint import checkpoints, saved_step
 from .config import TrainConfig
 from .loop import train
 
-__all__ = ["config_from_args", "resume_if_same", "interrupted_note", "main"]
+__all__ = ["add_arguments", "config_from_namespace", "HelpFormatter", "DESCRIPTION", "build_parser",
+           "config_from_args", "resume_if_same", "interrupted_note", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -71,53 +80,43 @@ _HELP = {
     "instruction_attention_layers": "language-model layers whose instruction->image attention that loss trains",
 }
 _WARMUP_DEFAULT = TrainConfig.warmup
+PROG = "python -m dtp.tinyvla.train"
+DESCRIPTION = "Train TinyVLA on demonstrations (behaviour cloning)."
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends '(default: X)' except where the default is None (the help text says what None means)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         return action.help or "" if action.default is None else super()._get_help_string(action)
 
 
-def _task_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _parser(prog: str = "python -m dtp.tinyvla.train", parser_class=argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = parser_class(prog=prog, description="Train TinyVLA on demonstrations (behaviour cloning).",
-                                formatter_class=_Help)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (--batch-size for batch_size), its default the field's; --tasks
+    takes names separated by commas or spaces. The parser should use HelpFormatter."""
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_ = _HELP.get(f.name, "")
         if f.name == "tasks":
-            p.add_argument(flag, nargs="+", type=_task_list, default=None, help=help_)
+            parser.add_argument(flag, nargs="+", type=_task_list, default=None, help=help_)
         elif f.name == "instruction_attention_layers":
-            p.add_argument(flag, nargs="+", type=int, default=f.default, help=help_)
+            parser.add_argument(flag, nargs="+", type=int, default=f.default, help=help_)
         elif f.name == "warmup":
-            p.add_argument(flag, type=int, default=None,
-                           help=f"{help_} (default: {_WARMUP_DEFAULT}, clipped to --steps minus 1 for shorter runs)")
+            parser.add_argument(flag, type=int, default=None,
+                                help=f"{help_} (default: {_WARMUP_DEFAULT}, clipped to --steps minus 1 for shorter runs)")
         elif f.name == "precision":
-            p.add_argument(flag, choices=("bf16", "fp32"), default=f.default, help=help_)
+            parser.add_argument(flag, choices=("bf16", "fp32"), default=f.default, help=help_)
         elif f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
         else:
             kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=f.default, help=help_)
-    return p
+            parser.add_argument(flag, type=kind, default=f.default, help=help_)
 
 
-def _as_flags(message: str) -> str:
-    """A TrainConfig message in command-line words: 'batch_size' -> '--batch-size'."""
-    message = message.removeprefix("TrainConfig: ")
-    names = sorted((f.name for f in fields(TrainConfig)), key=len, reverse=True)
-    return re.sub(r"\b(" + "|".join(names) + r")\b", lambda m: "--" + m.group(1).replace("_", "-"), message)
-
-
-def config_from_args(argv: list[str] | None = None, prog: str = "python -m dtp.tinyvla.train",
-                     parser_class=argparse.ArgumentParser) -> TrainConfig:
-    """TrainConfig from command-line words; --tasks takes names separated by commas or spaces."""
-    ns = vars(_parser(prog, parser_class).parse_args(argv))
+def config_from_namespace(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from flags parsed by add_arguments' parser (other attributes of args are ignored);
+    a bad value is a ConfigError that names the flag."""
+    ns = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     if ns["tasks"] is not None:
         ns["tasks"] = tuple(t for group in ns["tasks"] for t in group)
     ns["instruction_attention_layers"] = tuple(ns["instruction_attention_layers"])
@@ -127,6 +126,33 @@ def config_from_args(argv: list[str] | None = None, prog: str = "python -m dtp.t
         return TrainConfig(**ns)
     except ConfigError as e:
         raise ConfigError(_as_flags(str(e))) from None
+
+
+def build_parser(prog: str = PROG, parser_class=argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The whole training command line on a parser of its own."""
+    parser = parser_class(prog=prog, description=DESCRIPTION, formatter_class=HelpFormatter)
+    add_arguments(parser)
+    return parser
+
+
+_parser = build_parser  # the name tests/cli/test_cli_train.py imports
+
+
+def config_from_args(argv: list[str] | None = None, prog: str = PROG,
+                     parser_class=argparse.ArgumentParser) -> TrainConfig:
+    """TrainConfig from command-line words; --tasks takes names separated by commas or spaces."""
+    return config_from_namespace(build_parser(prog, parser_class).parse_args(argv))
+
+
+def _task_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _as_flags(message: str) -> str:
+    """A TrainConfig message in command-line words: 'batch_size' -> '--batch-size'."""
+    message = message.removeprefix("TrainConfig: ")
+    names = sorted((f.name for f in fields(TrainConfig)), key=len, reverse=True)
+    return re.sub(r"\b(" + "|".join(names) + r")\b", lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def resume_if_same(cfg: TrainConfig) -> TrainConfig:
@@ -170,7 +196,8 @@ def interrupted_note(cfg: TrainConfig | None) -> str:
             f"(one every {cfg.save_every} steps); rerun the same command to resume")
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m dtp.tinyvla.train") -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """The command: parse, resume if the same, train; 2 on a ConfigError, 130 on Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     cfg = None
