@@ -19,6 +19,7 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
+from ...config_diff import config_differences
 from ...errors import ConfigError
 from .checkpoint import checkpoints, saved_step
 from .config import TrainConfig
@@ -172,8 +173,6 @@ def resume_if_same(cfg: TrainConfig) -> TrainConfig:
     old = {k: v for k, v in stored.items() if k not in ignore}
     new = {k: v for k, v in cfg.to_json().items() if k not in ignore}
     if old != new:
-        from ...config_diff import config_differences
-
         diffs = config_differences(old, new)
         raise ConfigError(
             f"{out} holds checkpoints of a different training run ({'; '.join(_as_flags(d) for d in diffs[:6])}). "
