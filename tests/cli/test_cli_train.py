@@ -127,3 +127,14 @@ def test_the_flags_go_onto_a_subcommand_parser_and_give_the_same_config():
     assert cfg.warmup == 6 and cfg.only_success is False and cfg.lr == 0.002
     with pytest.raises(ConfigError, match="^--steps must be a positive integer, got 0$"):
         config_from_namespace(top.parse_args(["train", "--steps", "0"]))
+
+
+def test_the_flags_import_without_torch():
+    """A command line can build the training parser and its help without loading torch or transformers."""
+    code = ("import sys\n"
+            "from dtp.tinyvla.train.arguments import build_parser, config_from_args\n"
+            "build_parser().format_help(); config_from_args(['--steps', '5'])\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'safetensors') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": SRC})
+    assert out.stdout.strip() == "[]"

@@ -15,79 +15,21 @@ Saved as config.json + model.safetensors (+ tokenizer.json beside them); never p
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from ..errors import CheckpointError, ConfigError
+from .configuration import MODEL_TYPE, TinyVLAConfig
 
-MODEL_TYPE = "dtp-tinyvla"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DEFAULT_LAYERS_KEY = "dtp_relevance_layers"  # in config.extra: relevance layers chosen by `dtp layers`
 VARIANT_KEY = "dtp_benchmark_variant"  # in config.extra: the benchmark variant of the demos it was trained on
-
-
-@dataclass
-class TinyVLAConfig:
-    """Sizes of the encoder, projector and language model. The vocabulary is words + action bins."""
-
-    image_size: int = 96
-    patch_size: int = 12
-    vision_width: int = 96
-    hidden_size: int = 160
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int | None = None  # None: one key/value head per attention head
-    intermediate_size: int = 448
-    num_words: int = 64  # word tokens incl. specials (pad=0, bos=1, unk=2)
-    action_dims: int = 4
-    action_bins: int = 256
-    proprio_dims: int = 4
-    max_positions: int = 256
-    num_registers: int = 0  # learned tokens after the image span (0: the shipped model's layout)
-    model_type: str = MODEL_TYPE
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        n = self.image_size // self.patch_size
-        return (n, n)
-
-    @property
-    def num_image_tokens(self) -> int:
-        h, w = self.grid
-        return h * w
-
-    @property
-    def text_start(self) -> int:
-        """Sequence position of the first instruction word: after BOS, the image and the registers."""
-        return 1 + self.num_image_tokens + self.num_registers
-
-    @property
-    def vocab_size(self) -> int:
-        return self.num_words + self.action_bins
-
-    def llama_config(self) -> LlamaConfig:
-        cfg = LlamaConfig(
-            vocab_size=self.vocab_size,
-            hidden_size=self.hidden_size,
-            intermediate_size=self.intermediate_size,
-            num_hidden_layers=self.num_layers,
-            num_attention_heads=self.num_heads,
-            num_key_value_heads=self.num_kv_heads or self.num_heads,
-            max_position_embeddings=self.max_positions,
-            bos_token_id=1,
-            eos_token_id=None,
-            pad_token_id=0,
-            tie_word_embeddings=False,
-        )
-        cfg._attn_implementation_internal = "sdpa"
-        return cfg
 
 
 class PatchEncoder(nn.Module):

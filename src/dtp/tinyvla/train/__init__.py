@@ -41,20 +41,32 @@ Output directory:
     final/                       config.json, model.safetensors, tokenizer.json, training.json
 """
 
-from .arguments import _parser  # noqa: F401  (tests/cli build the parser under another prog)
-from .arguments import config_from_args, interrupted_note, main, resume_if_same
-from .checkpoint import saved_step
-from .config import STAGES, TrainConfig
-from .evaluation import (evaluate, evaluate_grounding, evaluate_instruction_attention, evaluate_patch_words,
-                         grounding_baselines)
-from .loop import train
-from .losses import (action_logits, action_loss, grounding_logits, grounding_loss, image_keep_mask,
-                     instruction_attention_loss, instruction_relevance, patch_word_loss, supervised_words,
-                     teacher_forced_hidden, training_loss)
-from .steps import lr_at
-
 __all__ = ["TrainConfig", "train", "evaluate", "evaluate_grounding", "action_logits", "grounding_logits", "action_loss",
            "training_loss", "grounding_loss", "patch_word_loss", "instruction_relevance", "instruction_attention_loss",
            "supervised_words", "evaluate_instruction_attention", "evaluate_patch_words", "grounding_baselines",
            "teacher_forced_hidden", "image_keep_mask", "lr_at", "config_from_args", "resume_if_same",
            "interrupted_note", "saved_step", "main", "STAGES"]
+
+# Each name lives in one module of the package; `from dtp.tinyvla.train import train` imports that
+# module when the name is first used (torch with it), so that the flags (`.arguments`) stay light.
+_HOMES = {
+    "config": ("TrainConfig", "STAGES"),
+    "loop": ("train",),
+    "steps": ("lr_at",),
+    "evaluation": ("evaluate", "evaluate_grounding", "evaluate_instruction_attention", "evaluate_patch_words",
+                   "grounding_baselines"),
+    "losses": ("action_logits", "action_loss", "grounding_logits", "grounding_loss", "image_keep_mask",
+               "instruction_attention_loss", "instruction_relevance", "patch_word_loss", "supervised_words",
+               "teacher_forced_hidden", "training_loss"),
+    "arguments": ("config_from_args", "resume_if_same", "interrupted_note", "main", "_parser"),
+    "checkpoint": ("saved_step",),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

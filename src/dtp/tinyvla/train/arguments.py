@@ -1,5 +1,6 @@
 """The command line of training: flags generated from TrainConfig's fields, and the rules that make
-rerunning a command resume its run (`python -m dtp.tinyvla.train`, `dtp train`).
+rerunning a command resume its run (`python -m dtp.tinyvla.train`, `dtp train`). Importing it
+loads neither torch nor transformers (the parser answers --help at once); running a command does.
 
 A command parser of its own (`dtp train` as a subcommand) takes the flags with
 
@@ -21,9 +22,7 @@ from pathlib import Path
 
 from ...config_diff import config_differences
 from ...errors import ConfigError
-from .checkpoint import checkpoints, saved_step
 from .config import TrainConfig
-from .loop import train
 
 __all__ = ["add_arguments", "config_from_namespace", "HelpFormatter", "DESCRIPTION", "build_parser",
            "config_from_args", "resume_if_same", "interrupted_note", "main"]
@@ -162,6 +161,8 @@ def resume_if_same(cfg: TrainConfig) -> TrainConfig:
     out_dir holds checkpoints: the same options (apart from --resume/--progress) continue
     them; other options are refused, naming what differs, unless --resume says to continue anyway.
     """
+    from .checkpoint import checkpoints  # torch: only once a command runs
+
     out = Path(cfg.out_dir)
     if cfg.resume or not checkpoints(out):
         return cfg
@@ -185,6 +186,8 @@ def resume_if_same(cfg: TrainConfig) -> TrainConfig:
 
 def interrupted_note(cfg: TrainConfig | None) -> str:
     """What a Ctrl-C left behind, in one line."""
+    from .checkpoint import saved_step
+
     if cfg is None:
         return "interrupted"
     step = saved_step(cfg.out_dir)
@@ -197,6 +200,8 @@ def interrupted_note(cfg: TrainConfig | None) -> str:
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """The command: parse, resume if the same, train; 2 on a ConfigError, 130 on Ctrl-C."""
+    from .loop import train
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     cfg = None

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, NoReturn
 
 from ...errors import ConfigError
-from ..modeling import TinyVLAConfig
+from ..configuration import TinyVLAConfig
 
 __all__ = ["TrainConfig", "STAGES"]
 
