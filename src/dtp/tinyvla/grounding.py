@@ -33,7 +33,7 @@ import argparse
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ from .questions import SHAPE_WORDS, ask
 from .scene import Scene, object_words, patch_mask, patch_word_maps, scene_from_masks
 
 __all__ = ["GroundingGenConfig", "InstructionTargets", "frame_seed", "scene_from_env", "instruction_targets",
-           "generate", "main", "GROUNDING_SEED_BASE", "SPLIT_OFFSET", "TASK_OBJECTS"]
+           "generate", "add_arguments", "config_from_namespace", "run", "main", "GROUNDING_SEED_BASE", "SPLIT_OFFSET", "TASK_OBJECTS"]
 
 log = logging.getLogger(__name__)
 
@@ -361,38 +361,52 @@ def generate(cfg: GroundingGenConfig, progress: bool = True) -> list[Path]:
     return paths
 
 
-def _parser() -> argparse.ArgumentParser:
+DESCRIPTION = "Generate grounding frames with ground-truth questions and answers."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generator's flags, one per GroundingGenConfig field, with its defaults."""
     d = GroundingGenConfig()
-    p = argparse.ArgumentParser(prog="python -m dtp.tinyvla.grounding",
-                                description="Generate grounding frames with ground-truth questions and answers.")
-    p.add_argument("--out", default=d.out)
-    p.add_argument("--split", default=d.split, choices=sorted(SPLIT_OFFSET))
-    p.add_argument("--frames", type=int, default=d.frames)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--tasks", nargs="+", default=list(d.tasks))
-    p.add_argument("--questions", type=int, default=d.questions)
-    p.add_argument("--max-distractors", type=int, default=d.max_distractors)
-    p.add_argument("--palette", default=d.palette)
-    p.add_argument("--max-arm-steps", type=int, default=d.max_arm_steps)
-    p.add_argument("--image-size", type=int, default=d.image_size)
-    p.add_argument("--patch-size", type=int, default=d.patch_size)
-    p.add_argument("--shard-size", type=int, default=d.shard_size)
-    p.add_argument("--variant", default=None, help="benchmark variant (default: the env's default)")
-    return p
+    parser.add_argument("--out", default=d.out)
+    parser.add_argument("--split", default=d.split, choices=sorted(SPLIT_OFFSET))
+    parser.add_argument("--frames", type=int, default=d.frames)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--tasks", nargs="+", default=list(d.tasks))
+    parser.add_argument("--questions", type=int, default=d.questions)
+    parser.add_argument("--max-distractors", type=int, default=d.max_distractors)
+    parser.add_argument("--palette", default=d.palette)
+    parser.add_argument("--max-arm-steps", type=int, default=d.max_arm_steps)
+    parser.add_argument("--image-size", type=int, default=d.image_size)
+    parser.add_argument("--patch-size", type=int, default=d.patch_size)
+    parser.add_argument("--shard-size", type=int, default=d.shard_size)
+    parser.add_argument("--variant", default=None, help="benchmark variant (default: the env's default)")
+
+
+def config_from_namespace(args: argparse.Namespace) -> GroundingGenConfig:
+    """GroundingGenConfig from add_arguments' flags (other attributes of args are ignored); ConfigError
+    on a bad value."""
+    ns = {f.name: getattr(args, f.name) for f in fields(GroundingGenConfig)}
+    ns["tasks"] = tuple(ns["tasks"])
+    return GroundingGenConfig(**ns)
+
+
+def run(cfg: GroundingGenConfig) -> int:
+    """The command: generate the split's shards (a rerun finishes them), print where they are."""
+    paths = generate(cfg)
+    print(Path(cfg.out) / cfg.split, f"({len(paths)} shards)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    ns = vars(_parser().parse_args(argv))
-    ns["tasks"] = tuple(ns["tasks"])
+    parser = argparse.ArgumentParser(prog="python -m dtp.tinyvla.grounding", description=DESCRIPTION)
+    add_arguments(parser)
     try:
-        cfg = GroundingGenConfig(**ns)
+        cfg = config_from_namespace(parser.parse_args(argv))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    paths = generate(cfg)
-    print(Path(cfg.out) / cfg.split, f"({len(paths)} shards)")
-    return 0
+    return run(cfg)
 
 
 if __name__ == "__main__":

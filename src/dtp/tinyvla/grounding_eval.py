@@ -14,19 +14,20 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from ..errors import DTPError
-from .grounding_data import load_grounding
-from .modeling import TinyVLA
-from .tokenizer import load_tokenizer
-from .train import evaluate_grounding, grounding_baselines
 
-__all__ = ["grounding_report", "main"]
+__all__ = ["grounding_report", "add_arguments", "run", "main"]
+
+DESCRIPTION = __doc__.splitlines()[0]
 
 
 def grounding_report(checkpoint: str | Path, data: str | Path, split: str = "val") -> dict:
     """{"model": accuracies, "majority": baseline accuracies (when DATA/train exists), "uniform_point": 1/N}."""
+    from .grounding_data import load_grounding
+    from .modeling import TinyVLA
+    from .tokenizer import load_tokenizer
+    from .train.evaluation import evaluate_grounding, grounding_baselines
+
     model = TinyVLA.from_pretrained(checkpoint)
     tokenizer = load_tokenizer(checkpoint)
     size = model.config.image_size
@@ -39,20 +40,22 @@ def grounding_report(checkpoint: str | Path, data: str | Path, split: str = "val
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dtp.tinyvla.grounding_eval", description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint")
-    p.add_argument("--data", required=True, help="folder with train/ and val/ shards")
-    p.add_argument("--split", default="val")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    args = p.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CHECKPOINT, --data DIR, --split, --threads, --json."""
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data", required=True, help="folder with train/ and val/ shards")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command on add_arguments' flags: the report as a table, or one JSON object. A checkpoint or
+    frames that cannot be read raise their DTPError."""
+    import torch
+
     torch.set_num_threads(args.threads)
-    try:
-        rep = grounding_report(args.checkpoint, args.data, args.split)
-    except DTPError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    rep = grounding_report(args.checkpoint, args.data, args.split)
     if args.json:
         print(json.dumps(rep))
         return 0
@@ -66,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pointing within one cell: {rep['model']['g_point_near']:.3f}; uniform chance of the exact cell: "
           f"{rep['uniform_point']:.3f}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dtp.tinyvla.grounding_eval", description=DESCRIPTION)
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except DTPError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
