@@ -79,14 +79,19 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def write_heatmaps(adapter, spec: EvalSpec, dtp_config: DTPConfig, out_dir: Path, max_steps: int = 40,
-                   progress: bool = True) -> list[str]:
-    """One heatmap per task: the step (within the first `max_steps`) where DTP pruned the most tokens."""
+                   progress: bool = True, episodes: list[dict[str, Any]] | None = None) -> list[str]:
+    """One heatmap per task, of the run's first DTP scene: the step (within the first `max_steps`) where
+    DTP pruned the most tokens. The replay equals the run's episode (same seed, config and threads), so
+    its header takes the episode's outcome from `episodes` (the run's rows)."""
     from tqdm.auto import tqdm
 
-    from .analysis.heatmaps import save_step_heatmap
-    from .eval.runner import _make_env
+    from .analysis.heatmaps import StepContext, save_step_heatmap
+    from .eval.runner import _make_env, config_name
+    from .eval.store import episode_key
     from .policy import DTPPolicy
 
+    name = next((n for n, c in spec.configs.items() if c == dtp_config), config_name(dtp_config))
+    rows = {e["key"]: e for e in episodes or []}
     paths = []
     with torch_threads(spec.threads), tqdm(spec.tasks, desc="heatmaps", unit="task", disable=not progress) as bar:
         for task in bar:
@@ -95,6 +100,7 @@ def write_heatmaps(adapter, spec: EvalSpec, dtp_config: DTPConfig, out_dir: Path
                 policy = DTPPolicy(adapter, dtp_config)
                 seed = spec.seeds()[0]
                 obs, _ = env.reset(seed=seed)
+                instruction = obs["instruction"]
                 policy.reset(seed)
                 best = None
                 for _ in range(max_steps):
@@ -105,8 +111,10 @@ def write_heatmaps(adapter, spec: EvalSpec, dtp_config: DTPConfig, out_dir: Path
                     if term or trunc:
                         break
                 image, rec = best
-                title = f"{task}: \"{obs['instruction']}\"  step {rec.step}, tau={dtp_config.tau:g}"
-                paths.append(str(save_step_heatmap(image, rec, out_dir / f"heatmap_{task}.png", title)))
+                row = rows.get(episode_key(name, task, seed), {})
+                ctx = StepContext(task=task, instruction=instruction, seed=seed, config=name, dtp_enabled=True,
+                                  tau=dtp_config.tau, success=row.get("success"))
+                paths.append(str(save_step_heatmap(image, rec, out_dir / f"heatmap_{task}.png", ctx)))
             finally:
                 env.close()
     return paths
@@ -156,7 +164,8 @@ def run_demo(
     resolved = EvalSpec.from_dict(store.config())  # relevance layers and step limit as they ran
     summary = success_table(store.episodes())
     summary["heatmaps"] = write_heatmaps(adapter, resolved, resolved.configs["dtp"], out,
-                                         max_steps=min(40, resolved.max_steps), progress=progress)
+                                         max_steps=min(40, resolved.max_steps), progress=progress,
+                                         episodes=store.episodes())
     summary["trained_model"] = trained
     summary["tau"] = dtp_cfg.tau
     summary["run_dir"] = str(out / "run")

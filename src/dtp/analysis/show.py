@@ -13,14 +13,16 @@ from ..eval.store import RunStore
 
 
 def _mark_pruned(image: np.ndarray, pruned) -> np.ndarray:
-    """Tint the pruned patches red (what the second pass did not see)."""
+    """Tint the pruned patches in D's magenta (what the second pass did not see; heatmaps.D_RGB)."""
+    from .heatmaps import D_ALPHA, D_RGB
+
     if pruned is None or not bool(pruned.any()):
         return image
     h, w = pruned.shape
     ph, pw = image.shape[0] // h, image.shape[1] // w
     mask = np.kron(pruned.numpy().astype(np.uint8), np.ones((ph, pw), np.uint8)).astype(bool)
     out = image.astype(np.float32).copy()
-    out[: mask.shape[0], : mask.shape[1]][mask] = 0.45 * out[: mask.shape[0], : mask.shape[1]][mask] + 0.55 * np.array([255, 0, 0])
+    out[: mask.shape[0], : mask.shape[1]][mask] = (1 - D_ALPHA) * out[: mask.shape[0], : mask.shape[1]][mask] + D_ALPHA * 255 * np.array(D_RGB)
     return out.astype(np.uint8)
 
 
@@ -33,7 +35,7 @@ def show_episode(run_dir: str | Path, *, key: str | None = None, steps: list[int
     """Replay one episode and draw it; the output folder keeps only this call's frames."""
     from tqdm.auto import tqdm
 
-    from .heatmaps import save_step_heatmap
+    from .heatmaps import StepContext, save_step_heatmap
     from ..policy import DTPPolicy
     from ..eval.episode import run_episode
     from ..eval.preflight import check_writable_dir
@@ -80,8 +82,8 @@ def show_episode(run_dir: str | Path, *, key: str | None = None, steps: list[int
         if not 0 <= s < len(frames):
             raise ConfigError(f"step {s} is outside the episode (0..{len(frames) - 1})")
         image, rec = frames[s]
-        title = f"{key} step {s} ({'success' if result.success else 'failure'})"
-        paths.append(str(save_step_heatmap(image, rec, out / f"step_{s:03d}.png", title)))
+        ctx = StepContext.from_episode({**row, "success": result.success})  # the replay's outcome
+        paths.append(str(save_step_heatmap(image, rec, out / f"step_{s:03d}.png", ctx)))
     # rollout strip: evenly spaced frames with the pruned tokens tinted
     import matplotlib
 
@@ -93,9 +95,10 @@ def show_episode(run_dir: str | Path, *, key: str | None = None, steps: list[int
     for ax, i in zip(np.atleast_1d(axes), idx):
         img, rec = frames[i]
         ax.imshow(_mark_pruned(img, rec.pruned if rec.n_pruned else None))
-        ax.set_title(f"t={i} pruned {rec.n_pruned}", fontsize=7)
+        ax.set_title(f"t={i} pruned {rec.n_pruned}", fontsize=7)  # pruned patches tinted magenta
         ax.axis("off")
-    fig.suptitle(f"{key}: {'success' if result.success else 'failure'} in {result.length} steps", fontsize=8)
+    fig.suptitle(f"{key}: {'success' if result.success else 'failure'} in {result.length} steps; "
+                 "pruned patches (D) tinted magenta", fontsize=8)
     fig.tight_layout()
     strip = out / "rollout_strip.png"
     fig.savefig(strip, dpi=110)
