@@ -156,7 +156,7 @@ def run_demo(
         variant=variant,
         lookalikes=lookalikes,
         observe=False,
-        score_regions=False,
+        score_regions=True,  # the report's G-coverage and D-on-distractors columns (one segmentation per DTP step)
         threads=threads,
     )
     out = Path(out_dir)

@@ -14,6 +14,7 @@ from ..eval.store import RunStore
 from ..numeric import nanmean
 from ..regions import region_sources
 from . import stats
+from .empty_cells import NoteMarks, empty_reason
 
 
 def summary_table(episodes: list[dict[str, Any]]) -> str:
@@ -296,18 +297,27 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     for k, m in res["mann_whitney"].items():
         md.append(f"| {k} | {m['n_fail']} | {m['n_success']} | {_fmt(m['mean_fail'])} | {_fmt(m['mean_success'])} | "
                   f"{_fmt(m['U'])} | {_fmt(m['p_greater'])} |")
+    if not cfg.get("observe", True):
+        md += ["", "Configs with DTP off ran without capture (observe off, as `dtp demo` runs its baseline), so they "
+                   "have no irrelevant attention here; `dtp eval --out RUN` captures it."]
     md += ["", "## Diagnostics per config", "",
            "| config | fired | pruned when fired | firings within 0.05 of threshold | action changed when fired | "
            "L2 change when fired | firings that prune a task patch | G covers task patches | "
            "G covers the named object | D covers distractor patches | D covers lookalike patches |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    marks = NoteMarks()
     for c, d in res["diagnostics"].items():
         if d:
-            md.append(f"| {c} | {_fmt(d['fired_share'], True)} | {_fmt(d['mean_pruned_when_fired'])} | "
-                      f"{_fmt(d['near_threshold_share_of_firings'], True)} | {_fmt(d['action_changed_share_when_fired'], True)} | "
-                      f"{_fmt(d['mean_action_l2_when_fired'])} | {_fmt(d['task_pruned_share_of_firings'], True)} | "
-                      f"{_fmt(d['g_covers_task'], True)} | {_fmt(d.get('g_covers_object'), True)} | "
-                      f"{_fmt(d['d_covers_distractors'], True)} | {_fmt(d.get('d_covers_lookalikes'), True)} |")
+            rows = [s for s in steps if s["config"] == c]
+            cells = [_fmt(d["fired_share"], True), _fmt(d["mean_pruned_when_fired"])]
+            for col, pct in (("near_threshold_share_of_firings", True), ("action_changed_share_when_fired", True),
+                             ("mean_action_l2_when_fired", False), ("task_pruned_share_of_firings", True),
+                             ("g_covers_task", True), ("g_covers_object", True), ("d_covers_distractors", True),
+                             ("d_covers_lookalikes", True)):
+                cells.append(marks.cell(_fmt(d.get(col), pct), empty_reason(col, c, cfg, rows)))
+            md.append(f"| {c} | " + " | ".join(cells) + " |")
+    if marks.used:
+        md += ["", "Empty cells:", ""] + [f"- {line}" for line in marks.lines()]
     md += ["", "Ground truth from the simulator's segmentation mapped to patches (a patch counts if any of its "
            "pixels shows the part): task patches = task object, goal and gripper; the named object = the task "
            "object (reach: its target ball); lookalikes = the grounded variant's copies of the named parts in other colours. Shares are means over logged steps where the part is visible."]

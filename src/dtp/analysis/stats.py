@@ -99,6 +99,7 @@ def step_diagnostics(steps: list[dict[str, Any]], near: float = 0.05) -> dict[st
         return {}
     fired = [s for s in steps if s.get("fired")]
     margins = [s["margin"] for s in fired if s.get("margin") is not None]
+    scored = [s for s in fired if s.get("d_on_task") is not None]
     return {
         "steps": len(steps),
         "fired_share": len(fired) / len(steps),
@@ -109,7 +110,8 @@ def step_diagnostics(steps: list[dict[str, Any]], near: float = 0.05) -> dict[st
         "mean_action_l2_when_fired": float(np.mean([s.get("action_l2") or 0.0 for s in fired])) if fired else float("nan"),
         "mean_entropy": float(np.nanmean([s["entropy"] for s in steps if s.get("entropy") is not None])),
         # firings whose D held at least one patch of the task object, goal or gripper (DTP pruning the task)
-        "task_pruned_share_of_firings": float(np.mean([(s.get("d_on_task") or 0) > 0 for s in fired])) if fired else float("nan"),
+        # (NaN when the run did not score regions: no d_on_task to count, not 0%)
+        "task_pruned_share_of_firings": float(np.mean([s["d_on_task"] > 0 for s in scored])) if scored else float("nan"),
         "g_covers_task": nanmean(s.get("g_covers_task") for s in steps),
         "g_covers_object": nanmean(s.get("g_covers_object") for s in steps),  # the named object alone
         "d_covers_distractors": nanmean(s.get("d_covers_distractors") for s in steps),
