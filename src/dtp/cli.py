@@ -19,6 +19,7 @@ from . import __version__
 from .envs.tasks import TASK_NAMES
 from .envs.variants import DEFAULT_VARIANT, VARIANTS
 from .errors import ConfigError, DTPError
+from .view_command import add_record_maps_option, add_view_parser  # dtp view, eval's --record-maps
 
 
 
@@ -249,7 +250,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(format_table(summary))
     print("heatmaps:", *summary["heatmaps"], sep="\n  ")
     run = summary["run_dir"]
-    print(f"results: {run}/episodes.jsonl, steps.jsonl, config.json; next: dtp analyze {run}")
+    print(f"results: {run}/episodes.jsonl, steps.jsonl, config.json; next: dtp analyze {run}; dtp view {run}")
     if args.json:
         keep = {"tasks", "average", "heatmaps", "run_dir", "variant"}
         print(json.dumps({k: v for k, v in summary.items() if k in keep}))
@@ -264,6 +265,7 @@ def _run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict 
         model=args.model, tasks=args.tasks, episodes=args.episodes, seed=args.seed, configs=configs,
         distractors=args.distractors, palette=args.palette, variant=args.variant, lookalikes=args.lookalikes,
         max_steps=args.max_steps, episodes_by_config=episodes_by_config or {}, threads=args.threads,
+        record_maps=args.record_maps,
     )
     store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers,
                      only=args.only)
@@ -604,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runner_options(p)
     _add_dtp_options(p)
     p.add_argument("--baseline-only", action="store_true", help="run only the baseline (DTP off)")
+    add_record_maps_option(p)
     p.set_defaults(func=cmd_eval, on_interrupt=lambda a: _episodes_saved(Path(a.out)))
 
     from .eval.runner import SWEEP_ABLATIONS, sweep_ablation_names
@@ -620,6 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--main-configs", type=_names, default=None, metavar="CONFIGS",
                    help="comma-separated configs that run --main-episodes, e.g. "
                         "baseline,dtp@tau=1,oracle@tau=1 (default: the baseline and DTP at the default tau)")
+    add_record_maps_option(p)
     p.set_defaults(func=cmd_sweep, on_interrupt=lambda a: _episodes_saved(Path(a.out)))
 
     p = sub.add_parser("robustness", help="token-removal robustness: random vs highest-attention pruning outside "
@@ -653,6 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gif", action="store_true", help="also write an animated GIF of the rollout")
     p.add_argument("--threads", type=_positive, default=1, help="torch threads")
     p.set_defaults(func=cmd_show)
+
+    add_view_parser(sub)
 
     p = sub.add_parser("layers", help="choose relevance layers on validation scenes by G's coverage of the task objects")
     _add_run_options(p, episodes=2)

@@ -156,7 +156,8 @@ def run_demo(
         variant=variant,
         lookalikes=lookalikes,
         observe=False,
-        score_regions=True,  # the report's G-coverage and D-on-distractors columns (one segmentation per DTP step)
+        score_regions=True,
+        record_maps=True,  # frames and maps per step for `dtp view` (about 0.5 MB an episode)  # the report's G-coverage and D-on-distractors columns (one segmentation per DTP step)
         threads=threads,
     )
     out = Path(out_dir)

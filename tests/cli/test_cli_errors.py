@@ -142,8 +142,8 @@ def test_interrupted_sweep_and_demo_close_the_bar_then_report(dtp, tiny_checkpoi
     """A KeyboardInterrupt raised where a Ctrl-C would land (between two saved episodes)."""
     original = RunStore.append
 
-    def append_then_interrupt(self, episode, steps):
-        original(self, episode, steps)
+    def append_then_interrupt(self, episode, steps, **kw):
+        original(self, episode, steps, **kw)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(RunStore, "append", append_then_interrupt)

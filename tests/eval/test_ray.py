@@ -13,7 +13,7 @@ ray = pytest.importorskip("ray")
 
 
 def _essence(rows):
-    return {r["key"]: (r["success"], r["length"], tuple(tuple(s["action"]) for s in steps)) for r, steps in rows}
+    return {r["key"]: (r["success"], r["length"], tuple(tuple(s["action"]) for s in steps)) for r, steps, _ in rows}
 
 
 def _worker_pids() -> list[int]:
@@ -46,6 +46,6 @@ def test_ray_equals_local_and_survives_a_killed_worker(tiny_checkpoint):
                 killed = True
     finally:
         ray.shutdown()
-    keys = [r["key"] for r, _ in got]
+    keys = [r["key"] for r, _, _ in got]
     assert killed and sorted(keys) == sorted(j.key for j in jobs)  # nothing lost, nothing twice
     assert _essence(got) == local

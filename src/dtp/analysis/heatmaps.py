@@ -192,7 +192,8 @@ def step_heatmap_figure(image: np.ndarray, rec: StepRecord, ctx: StepContext | N
             bar.set_label("share of prompt attention", fontsize=7)
 
     ax = axes[3]
-    _draw_pruned(ax, rec.pruned if rec.pruned is not None else torch.zeros_like(rec.region), size)
+    pruned = rec.pruned if rec.pruned is not None and rec.n_pruned else torch.zeros_like(rec.region)  # DTP off: none
+    _draw_pruned(ax, pruned, size)
     _draw_outline(ax, rec.region, cell)
     ax.set_title("important region G and pruned D", fontsize=9)
     ax.legend(handles=[Line2D([], [], color=G_RGB, lw=1.6, path_effects=_casing()),

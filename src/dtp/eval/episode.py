@@ -13,6 +13,7 @@ from .. import core
 from ..errors import ConfigError
 from ..policy import DTPPolicy, StepRecord
 from ..regions import ORACLE_LABELS, SEGMENTATION_LABELS
+from .maps import MapRecorder
 from .runner import ENV_FIELDS
 
 # Segmentation labels of dtp.envs: 1 task object, 2 goal, 3 gripper, 4 distractors, 5 lookalikes.
@@ -22,6 +23,8 @@ GOAL_LABEL = SEGMENTATION_LABELS["goal"]
 DISTRACTOR_LABEL = SEGMENTATION_LABELS["distractor"]
 LOOKALIKE_LABEL = SEGMENTATION_LABELS["lookalike"]
 DISTRACTOR_LABELS = (DISTRACTOR_LABEL, LOOKALIKE_LABEL)  # lookalikes are distractors too
+# scene groups whose patches a map recording keeps (dtp.eval.maps truth_<group>; `dtp view` outlines them)
+TRUTH_GROUPS = {"task": TASK_LABELS, "distractors": (DISTRACTOR_LABEL,), "lookalikes": (LOOKALIKE_LABEL,)}
 
 
 @dataclass
@@ -75,8 +78,11 @@ def run_episode(
     *,
     score_regions: bool = False,
     on_step: Callable[[int, dict, StepRecord], None] | None = None,
+    recorder: MapRecorder | None = None,
 ) -> EpisodeOutcome:
     """Reset `env` with `seed`, act until success or truncation; rows are plain dicts.
+
+    recorder: keeps each step's frame and maps (and, where scored, the patches of TRUTH_GROUPS).
 
     When the policy's region source reads the segmentation (region="oracle"), each observation
     carries the env's segmentation of the same frame; scoring reuses it.
@@ -104,10 +110,17 @@ def run_episode(
         res = policy.step(obs)
         t_policy += time.perf_counter() - t0
         row = res.record.scalars()
+        truth = None
         if score_regions and res.record.region is not None:
             t0 = time.perf_counter()
-            row.update(region_scores(res.record, env.segmentation() if seg is None else seg, object_labels))
+            seg = env.segmentation() if seg is None else seg
+            row.update(region_scores(res.record, seg, object_labels))
+            if recorder is not None:
+                grid = tuple(res.record.region.shape)
+                truth = {g: patch_labels(seg, grid, labels).numpy() for g, labels in TRUTH_GROUPS.items()}
             t_seg += time.perf_counter() - t0
+        if recorder is not None:
+            recorder.add(obs["image"], res.record, truth)
         if on_step is not None:
             on_step(length, obs, res.record)
         t0 = time.perf_counter()

@@ -29,7 +29,7 @@ class EpisodeWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, jobs: list[tuple[str, str, int]]) -> list[tuple[dict, list[dict]]]:
+    def run(self, jobs: list[tuple[str, str, int]]) -> list[tuple[dict, list[dict], dict | None]]:
         from .runner import _load_adapter
 
         if self.adapter is None:
@@ -46,7 +46,7 @@ def chunk_by_scene(jobs: list[Job]) -> list[list[Job]]:
 
 def run_jobs_ray(
     spec: EvalSpec, jobs: list[Job], *, address: str | None = None, workers: int = 2, max_chunk_retries: int = 3
-) -> Iterator[tuple[dict, list[dict]]]:
+) -> Iterator[tuple[dict, list[dict], dict | None]]:
     import ray
 
     started_here = False

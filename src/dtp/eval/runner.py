@@ -62,6 +62,7 @@ class EvalSpec:
     score_regions: bool = True
     episodes_by_config: dict[str, int] = field(default_factory=dict)  # overrides `episodes` per config
     threads: int = 1  # torch threads per runner process: 2 threads on 2 shared cores stall on any other load
+    record_maps: bool = False  # keep each episode's frames and r, G, A, D per step in RUN/maps (dtp view)
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -203,10 +204,12 @@ def _make_env(spec: EvalSpec, task: str):
                          max_steps=spec.max_steps, variant=spec.variant, lookalikes=spec.lookalikes)
 
 
-def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[dict, list[dict]]]:
-    """Run jobs in order, yielding (episode row, step rows) per finished episode."""
+def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[dict, list[dict], dict | None]]:
+    """Run jobs in order, yielding (episode row, step rows, maps) per finished episode; maps are the
+    arrays of dtp.eval.maps with spec.record_maps, else None."""
     from ..policy import DTPPolicy
     from .episode import run_episode
+    from .maps import MapRecorder
 
     import torch
 
@@ -221,8 +224,9 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[di
             env = envs[job.task]
             cfg = spec.configs[job.config]
             policy = DTPPolicy(adapter, cfg, observe=spec.observe)
+            recorder = MapRecorder() if spec.record_maps else None
             t0 = time.perf_counter()
-            out = run_episode(policy, env, job.seed, score_regions=spec.score_regions)
+            out = run_episode(policy, env, job.seed, score_regions=spec.score_regions, recorder=recorder)
             wall = time.perf_counter() - t0
             steps = out.steps
             fired = [s["fired"] for s in steps]
@@ -247,7 +251,7 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[di
             }
             step_rows = [{**s, "config": job.config, "task": job.task, "seed": job.seed,
                           "t_norm": s["step"] / max(1, out.length - 1), "tau": row["tau"]} for s in steps]
-            yield row, step_rows
+            yield row, step_rows, (recorder.arrays() if recorder is not None else None)
     finally:
         torch.set_num_threads(saved_threads)
         for env in envs.values():
@@ -293,8 +297,8 @@ def run_eval(
             results = run_jobs_ray(spec, todo, address=address, workers=workers)
         else:
             results = run_jobs(spec, todo, adapter=adapter)
-        for row, steps in results:
-            store.append(row, steps)
+        for row, steps, maps in results:
+            store.append(row, steps, maps=maps)
             bar.update(1)
             bar.set_postfix_str(f"{row['task']} {row['config']} {'ok' if row['success'] else 'fail'}")
     finally:

@@ -3,6 +3,7 @@
 <run>/config.json    what was run (checked on resume: a different config needs a new folder)
 <run>/episodes.jsonl one row per finished episode (the commit point)
 <run>/steps.jsonl    one row per control step, written before its episode row
+<run>/maps/          with --record-maps: one .npz of frames and maps per episode (dtp.eval.maps), written first
 
 A kill loses at most the episode in flight: its step rows may be on disk without an
 episode row, so readers keep only steps whose episode was committed, and a torn last
@@ -109,11 +110,16 @@ class RunStore:
     def done_keys(self) -> set[str]:
         return {r["key"] for r in _read_jsonl(self.dir / EPISODES)}
 
-    def append(self, episode: dict[str, Any], steps: Iterable[dict[str, Any]]) -> None:
-        """Write an episode's steps, then its row (the commit), each flushed to disk."""
+    def append(self, episode: dict[str, Any], steps: Iterable[dict[str, Any]],
+               maps: dict[str, Any] | None = None) -> None:
+        """Write an episode's maps (if recorded), its steps, then its row (the commit), each flushed to disk."""
         key = episode["key"]
         if key in self.done_keys():
             return  # already committed (e.g. a retried worker finished twice)
+        if maps is not None:
+            from .maps import maps_file, save_maps
+
+            save_maps(maps_file(self.dir, key), maps)
         with (self.dir / STEPS).open("a") as f:
             for s in steps:
                 f.write(json.dumps({k: _clean(v) for k, v in {**s, "key": key}.items()}) + "\n")

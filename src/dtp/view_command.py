@@ -1,0 +1,39 @@
+"""`dtp view RUN` and eval's `--record-maps`: the parser and the handler, kept apart from cli.py until the
+CLI becomes a package of one module per command (then this file moves there as is)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+RECORD_MAPS_HELP = ("keep each episode's camera frames and r, G, A, D per step in RUN/maps (about 0.5 MB an "
+                    "episode of 150 steps at 96 px) for dtp view")
+
+
+def add_record_maps_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--record-maps", action="store_true", help=RECORD_MAPS_HELP)
+
+
+def add_view_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("view", help="one self-contained HTML page of a run's episodes: frames, r/G/A/D overlays, "
+                                    "per-step numbers, baseline beside DTP",
+                       description="Write RUN/view.html: opens from disk in any browser (no server, no network). "
+                                   "Frames and maps come from runs made with --record-maps (dtp demo records "
+                                   "them); other runs get the episode list and the per-step numbers.")
+    p.add_argument("run", help="run folder written by dtp eval, sweep or demo (dtp-demo/run)")
+    p.add_argument("--out", default=None, help="HTML file to write (default: RUN/view.html)")
+    p.add_argument("--quality", type=int, default=85, choices=range(30, 101), metavar="30-100",
+                   help="JPEG quality of the frames")
+    p.set_defaults(func=cmd_view)
+    return p
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from .analysis.view import write_view
+    from .eval.preflight import check_writable_dir
+
+    out = Path(args.out) if args.out else Path(args.run) / "view.html"
+    check_writable_dir(out.parent, "view folder")
+    path = write_view(args.run, out, quality=args.quality)
+    print(f"view: {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")
+    return 0
