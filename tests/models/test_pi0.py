@@ -286,3 +286,26 @@ def test_bad_inputs_raise_clear_errors(pi0, adapter):
         wrap_model(pi0.model, None)
     with pytest.raises(UnsupportedModelError, match="PI0ForConditionalGeneration"):
         PI0Adapter(torch.nn.Linear(2, 2), pi0.processor)
+
+
+def test_pi0_processor_in_one_call_checks_the_model_it_serves():
+    """dtp.models.pi0.pi0_processor: sizes from a config, and a model that cannot read its prompts is named."""
+    import copy
+
+    from conftest import word_tokenizer
+
+    from dtp.models.pi0 import pi0_processor as build
+
+    model = tiny_pi0().model
+    proc = build(word_tokenizer(), config=model.config)
+    assert proc.image_seq_length == 16 and proc.chunk_size == CHUNK and proc.max_state_dim == 8
+    small = copy.deepcopy(model.config)
+    small.vlm_config.text_config.vocab_size = 100
+    with pytest.raises(ConfigError, match=f"vocab_size >= {len(proc.tokenizer)}"):
+        build(word_tokenizer(), config=small)
+    other = copy.deepcopy(model.config)
+    other.vlm_config.image_token_id = 3
+    with pytest.raises(ConfigError, match=f"image_token_id={proc.image_token_id}"):
+        build(word_tokenizer(), config=other)
+    with pytest.raises(ConfigError, match="more than max_state_dim"):
+        build(word_tokenizer(), config=model.config, state_mean=[0.0] * 9)

@@ -4,7 +4,7 @@ PaliGemma prefix (SigLIP 32 px / 8 px patches = 16 image tokens, Gemma 3 layers,
 Gemma action expert (3 layers, hidden 16, same head_dim and one KV head, so it can read the prefix
 cache), chunk of 5 actions over 8 dims, 3 denoising steps. The processor pads the text to 48
 tokens, so the prefix ends with padding (0 in the attention mask), as short prompts do in pi0.
-PI0's own image processor needs torchvision (absent here); SigLIP's PIL one stands in.
+The processor comes from dtp.models.pi0.pi0_processor (SigLIP's PIL image processor: PI0's own needs torchvision).
 """
 
 from __future__ import annotations
@@ -24,18 +24,15 @@ STEPS = 3
 
 
 def pi0_processor(*, stats: bool = True):
-    from transformers import PI0Processor
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+    from dtp.models.pi0 import pi0_processor as build
 
-    ip = SiglipImageProcessorPil(size={"height": 32, "width": 32})
-    ip.image_seq_length = 16  # (32 / 8) ** 2
     kw = {}
     if stats:
         kw = dict(
             state_mean=[0.1, -0.2, 0.0, 0.3], state_std=[1.0, 2.0, 0.5, 1.0],
             actions_mean=[0.5, -0.5, 0.0, 1.0], actions_std=[2.0, 1.0, 0.1, 3.0],
         )
-    return PI0Processor(image_processor=ip, tokenizer=word_tokenizer(), max_state_dim=8, chunk_size=CHUNK, **kw)
+    return build(word_tokenizer(), image_size=32, patch_size=8, max_state_dim=8, chunk_size=CHUNK, **kw)
 
 
 def tiny_pi0(seed: int = 0) -> Tiny:

@@ -44,7 +44,7 @@ from .base import Generation, Observation, PreparedInputs, TokenLayout, Trace, c
 from .common import hidden_trace, padding_mask_with_holes
 from .generic import _to_pil, attention_modules_of
 
-__all__ = ["PI0Adapter", "is_pi0", "load_pi0", "denoise", "ATTENTION_STEPS", "ACTION_OUTPUTS"]
+__all__ = ["PI0Adapter", "is_pi0", "load_pi0", "pi0_processor", "denoise", "ATTENTION_STEPS", "ACTION_OUTPUTS"]
 
 ATTENTION_STEPS = ("all", "first", "last")
 ACTION_OUTPUTS = ("chunk", "first")
@@ -70,6 +70,68 @@ def load_pi0(path, *, dtype: Any = "auto", **kwargs: Any) -> "PI0Adapter":
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot load the pi0 checkpoint at {path}: {e}") from e
     return PI0Adapter(model, processor, **kwargs)
+
+
+def pi0_processor(
+    tokenizer: Any,
+    *,
+    config: Any = None,
+    image_size: int | None = None,
+    patch_size: int | None = None,
+    chunk_size: int | None = None,
+    max_state_dim: int | None = None,
+    state_mean: Sequence[float] | None = None,
+    state_std: Sequence[float] | None = None,
+    actions_mean: Sequence[float] | None = None,
+    actions_std: Sequence[float] | None = None,
+):
+    """A PI0Processor without a checkpoint, in one call: for a pi0 built from a PI0Config (tests, examples).
+
+    Sizes come from `config` (a PI0Config, or model.config) when given, else from the keywords, else pi0's
+    (224 px images, 14 px patches, chunks of 50, states padded to 32). Images go through SigLIP's PIL
+    processor (square resize, [-1, 1]) with image_seq_length = (image_size / patch_size) ** 2 tokens:
+    PI0ImageProcessor itself needs torchvision, and with real weights the checkpoint's own processor
+    (`PI0Processor.from_pretrained(path)`, or `load(path)`) is the one to use. The state and action
+    statistics normalise obs.proprio and un-normalise the chunk (the adapter needs the state's).
+
+    The processor adds <image>, 1024 <loc> and 128 <seg> tokens to `tokenizer`, so a model built after it
+    needs text vocab_size >= len(processor.tokenizer) and image_token_id = processor.image_token_id;
+    with `config` both are checked here (ConfigError naming the values to set).
+    """
+    from transformers import PI0Processor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    vision = getattr(getattr(config, "vlm_config", None), "vision_config", None)
+    image_size = image_size or getattr(vision, "image_size", None) or 224
+    patch_size = patch_size or getattr(vision, "patch_size", None) or 14
+    chunk_size = chunk_size or getattr(config, "chunk_size", None) or 50
+    max_state_dim = max_state_dim or getattr(config, "max_state_dim", None) or 32
+    if image_size % patch_size:
+        raise ConfigError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+    for name, stats in (("state_mean", state_mean), ("state_std", state_std), ("actions_mean", actions_mean),
+                        ("actions_std", actions_std)):
+        if stats is not None and len(stats) > max_state_dim:
+            raise ConfigError(f"{name} has {len(stats)} values, more than max_state_dim = {max_state_dim}")
+    images = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    images.image_seq_length = (image_size // patch_size) ** 2
+    processor = PI0Processor(
+        image_processor=images, tokenizer=tokenizer, max_state_dim=max_state_dim, chunk_size=chunk_size,
+        state_mean=list(state_mean) if state_mean is not None else None,
+        state_std=list(state_std) if state_std is not None else None,
+        actions_mean=list(actions_mean) if actions_mean is not None else None,
+        actions_std=list(actions_std) if actions_std is not None else None,
+    )
+    if config is not None:
+        text = config.vlm_config.text_config
+        if text.vocab_size < len(processor.tokenizer):
+            raise ConfigError(f"the model's vocab_size {text.vocab_size} is smaller than the processor's tokenizer "
+                              f"({len(processor.tokenizer)} tokens with pi0's added ones); build it with "
+                              f"vocab_size >= {len(processor.tokenizer)}")
+        if config.vlm_config.image_token_id != processor.image_token_id:
+            raise ConfigError(f"the model's image_token_id {config.vlm_config.image_token_id} is not the processor's "
+                              f"<image> id {processor.image_token_id}; build it with image_token_id="
+                              f"{processor.image_token_id}")
+    return processor
 
 
 def resolve_steps(choice: str | Sequence[int], num_steps: int) -> tuple[int, ...]:
