@@ -22,8 +22,8 @@ def add_view_parser(sub) -> argparse.ArgumentParser:
                                    "them); other runs get the episode list and the per-step numbers.")
     p.add_argument("run", help="run folder written by dtp eval, sweep or demo (dtp-demo/run)")
     p.add_argument("--out", default=None, help="HTML file to write (default: RUN/view.html)")
-    p.add_argument("--quality", type=int, default=85, choices=range(30, 101), metavar="30-100",
-                   help="JPEG quality of the frames")
+    p.add_argument("--quality", type=int, default=80, choices=range(30, 101), metavar="30-100",
+                   help="WebP quality of the frames (lower: a smaller page)")
     p.set_defaults(func=cmd_view)
     return p
 

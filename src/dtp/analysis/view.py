@@ -28,7 +28,8 @@ from ..eval.store import CONFIG, RunStore
 from .heatmaps import A_CMAP, D_ALPHA, D_RGB, G_CASING_RGB, G_RGB, MAP_ALPHA, R_CMAP
 
 VIEWER_DIR = Path(__file__).with_name("viewer")
-SHEET_COLUMNS = 10  # frames per row of an episode's sprite sheet (one JPEG per episode)
+SHEET_COLUMNS = 10  # frames per row of an episode's sprite sheet (one WebP image per episode)
+WEBP_MAX = 16383  # WebP's largest side, pixels
 STEP_FIELDS = ("fired", "n_pruned", "n_region", "margin", "irrelevant_fraction", "irrelevant_attention",
                "action_changed", "action_l2")
 # outline colours of the scene's ground-truth groups (dtp.eval.episode.TRUTH_GROUPS); a group without an
@@ -55,19 +56,21 @@ def _lut(cmap: str) -> list[list[int]]:
     return (table * 255).round().astype(int).tolist()
 
 
-def _sheet(frames: np.ndarray, quality: int) -> str:
-    """(T, H, W, 3) uint8 -> a JPEG data URI of the frames tiled SHEET_COLUMNS to a row."""
+def _sheet(frames: np.ndarray, quality: int) -> tuple[str, int]:
+    """(T, H, W, 3) uint8 -> (a WebP data URI of the frames tiled in a grid, frames per row). WebP halves
+    JPEG's size at the same look; rows widen past SHEET_COLUMNS where WebP's 16,383 px height would not do."""
     from PIL import Image
 
     t, h, w, _ = frames.shape
-    rows = -(-t // SHEET_COLUMNS)
-    sheet = np.zeros((rows * h, min(t, SHEET_COLUMNS) * w, 3), dtype=np.uint8)
+    columns = max(SHEET_COLUMNS, -(-t // max(1, WEBP_MAX // h)))
+    rows = -(-t // columns)
+    sheet = np.zeros((rows * h, min(t, columns) * w, 3), dtype=np.uint8)
     for i, f in enumerate(frames):
-        r, c = divmod(i, SHEET_COLUMNS)
+        r, c = divmod(i, columns)
         sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = f
     buf = io.BytesIO()
-    Image.fromarray(sheet).save(buf, "JPEG", quality=quality)
-    return "data:image/jpeg;base64," + _b64(buf.getvalue())
+    Image.fromarray(sheet).save(buf, "WEBP", quality=quality)
+    return "data:image/webp;base64," + _b64(buf.getvalue()), columns
 
 
 def _quantised(maps: np.ndarray) -> tuple[str, list[float]]:
@@ -81,18 +84,20 @@ def _quantised(maps: np.ndarray) -> tuple[str, list[float]]:
 
 
 def _bits(mask: np.ndarray) -> str:
-    return _b64(np.asarray(mask, dtype=np.uint8).tobytes())
+    """A bool array, flattened in C order, 8 values a byte (first value in the highest bit), base64."""
+    return _b64(np.packbits(np.asarray(mask, dtype=bool).reshape(-1)).tobytes())
 
 
-def episode_maps(arrays: dict[str, np.ndarray], tau: float | None, quality: int = 85) -> dict[str, Any]:
+def episode_maps(arrays: dict[str, np.ndarray], tau: float | None, quality: int = 80) -> dict[str, Any]:
     """The page's form of one recording: a frame sheet, r and A quantised per step, G, D and the truth
-    groups as 0/1 bytes, and each step's threshold tau * a_m (a_m = max of A over G; None without)."""
+    groups as packed bits, and each step's threshold tau * a_m (a_m = max of A over G; None without)."""
     frames = arrays["frames"]
     t = len(frames)
     region, attention = arrays["region"], arrays["attention"]
     grid = list(region.shape[1:]) if region.ndim == 3 else [0, 0]
-    out: dict[str, Any] = {"steps": t, "size": list(frames.shape[1:3]), "grid": grid, "columns": SHEET_COLUMNS,
-                           "sheet": _sheet(frames, quality) if t else None,
+    sheet, columns = _sheet(frames, quality) if t else (None, SHEET_COLUMNS)
+    out: dict[str, Any] = {"steps": t, "size": list(frames.shape[1:3]), "grid": grid, "columns": columns,
+                           "sheet": sheet,
                            "captured": _bits(arrays["captured"]), "scored": _bits(arrays.get("scored", np.zeros(t)))}
     if grid[0] * grid[1]:
         out["r"], out["r_max"] = _quantised(arrays["relevance"])
@@ -124,7 +129,7 @@ def _steps_by_key(steps: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
     return out
 
 
-def view_data(run_dir: str | Path, quality: int = 85) -> dict[str, Any]:
+def view_data(run_dir: str | Path, quality: int = 80) -> dict[str, Any]:
     """Everything the page shows, as one JSON-able dict."""
     run = Path(run_dir)
     if not (run / CONFIG).is_file():
@@ -170,7 +175,7 @@ def render_page(data: dict[str, Any]) -> str:
     return page.replace("{{DATA}}", blob)  # last: nothing is replaced inside the data
 
 
-def write_view(run_dir: str | Path, out: str | Path | None = None, quality: int = 85) -> Path:
+def write_view(run_dir: str | Path, out: str | Path | None = None, quality: int = 80) -> Path:
     """Write the page (default RUN/view.html) and return its path."""
     data = view_data(run_dir, quality)
     path = Path(out) if out else Path(run_dir) / "view.html"

@@ -39,6 +39,14 @@ function bytes(b64) {
   return out;
 }
 
+function bits(b64, n) {
+  // packed bits (numpy packbits: first value in the highest bit) -> n values of 0 / 1
+  const packed = bytes(b64);
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = (packed[i >> 3] >> (7 - (i & 7))) & 1;
+  return out;
+}
+
 function fmt(v, digits = 3) {
   if (v === null || v === undefined || Number.isNaN(v)) return "-";
   if (typeof v === "boolean") return v ? "yes" : "no";
@@ -61,10 +69,11 @@ function mapsOf(ep) {
   if (!ep.maps) return null;
   if (!decoded.has(ep.key)) {
     const m = ep.maps;
-    const d = { captured: bytes(m.captured), scored: bytes(m.scored), truth: {} };
+    const cells = m.steps * m.grid[0] * m.grid[1];
+    const d = { captured: bits(m.captured, m.steps), scored: bits(m.scored, m.steps), truth: {} };
     if (m.r) {
-      d.r = bytes(m.r); d.a = bytes(m.a); d.g = bytes(m.g); d.d = bytes(m.d);
-      for (const [g, b64] of Object.entries(m.truth || {})) d.truth[g] = bytes(b64);
+      d.r = bytes(m.r); d.a = bytes(m.a); d.g = bits(m.g, cells); d.d = bits(m.d, cells);
+      for (const [g, b64] of Object.entries(m.truth || {})) d.truth[g] = bits(b64, cells);
     }
     d.sheet = new Image();
     d.sheet.onload = () => render();
@@ -294,7 +303,10 @@ function drawNumbers(panel, ep, t) {
   panel.classList.toggle("ended", ended);
   if (ended) note.textContent = `The episode ended at step ${ep.length - 1} (${ep.success ? "success" : "failure"}).`;
   else if (!ep.maps) note.textContent = "No frames or maps were recorded for this run: `dtp eval --record-maps --out NEW` records them.";
-  else if (ep.maps.r && !mapsOf(ep).captured[i]) note.textContent = "This config captured no maps (DTP off without observe).";
+  else if (!ep.maps.r || !mapsOf(ep).captured[i]) {
+    note.textContent = "No r, G, A or D at this step: the config ran with DTP off and without capture " +
+      "(as dtp demo runs its baseline); dtp eval captures the baseline's maps.";
+  }
   else note.textContent = "";
 }
 
