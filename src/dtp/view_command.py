@@ -22,10 +22,20 @@ def add_view_parser(sub) -> argparse.ArgumentParser:
                                    "them); other runs get the episode list and the per-step numbers.")
     p.add_argument("run", help="run folder written by dtp eval, sweep or demo (dtp-demo/run)")
     p.add_argument("--out", default=None, help="HTML file to write (default: RUN/view.html)")
-    p.add_argument("--quality", type=int, default=80, choices=range(30, 101), metavar="30-100",
+    p.add_argument("--quality", type=_quality, default=80, metavar="30-100",
                    help="WebP quality of the frames (lower: a smaller page)")
     p.set_defaults(func=cmd_view)
     return p
+
+
+def _quality(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 30 to 100, got {text!r}") from None
+    if not 30 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be from 30 to 100, got {value}")
+    return value
 
 
 def cmd_view(args: argparse.Namespace) -> int:

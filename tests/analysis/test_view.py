@@ -211,6 +211,9 @@ def test_the_commands(recorded, tmp_path, capsys):
     assert main(["view", str(tmp_path / "nothere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a run folder" in err[0]
+    with pytest.raises(SystemExit) as stop:
+        main(["view", str(recorded), "--quality", "20"])
+    assert stop.value.code == 2 and "must be from 30 to 100, got 20" in capsys.readouterr().err
     run = tmp_path / "eval"
     assert main(["eval", "--tasks", "reach", "--episodes", "1", "--max-steps", "2", "--record-maps", "--out", str(run)]) == 0
     assert sorted(p.name for p in (run / "maps").iterdir()) == ["baseline__reach__1000000.npz", "dtp__reach__1000000.npz"]
