@@ -1,6 +1,5 @@
 """`dtp bench` runs on the tiny model and reports what it promises (no timing assertions)."""
 
-import argparse
 import json
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 import torch
 
 from dtp import bench
+from dtp.cli import main as cli_main
 from dtp.capture import AttentionCapture, CaptureSpec
 from dtp.config import DTPConfig
 from dtp.errors import ConfigError
@@ -60,13 +60,9 @@ def test_naive_reference_prunes_what_the_capture_prunes(tiny_result):
 
 
 def test_cli_prints_the_table_then_json_on_the_last_line(capsys):
-    parser = argparse.ArgumentParser()
-    bench.add_bench_parser(parser.add_subparsers())
-    args = parser.parse_args(
-        ["bench", "--models", "tiny", "--repeats", "1", "--warmup", "0", "--min-seconds", "0", "--no-memory", "--agreement-steps", "0",
-         "--episodes", "0", "--threads", "1", "--json"]
-    )
-    assert bench.run_bench_cli(args) == 0
+    code = cli_main(["bench", "--models", "tiny", "--repeats", "1", "--warmup", "0", "--min-seconds", "0", "--no-memory",
+                     "--agreement-steps", "0", "--episodes", "0", "--threads", "1", "--json"])
+    assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any("(a) plain" in line for line in out) and any("targets:" in line for line in out)
     result = json.loads(out[-1])
@@ -179,11 +175,9 @@ def test_cli_measures_a_config_sized_model_in_bfloat16(tmp_path, capsys):
     """--model-config with a JSON of sizes, --dtype bfloat16 on the CPU: the same step, the memory formula in 2 bytes."""
     p = tmp_path / "shape.json"
     p.write_text(json.dumps(TINY_SHAPE))
-    parser = argparse.ArgumentParser()
-    bench.add_bench_parser(parser.add_subparsers())
-    args = parser.parse_args(["bench", "--model-config", str(p), "--dtype", "bfloat16", "--repeats", "1", "--warmup", "0",
-                              "--min-seconds", "0", "--no-memory", "--no-work", "--threads", "1", "--json"])
-    assert bench.run_bench_cli(args) == 0
+    code = cli_main(["bench", "--model-config", str(p), "--dtype", "bfloat16", "--repeats", "1", "--warmup", "0",
+                     "--min-seconds", "0", "--no-memory", "--no-work", "--threads", "1", "--json"])
+    assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
     r = json.loads(out[-1])["tiny-shape"]
     assert (r["layers"], r["width"], r["image_tokens"], r["prompt_tokens"], r["action_tokens"]) == (2, 48, 16, 6, 3)

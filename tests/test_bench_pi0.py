@@ -1,6 +1,5 @@
 """`dtp bench` on pi0 shapes: the tiny one end to end (fields, counted memory, agreement), the named shapes' sizes."""
 
-import argparse
 import json
 from dataclasses import replace
 
@@ -8,6 +7,7 @@ import pytest
 import torch
 
 from dtp import bench
+from dtp.cli import main as cli_main
 from dtp.bench.pi0_models import PI0_SHAPES, build_pi0, pi0_config
 from dtp.bench.pi0_variants import PI0_VARIANTS
 from dtp.errors import ConfigError
@@ -54,11 +54,9 @@ def test_pi0_memory_numbers_are_counted(pi0_result):
 
 
 def test_pi0_report_and_json_through_the_cli(capsys):
-    parser = argparse.ArgumentParser()
-    bench.add_bench_parser(parser.add_subparsers())
-    args = parser.parse_args(["bench", "--model-config", "pi0-tiny", "--repeats", "1", "--warmup", "0", "--min-seconds",
-                              "0", "--no-memory", "--no-work", "--threads", "1", "--json"])
-    assert bench.run_bench_cli(args) == 0
+    code = cli_main(["bench", "--model-config", "pi0-tiny", "--repeats", "1", "--warmup", "0", "--min-seconds",
+                     "0", "--no-memory", "--no-work", "--threads", "1", "--json"])
+    assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any("(d) naive" in line for line in out) and any("agreement (same noise)" in line for line in out)
     r = json.loads(out[-1])["pi0-tiny"]

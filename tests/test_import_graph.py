@@ -2,7 +2,9 @@
 
 A room is a subpackage (dtp.eval, dtp.envs, ...) or a top-level module (dtp.core, dtp.policy, ...).
 Every import counts, function-level ones too (they are real dependencies that only load later);
-imports under `if TYPE_CHECKING:` do not.
+imports under `if TYPE_CHECKING:` do not, nor do script entry points (`__main__.py`, `if __name__ ==
+"__main__":`): they run only as `python -m ...`, never when a room is imported, and the older
+`python -m dtp.<room>.<job>` spellings hand over to the CLI there.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ def _room(module: str) -> str:
     return ".".join(parts[:2])
 
 
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
+def _never_imported_nodes(tree: ast.AST) -> set[int]:
+    """Nodes under `if TYPE_CHECKING:` or `if __name__ == "__main__":`."""
     skip: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        test = ast.unparse(node.test) if isinstance(node, ast.If) else ""
+        if "TYPE_CHECKING" in test or test in ("__name__ == '__main__'", "'__main__' == __name__"):
             skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
     return skip
 
@@ -36,7 +40,7 @@ def _imports(path: Path) -> list[str]:
     module = ".".join(rel.parts).removesuffix(".__init__")
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     tree = ast.parse(path.read_text())
-    skip = _type_checking_nodes(tree)
+    skip = _never_imported_nodes(tree)
     out = []
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -57,6 +61,8 @@ def room_graph() -> dict[str, dict[str, list[str]]]:
     """room -> {imported room: [files that import it]} (the package root `dtp` itself excluded)."""
     graph: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(SRC.rglob("*.py")):
+        if path.name == "__main__.py":
+            continue
         rel = ".".join(path.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
         src = _room(rel)
         for target in _imports(path):
@@ -108,3 +114,15 @@ def test_the_lab_does_not_import_reporting_or_experiments():
     graph = room_graph()
     for room in ("dtp.eval", "dtp.envs", "dtp.models", "dtp.core"):
         assert not {"dtp.analysis", "dtp.experiments", "dtp.cli"} & set(graph.get(room, {})), room
+
+
+def test_only_imports_that_never_run_on_import_are_left_out():
+    tree = ast.parse(
+        "import dtp.a\n"
+        "if TYPE_CHECKING:\n    import dtp.b\n"
+        "if __name__ == '__main__':\n    import dtp.c\n"
+        "def f():\n    import dtp.d\n"
+    )
+    skip = _never_imported_nodes(tree)
+    kept = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) and id(n) not in skip for a in n.names]
+    assert kept == ["dtp.a", "dtp.d"]

@@ -118,11 +118,11 @@ def test_bad_grounding_setups_are_clear_errors(tmp_path, grounding_dir):
 
 
 def test_grounding_eval_command_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
-    from dtp.tinyvla.grounding_eval import main
+    from dtp.cli import main
 
-    assert main([str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
+    assert main(["grounding-eval", str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "not a TinyVLA checkpoint" in err and err.count("\n") == 1
+    assert err.startswith("dtp grounding-eval: error: ") and "not a TinyVLA checkpoint" in err and err.count("\n") == 1
 
 
 def test_patch_word_loss_learns_the_labels_and_needs_labelled_frames(tmp_path, grounding_dir):

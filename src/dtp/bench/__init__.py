@@ -2,8 +2,8 @@
 
 One module per job: shapes (model sizes from names or JSON), models (builders, a registry), variants
 (the six ways of doing a step), timing, profiling (memory, FLOPs), agreement (fast pass 2 vs exact),
-rollouts (throughput), run (orchestration), report (the table), cli (argparse). pi0 (a flow-matching
-action expert, no action tokens) has its own: pi0_models (shapes "pi0", "pi0-2L", "pi0-tiny" and their
+rollouts (throughput), run (orchestration), report (the table); its options are `dtp.cli.bench`.
+pi0 (a flow-matching action expert, no action tokens) has its own: pi0_models (shapes "pi0", "pi0-2L", "pi0-tiny" and their
 builders), pi0_variants (plain / capture / dtp / naive and the agreement checks), pi0_run (its bench and report lines).
 
 Per model, in one process, interleaved round-robin so that every variant sees the same machine
@@ -28,7 +28,6 @@ action tokens as the exact one on benchmark frames, and rollout throughput with 
 
 
 from . import pi0_run  # registers the pi0 shapes' builders and report lines
-from .cli import add_bench_parser, config_from_args, main, run_bench_cli
 from .config import DEFAULT_MODELS, DTYPES, TARGETS, BenchConfig
 from .models import BenchModel, build_model, builder_names, register_builder
 from .pi0_models import PI0_SHAPES, Pi0Shape
@@ -42,7 +41,7 @@ from .variants import TAU_LADDER, VARIANTS, capture_step, naive_generate, naive_
 __all__ = [
     "BenchConfig", "DEFAULT_MODELS", "DTYPES", "TARGETS", "TAU_LADDER", "VARIANTS", "SHAPES", "ModelShape",
     "shape_from_json", "BenchModel", "build_model", "builder_names", "register_builder", "run_bench", "bench_model",
-    "machine", "format_report", "add_bench_parser", "config_from_args", "run_bench_cli", "main", "time_interleaved",
+    "machine", "format_report", "time_interleaved",
     "peak_tensor_bytes", "peak_cuda_bytes", "count_work", "naive_generate", "naive_step", "capture_step",
     "PI0_SHAPES", "Pi0Shape", "register_formatter",
 ]

@@ -1,5 +1,7 @@
-"""`python -m dtp.bench ...`: the same as `dtp bench ...`."""
+"""`python -m dtp.bench ...`: the older spelling of `dtp bench ...`."""
 
-from .cli import main
+import sys
 
-raise SystemExit(main())
+from ..cli import main
+
+sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,6 +1,6 @@
 """Request latency of `dtp serve` against the same DTPPolicy.step in-process, measured in one run.
 
-    python -m dtp.serve.latency [--model tinyvla] [--frames 8] [--repeats 5] [--threads 1]
+    dtp latency [--model tinyvla] [--frames 8] [--repeats 5] [--threads 1]
 
 Starts `dtp serve` (openpi, then vla-eval) as a subprocess on 127.0.0.1 and an ephemeral port,
 sends the same Meta-World frames it steps in-process, interleaving timed rounds of the two,
@@ -10,8 +10,6 @@ dtp's openpi codec (the bytes openpi-client sends) and vla-eval's own `Connectio
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import signal
 import statistics
@@ -150,27 +148,24 @@ def measure(model: str = "tinyvla", frames: int = 8, repeats: int = 5, threads: 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dtp.serve.latency", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="tinyvla")
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    r = measure(a.model, a.frames, a.repeats, a.threads)
-    print(f"model {r['model']}, {r['frames']} Meta-World frames x {r['repeats']} rounds, {r['threads']} torch thread(s)")
-    print(f"in-process DTPPolicy.step   {1000 * r['median_s']['in_process']:8.2f} ms/request")
+def format_latency(r: dict[str, Any]) -> str:
+    """The report `dtp latency` prints, from `measure`'s result."""
+    lines = [f"model {r['model']}, {r['frames']} Meta-World frames x {r['repeats']} rounds, {r['threads']} torch thread(s)",
+             f"in-process DTPPolicy.step   {1000 * r['median_s']['in_process']:8.2f} ms/request"]
     for k in ("openpi", "vla_eval"):
-        print(f"dtp serve --protocol {k:<8} {1000 * r['median_s'][k]:8.2f} ms/request  "
-              f"ratio {r['ratio'][k]:.2f}  overhead {r['overhead_ms'][k]:+.2f} ms")
-    print(f"the server's own DTPPolicy.step: openpi {1000 * r['median_s']['openpi_server_step']:.2f} ms, "
-          f"vla-eval {1000 * r['median_s']['vla_eval_server_step']:.2f} ms; per request, round trip minus that: "
-          f"openpi {r['transport_ms']['openpi']:.2f} ms, vla-eval {r['transport_ms']['vla_eval']:.2f} ms")
-    print(f"vla-eval's codec, one observation packed and unpacked: {1000 * r['median_s']['vla_eval_codec']:.2f} ms")
-    print(f"served actions equal in-process: {r['actions_equal']}")
-    return 0
+        lines.append(f"dtp serve --protocol {k:<8} {1000 * r['median_s'][k]:8.2f} ms/request  "
+                     f"ratio {r['ratio'][k]:.2f}  overhead {r['overhead_ms'][k]:+.2f} ms")
+    lines += [
+        f"the server's own DTPPolicy.step: openpi {1000 * r['median_s']['openpi_server_step']:.2f} ms, "
+        f"vla-eval {1000 * r['median_s']['vla_eval_server_step']:.2f} ms; per request, round trip minus that: "
+        f"openpi {r['transport_ms']['openpi']:.2f} ms, vla-eval {r['transport_ms']['vla_eval']:.2f} ms",
+        f"vla-eval's codec, one observation packed and unpacked: {1000 * r['median_s']['vla_eval_codec']:.2f} ms",
+        f"served actions equal in-process: {r['actions_equal']}",
+    ]
+    return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the older spelling of `dtp latency`
+    from ..cli import main
+
+    sys.exit(main(["latency", *sys.argv[1:]]))

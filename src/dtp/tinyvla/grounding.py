@@ -6,8 +6,10 @@ the model's size. `scene_from_env` describes what the frame shows (`dtp.tinyvla.
 `dtp.tinyvla.questions.ask` poses a few questions about it. Frames are much cheaper than
 demonstrations (~0.1 s each) and need no successful episode.
 
-    python -m dtp.tinyvla.grounding --out data/grounding --split train --frames 20000
-    python -m dtp.tinyvla.grounding --out data/grounding --split val --frames 1000
+    dtp grounding-data --out data/grounding --split train --frames 20000
+    dtp grounding-data --out data/grounding --split val --frames 1000
+
+(`python -m dtp.tinyvla.grounding` takes the same flags.)
 
 Seeds: frame i of split s with base seed b resets with GROUNDING_SEED_BASE + SPLIT_OFFSET[s] +
 1,000,000 * b + i (>= 20,000,000): never a demonstration seed (< 1,000,000) nor an evaluation
@@ -367,18 +369,21 @@ DESCRIPTION = "Generate grounding frames with ground-truth questions and answers
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The generator's flags, one per GroundingGenConfig field, with its defaults."""
     d = GroundingGenConfig()
-    parser.add_argument("--out", default=d.out)
-    parser.add_argument("--split", default=d.split, choices=sorted(SPLIT_OFFSET))
-    parser.add_argument("--frames", type=int, default=d.frames)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--tasks", nargs="+", default=list(d.tasks))
-    parser.add_argument("--questions", type=int, default=d.questions)
-    parser.add_argument("--max-distractors", type=int, default=d.max_distractors)
-    parser.add_argument("--palette", default=d.palette)
-    parser.add_argument("--max-arm-steps", type=int, default=d.max_arm_steps)
-    parser.add_argument("--image-size", type=int, default=d.image_size)
-    parser.add_argument("--patch-size", type=int, default=d.patch_size)
-    parser.add_argument("--shard-size", type=int, default=d.shard_size)
+    parser.add_argument("--out", default=d.out, help="folder of the frames (OUT/SPLIT/shard_*.h5)")
+    parser.add_argument("--split", default=d.split, choices=sorted(SPLIT_OFFSET), help="which split's scenes")
+    parser.add_argument("--frames", type=int, default=d.frames, help="frames of the split")
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help=f"base seed (0-{MAX_BASE_SEED - 1}): another set of scenes")
+    parser.add_argument("--tasks", nargs="+", default=list(d.tasks), help="task names, separated by spaces")
+    parser.add_argument("--questions", type=int, default=d.questions, help="questions per frame (at most)")
+    parser.add_argument("--max-distractors", type=int, default=d.max_distractors,
+                        help="each frame shows 0 to this many distractors")
+    parser.add_argument("--palette", default=d.palette, help="distractor colours and shapes (a split's name)")
+    parser.add_argument("--max-arm-steps", type=int, default=d.max_arm_steps,
+                        help="the arm moves up to this many steps before the frame is taken")
+    parser.add_argument("--image-size", type=int, default=d.image_size, help="frame size in pixels")
+    parser.add_argument("--patch-size", type=int, default=d.patch_size, help="patch size of the labels, in pixels")
+    parser.add_argument("--shard-size", type=int, default=d.shard_size, help="frames per shard file (rerun unit)")
     parser.add_argument("--variant", default=None, help="benchmark variant (default: the env's default)")
 
 

@@ -123,7 +123,7 @@ class GroundingSet:
 def _shards(directory: Path) -> list[Path]:
     if not directory.is_dir():
         raise DataError(f"grounding folder {directory} does not exist "
-                        "(write one with `python -m dtp.tinyvla.grounding --out ... --split ...`)")
+                        "(write one with `dtp grounding-data --out ... --split ...`)")
     files = sorted(directory.glob("shard_*.h5"))
     if not files:
         raise DataError(f"no grounding shards (shard_*.h5) in {directory}")

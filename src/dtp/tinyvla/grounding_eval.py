@@ -1,6 +1,7 @@
 """Grounding accuracy of a TinyVLA checkpoint on a split of grounding frames, beside the baselines.
 
-    python -m dtp.tinyvla.grounding_eval CHECKPOINT --data data/grounding [--split val] [--json]
+    dtp grounding-eval CHECKPOINT --data data/grounding [--split val] [--json]
+    (or python -m dtp.tinyvla.grounding_eval with the same flags)
 
 Prints accuracy per question kind on every question of DATA/SPLIT, the accuracy of always
 giving each kind's most frequent answer in DATA/train (a model that ignores the image), and
@@ -42,10 +43,10 @@ def grounding_report(checkpoint: str | Path, data: str | Path, split: str = "val
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CHECKPOINT, --data DIR, --split, --threads, --json."""
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", help="TinyVLA checkpoint folder")
     parser.add_argument("--data", required=True, help="folder with train/ and val/ shards")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--split", default="val", help="the split scored")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -1,0 +1,116 @@
+"""`dtp`: thin shells over the Python API, one module per command (each maps its options onto one function).
+
+Adding a command is one new module here plus one line in COMMANDS. The module `dtp/cli/foo_bar.py` is
+the command `dtp foo-bar` and defines:
+
+    HELP = "one line for `dtp --help`"
+    DESCRIPTION = "..."                       # optional: the paragraph of `dtp foo-bar --help`
+    def add_arguments(parser): ...            # its options (shared types and groups: dtp.cli.options)
+    def run(args) -> int: ...                 # the handler: heavy imports (torch, the simulator) go in here
+    def on_interrupt(args) -> str: ...        # optional: what a Ctrl-C left behind, in one line
+
+Only the chosen command's options are built, and a module imports nothing heavy at its top, so
+`dtp --help`, `--version`, every `--help` and every argument error answer without loading torch.
+
+User mistakes end as one stderr line and exit code 2 (the traceback only with -v); Ctrl-C says
+what was saved and exits 130. Everything a run depends on is checked before its folder is
+created (see dtp.eval.preflight), so a typo never leaves a half-made run behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+from collections.abc import Collection
+from types import ModuleType
+
+from .. import __version__
+from ..errors import DTPError
+from .options import HelpFormatter, Parser
+
+__all__ = ["COMMANDS", "HelpFormatter", "Parser", "build_parser", "main"]
+
+# module names under dtp/cli, in the order `dtp --help` lists them ("_" in a name is "-" in the command)
+COMMANDS = (
+    "demo", "eval", "sweep", "robustness", "compare", "analyze", "show", "view", "layers", "swap",
+    "collect", "train", "grounding_data", "grounding_eval",
+    "serve", "latency", "bench",
+)
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def _command_name(module: str) -> str:
+    return module.replace("_", "-")
+
+
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The `dtp` parser with the options of `commands` (None: every command's, for tests and documentation).
+
+    `main` builds only the chosen command's options; the others are listed by name and HELP."""
+    parser = Parser(
+        prog="dtp", description="Distracting Token Pruning for vision-language-action policies (arXiv 2601.16065)."
+    )
+    parser.add_argument("--version", action="version", version=f"dtp {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, third-party logs, and tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    for module_name in COMMANDS:
+        mod = _module(module_name)
+        name = _command_name(module_name)
+        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", None),
+                           add_help=getattr(mod, "ADD_HELP", True))
+        if commands is None or name in commands:
+            mod.add_arguments(p)
+            p.set_defaults(func=mod.run, on_interrupt=getattr(mod, "on_interrupt", None))
+    return parser
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    """The command word of `argv`: the first word that is not an option (dtp's own options take no values)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _setup_logging(verbose: bool) -> None:
+    """dtp's own INFO lines always; third-party INFO (OpenGL, Ray, ...) only with -v."""
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when a host (e.g. pytest) configured logging first
+    logging.getLogger("dtp").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = _chosen_command(argv)
+    parser = build_parser([chosen] if chosen else [])
+    # `dtp train --flag ...`: argparse's REMAINDER misses options that come first, so the trainer's
+    # options are whatever the top-level parser does not know
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.train_args = unknown + list(args.train_args)
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    _setup_logging(args.verbose)
+    from ..envs.errors import RenderBackendError
+
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        note = args.on_interrupt
+        try:
+            text = note(args) if note else "interrupted"
+        except Exception:  # the note is a courtesy; never a second traceback after Ctrl-C
+            text = "interrupted"
+        print(f"dtp {args.command}: {text}", file=sys.stderr)
+        return 130
+    except (DTPError, ValueError, OSError, RenderBackendError) as e:  # bad values, names, paths, no OpenGL
+        if args.verbose:
+            traceback.print_exc()
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"dtp {args.command}: error: {message}", file=sys.stderr)
+        return 2

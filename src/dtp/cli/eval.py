@@ -1,0 +1,55 @@
+"""`dtp eval`: baseline vs DTP over tasks x seeds, paired, resumable."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+from . import options as o
+
+HELP = "baseline vs DTP over tasks x seeds, paired, resumable"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    o.add_run_options(p, episodes=10)
+    o.add_runner_options(p)
+    o.add_dtp_options(p)
+    p.add_argument("--baseline-only", action="store_true", help="run only the baseline (DTP off)")
+    o.add_record_maps_option(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    o.check_runner_flags(args)
+    given = [flag for name, flag in o.DTP_FLAGS.items() if getattr(args, name) is not None]
+    if args.baseline_only and given:
+        raise ConfigError(f"{', '.join(given)} {'set' if len(given) > 1 else 'sets'} DTP, which --baseline-only "
+                          "does not run; drop it or --baseline-only")
+    dtp = o.dtp_config(args)
+    configs = {"baseline": dtp.replace(enabled=False)}
+    if not args.baseline_only:
+        configs["dtp" if dtp.region == "attention" else dtp.region] = dtp  # the name carries the region
+    return run_spec(args, configs)
+
+
+def run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict | None = None) -> int:
+    """Run (or resume) the configs over the run options' scenes; print the summary table."""
+    from ..analysis.report import summary_table
+    from ..eval import EvalSpec, run_eval
+
+    spec = EvalSpec(
+        model=args.model, tasks=args.tasks, episodes=args.episodes, seed=args.seed, configs=configs,
+        distractors=args.distractors, palette=args.palette, variant=args.variant, lookalikes=args.lookalikes,
+        max_steps=args.max_steps, episodes_by_config=episodes_by_config or {}, threads=args.threads,
+        record_maps=args.record_maps,
+    )
+    store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers,
+                     only=args.only)
+    store.to_parquet()
+    print(summary_table(store.episodes()))
+    print(f"results: {args.out}/episodes.jsonl, steps.jsonl (+ .parquet); next: dtp analyze {args.out}")
+    return 0
+
+
+def on_interrupt(args: argparse.Namespace) -> str:
+    return o.episodes_saved(Path(args.out))

@@ -1,0 +1,252 @@
+"""What the commands share: the parser class, option types in the user's words, and option groups
+with the function that maps each group onto the API (run options -> EvalSpec, DTP options -> DTPConfig).
+
+Light at import (no torch, no simulator): `dtp --help` and argument errors build these parsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from ..envs.tasks import TASK_NAMES
+from ..envs.variants import DEFAULT_VARIANT, VARIANTS
+from ..errors import ConfigError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' to every option whose default means something (not None, not a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        if action.default is None or action.default is False or not action.option_strings:
+            return help_
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """Defaults in every --help; a usage mistake is one line pointing at --help."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- option types: each says what it wants in the user's words -----------------------------
+def int_at_least(lo: int, what: str = "a whole number"):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+positive = int_at_least(1)
+non_negative = int_at_least(0)
+
+
+def tau(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tau must be a number or 'inf', got {text!r}") from None
+    if math.isnan(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"tau must be >= 0 (inf prunes nothing), got {text!r}")
+    return v
+
+
+def k_size(text: str) -> int | float:
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"k is a count of image tokens (e.g. 16) or a fraction of them with a dot (e.g. 0.25), got {text!r}"
+        ) from None
+
+
+def csv(text: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))  # in order, once each
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return items
+
+
+def names(text: str) -> tuple[str, ...]:
+    items = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected comma-separated config names, got none")
+    return items
+
+
+def key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def taus(text: str) -> list[float]:
+    return [tau(x) for x in csv(text)]
+
+
+def layers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layers are comma-separated layer numbers (e.g. 1,2), got {text!r}") from None
+
+
+def steps(text: str) -> list[int]:
+    try:
+        return [int(x) for x in csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"steps are comma-separated step numbers (e.g. 0,10), got {text!r}") from None
+
+
+def share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text!r}")
+    return v
+
+
+def count_range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        return (int(lo), int(hi or lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a range LO-HI, got {text!r}") from None
+
+
+def json_safe(value):
+    """NaN/inf -> None, recursively, so json.dumps writes standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+# -- DTP options -> DTPConfig ------------------------------------------------------------------
+DTP_FLAGS = {"tau": "--tau", "k": "--k", "sigma": "--sigma", "relevance": "--relevance", "region": "--region",
+             "layers": "--layers",
+             "aggregation": "--aggregation"}
+
+
+def add_dtp_options(p: argparse.ArgumentParser) -> None:
+    from ..config import RELEVANCE_MODES, DTPConfig
+    from ..core import AGGREGATIONS
+    from ..regions import region_sources
+
+    d = DTPConfig()
+    g = p.add_argument_group("DTP")
+    g.add_argument("--tau", type=tau, default=None,
+                   help=f"tolerance of the pruning rule: smaller prunes more, inf prunes nothing (default: {d.tau:g})")
+    g.add_argument("--k", type=k_size, default=None,
+                   help=f"important-region size: a count of image tokens, or a fraction if it has a dot (default: {d.k})")
+    g.add_argument("--sigma", type=float, default=None,
+                   help=f"Gaussian smoothing of relevance, in patches, 0 = off (default: {d.sigma:g})")
+    g.add_argument("--region", choices=region_sources(), default=None,
+                   help="where the important region G comes from: attention, similarity, oracle (the simulator's "
+                        f"segmentation of task object, goal, gripper) (default: {d.region})")
+    g.add_argument("--relevance", choices=RELEVANCE_MODES, default=None, help="old name of --region")
+    g.add_argument("--layers", type=layers, default=None,
+                   help="relevance layers, comma-separated (default: the checkpoint's stored choice, else the middle "
+                        "third; the run's config.json records the layers used)")
+    g.add_argument("--aggregation", choices=AGGREGATIONS, default=None,
+                   help=f"how attention combines over the action tokens (default: {d.aggregation})")
+
+
+def dtp_config(args: argparse.Namespace):
+    from ..config import DTPConfig
+
+    changes = {
+        "tau": args.tau, "k": args.k, "sigma": args.sigma, "relevance": args.relevance, "region": args.region,
+        "relevance_layers": args.layers, "aggregation": args.aggregation,
+    }
+    return DTPConfig(**{k: v for k, v in changes.items() if v is not None})
+
+
+# -- run options (model, tasks, scenes) -> EvalSpec --------------------------------------------
+def add_run_options(p: argparse.ArgumentParser, *, episodes: int, model_variant: bool = False) -> None:
+    p.add_argument("--model", default="tinyvla", help="a shipped model ('tinyvla', 'tinyvla-plain') or a checkpoint directory")
+    p.add_argument("--tasks", type=csv, default=",".join(TASK_NAMES), help="comma-separated task names")
+    p.add_argument("--episodes", type=positive, default=episodes, help="episodes per task and config")
+    p.add_argument("--seed", type=non_negative, default=0, help="seed set: the same seed gives the same scenes")
+    p.add_argument("--distractors", type=non_negative, default=3, help="distractor objects per scene")
+    p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor colours and shapes")
+    add_variant_option(p, model_variant=model_variant)
+    p.add_argument("--max-steps", type=positive, default=None, help="episode step limit (default: the env's)")
+
+
+def add_variant_option(p: argparse.ArgumentParser, lookalikes: bool = True, model_variant: bool = False) -> None:
+    what = ("benchmark variant: 'grounded' names colours and adds lookalikes; 'plain' is the benchmark "
+            "the shipped model was trained on")
+    if model_variant:  # dtp demo: show the model on its own benchmark
+        p.add_argument("--variant", choices=tuple(VARIANTS), default=None,
+                       help=f"{what} (default: the variant the model was trained on, which its checkpoint "
+                            f"records; else {DEFAULT_VARIANT})")
+    else:
+        p.add_argument("--variant", choices=tuple(VARIANTS), default=DEFAULT_VARIANT,
+                       help=f"{what} (default: %(default)s)")
+    if lookalikes:
+        p.add_argument("--lookalikes", type=count_range, default=None, metavar="N|LO-HI",
+                       help="lookalikes per scene in the grounded variant (default: the split's, train 1-4, ood 3-6)")
+
+
+# -- runner options ------------------------------------------------------------------------------
+def add_runner_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
+    p.add_argument("--runner", choices=("local", "ray"), default="local", help="who runs the episodes")
+    p.add_argument("--address", default=None, help="Ray cluster address (--runner ray only; default: a local Ray)")
+    p.add_argument("--workers", type=positive, default=None, help="Ray workers (--runner ray only; default: 2)")
+    p.add_argument("--threads", type=positive, default=1, help="torch threads per runner process")
+    p.add_argument("--only", type=names, default=None, metavar="CONFIGS",
+                   help="run only these configs now, comma-separated (e.g. the headline ones first); "
+                        "the rest stay to do and a rerun without --only completes the run")
+
+
+def add_record_maps_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--record-maps", action="store_true",
+                   help="keep each episode's camera frames and r, G, A, D per step in RUN/maps (about 0.5 MB an "
+                        "episode of 150 steps at 96 px) for dtp view")
+
+
+def check_runner_flags(args: argparse.Namespace) -> None:
+    """--address/--workers only mean something with Ray: refuse them otherwise rather than ignore them."""
+    given = [flag for flag, v in (("--address", args.address), ("--workers", args.workers)) if v is not None]
+    if args.runner != "ray" and given:
+        verb = "apply" if len(given) > 1 else "applies"
+        raise ConfigError(f"{' and '.join(given)} only {verb} to --runner ray; add --runner ray or drop it")
+    if args.workers is None:
+        args.workers = 2
+
+
+def episodes_saved(run: Path) -> str:
+    """What a Ctrl-C left in an eval run folder, in one line."""
+    from ..eval.runner import EvalSpec
+    from ..eval.store import CONFIG, RunStore
+
+    if not (run / CONFIG).is_file():
+        return "interrupted before any episode ran; nothing saved"
+    store = RunStore(run)
+    total = len(EvalSpec.from_dict(store.config()).jobs())
+    return f"interrupted: {len(store.episodes())} of {total} episodes saved in {run}; rerun the same command to resume"
