@@ -1,4 +1,7 @@
-"""DTPConfig: every knob of the method and its ablations, validated at construction."""
+"""DTPConfig: every knob of the method and its ablations, validated at construction.
+
+Light at import (no torch): the command line reads its fields and defaults to build its options.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .core import AGGREGATIONS
+from .choices import AGGREGATIONS, REGION_SOURCES
 from .errors import ConfigError
-from .regions import region_source, region_sources
 
 RELEVANCE_MODES = ("attention", "similarity")  # the sources that rank a relevance map (see dtp.regions)
 ABLATIONS = (
@@ -74,11 +76,12 @@ class DTPConfig:
             )
         name = self.region if self.region is not None else self.relevance
         name = "attention" if name is None else name
-        try:
-            region_source(name)
-        except ConfigError:
-            given = "relevance" if self.region is None else "region"
-            raise ConfigError(f"{given} must be one of {region_sources()}, got {name!r}") from None
+        if name not in REGION_SOURCES:  # perhaps a source registered at run time (dtp.regions)
+            from .regions import region_sources
+
+            if name not in region_sources():
+                given = "relevance" if self.region is None else "region"
+                raise ConfigError(f"{given} must be one of {region_sources()}, got {name!r}")
         object.__setattr__(self, "region", name)
         object.__setattr__(self, "relevance", name)
         if self.aggregation not in AGGREGATIONS:

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from .choices import AGGREGATIONS
 from .errors import AttentionError, ConfigError, InputError
 
 __all__ = [
@@ -150,9 +151,6 @@ def attention_map_per_token(head_mean_rows: torch.Tensor) -> torch.Tensor:
     rows = head_mean_rows.float()
     w = layer_weights(rows)  # (..., L, T)
     return (w.unsqueeze(-1) * rows).sum(dim=-3)
-
-
-AGGREGATIONS = ("mean", "max", "sum", "first", "last")
 
 
 def aggregate_action_maps(per_token: torch.Tensor, how: str = "mean") -> torch.Tensor:

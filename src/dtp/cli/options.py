@@ -152,9 +152,8 @@ DTP_FLAGS = {"tau": "--tau", "k": "--k", "sigma": "--sigma", "relevance": "--rel
 
 
 def add_dtp_options(p: argparse.ArgumentParser) -> None:
+    from ..choices import AGGREGATIONS, REGION_SOURCES
     from ..config import RELEVANCE_MODES, DTPConfig
-    from ..core import AGGREGATIONS
-    from ..regions import region_sources
 
     d = DTPConfig()
     g = p.add_argument_group("DTP")
@@ -164,7 +163,7 @@ def add_dtp_options(p: argparse.ArgumentParser) -> None:
                    help=f"important-region size: a count of image tokens, or a fraction if it has a dot (default: {d.k})")
     g.add_argument("--sigma", type=float, default=None,
                    help=f"Gaussian smoothing of relevance, in patches, 0 = off (default: {d.sigma:g})")
-    g.add_argument("--region", choices=region_sources(), default=None,
+    g.add_argument("--region", choices=REGION_SOURCES, default=None,
                    help="where the important region G comes from: attention, similarity, oracle (the simulator's "
                         f"segmentation of task object, goal, gripper) (default: {d.region})")
     g.add_argument("--relevance", choices=RELEVANCE_MODES, default=None, help="old name of --region")

@@ -5,35 +5,37 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..choices import REGION_SOURCES, SWEEP_ABLATIONS
+from ..config import ABLATIONS
 from ..errors import ConfigError
 from . import options as o
 from .eval import run_spec
 
 HELP = "tau grid and ablations, paired with the baseline"
 
+# What --ablations may name, known without loading torch: DTPConfig's ablation modes and the region sources
+# the benchmark feeds (dtp.eval.runner.sweep_ablation_names, which sweep_configs checks again; tests/cli keep
+# the two equal). The user's mask (region "mask") has no source in the benchmark.
+ABLATION_NAMES = tuple(a for a in ABLATIONS if a != "none") + tuple(s for s in REGION_SOURCES if s != "mask")
+
 
 def _ablations(text: str) -> tuple[str, ...]:
-    from ..eval.runner import sweep_ablation_names
-
     names = o.csv(text) if text.strip() not in ("", "none") else ()
-    valid = sweep_ablation_names()
-    unknown = [a for a in names if a not in valid]
+    unknown = [a for a in names if a not in ABLATION_NAMES]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown ablation {', '.join(map(repr, unknown))}; choose from {', '.join(valid)} (or 'none')"
+            f"unknown ablation {', '.join(map(repr, unknown))}; choose from {', '.join(ABLATION_NAMES)} (or 'none')"
         )
     return names
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..eval.runner import SWEEP_ABLATIONS, sweep_ablation_names
-
     o.add_run_options(p, episodes=25)
     o.add_runner_options(p)
     o.add_dtp_options(p)
     p.add_argument("--taus", type=o.taus, default="0.25,0.5,0.75,1,1.5,2", help="tau grid, comma-separated")
     p.add_argument("--ablations", type=_ablations, default=",".join(SWEEP_ABLATIONS),
-                   help=f"comma-separated, from {', '.join(sweep_ablation_names())}; 'none' for no ablation")
+                   help=f"comma-separated, from {', '.join(ABLATION_NAMES)}; 'none' for no ablation")
     p.add_argument("--main-episodes", type=o.positive, default=None,
                    help="episodes for the main configs (default: --episodes)")
     p.add_argument("--main-configs", type=o.names, default=None, metavar="CONFIGS",

@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-import numpy as np
-
 from dtp.envs.errors import UnknownTaskError
 
 
@@ -157,8 +155,14 @@ def task_index(name: str) -> int:
 def instruction_for(name: str, seed: int) -> str:
     """The instruction shown for a reset with `seed`: one template, chosen by the seed."""
     templates = get_task(name).templates
-    rng = np.random.default_rng([int(seed), 0x1D5])
-    return templates[int(rng.integers(len(templates)))]
+    return templates[_template_index(seed, len(templates))]
+
+
+def _template_index(seed: int, n: int) -> int:
+    """The template a reset with `seed` shows, of n (numpy imported here: the task table stays light to import)."""
+    import numpy as np
+
+    return int(np.random.default_rng([int(seed), 0x1D5]).integers(n))
 
 
 def grounded_instruction_for(name: str, seed: int, colours: dict[str, str]) -> str:
@@ -168,8 +172,7 @@ def grounded_instruction_for(name: str, seed: int, colours: dict[str, str]) -> s
     `instruction_for`.
     """
     templates = get_task(name).grounded_templates
-    rng = np.random.default_rng([int(seed), 0x1D5])
-    template = templates[int(rng.integers(len(templates)))]
+    template = templates[_template_index(seed, len(templates))]
     return template.format(object=colours.get("task_object", ""), goal=colours.get("goal", ""))
 
 

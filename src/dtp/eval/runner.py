@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..choices import SWEEP_ABLATIONS  # the default set
 from ..config import ABLATIONS, DTPConfig
 from ..envs.variants import DEFAULT_VARIANT
 from ..envs.benchmark import benchmark_env
@@ -133,9 +134,6 @@ class EvalSpec:
         d["tasks"] = tuple(d["tasks"])
         d["configs"] = {k: DTPConfig.from_dict(v) for k, v in d["configs"].items()}
         return cls(**d)
-
-
-SWEEP_ABLATIONS = ("random_anywhere", "random_outside", "no_smoothing", "similarity", "oracle")  # the default set
 
 
 def benchmark_region_sources() -> tuple[str, ...]:
