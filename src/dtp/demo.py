@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import DTPConfig
-from .envs.tasks import TASK_NAMES
 from .envs.variants import DEFAULT_VARIANT
 from .eval.runner import EvalSpec, run_eval
 
@@ -123,42 +122,30 @@ def write_heatmaps(adapter, spec: EvalSpec, dtp_config: DTPConfig, out_dir: Path
 def run_demo(
     *,
     model: str = "tinyvla",
-    episodes: int = 3,
-    tasks: tuple[str, ...] = TASK_NAMES,
     tau: float | None = None,
-    distractors: int = 3,
-    palette: str = "train",
     variant: str | None = None,
-    lookalikes: tuple[int, int] | None = None,
     out_dir: str | Path = "dtp-demo",
-    seed: int = 0,
-    max_steps: int | None = None,
-    threads: int = 1,
     progress: bool = True,
+    **scenes: Any,
 ) -> dict[str, Any]:
     """Checks every setting first (nothing is written on a typo), runs, then draws the heatmaps.
 
-    variant None: the benchmark variant the model was trained on (its checkpoint records it; the
-    shipped model: "plain"), else the default variant.
+    variant None: the benchmark variant the model was trained on (its checkpoint records it: "grounded"
+    for the shipped `tinyvla`, "plain" for `tinyvla-plain`), else the default variant.
+    scenes: the EvalSpec fields of the scenes run (tasks, episodes (default 3), seed, distractors,
+    palette, lookalikes, max_steps, threads).
     """
     adapter, trained = demo_adapter(model)
     variant = variant or getattr(adapter, "benchmark_variant", None) or DEFAULT_VARIANT
     dtp_cfg = DTPConfig() if tau is None else DTPConfig(tau=tau)
     spec = EvalSpec(
         model=model,
-        tasks=tuple(tasks),
-        episodes=episodes,
-        seed=seed,
         configs={"baseline": DTPConfig(enabled=False), "dtp": dtp_cfg},
-        distractors=distractors,
-        palette=palette,
-        max_steps=max_steps,
         variant=variant,
-        lookalikes=lookalikes,
         observe=False,
-        score_regions=True,
-        record_maps=True,  # frames and maps per step for `dtp view` (about 0.5 MB an episode)  # the report's G-coverage and D-on-distractors columns (one segmentation per DTP step)
-        threads=threads,
+        score_regions=True,  # the report's G-coverage and D-on-distractors columns (one segmentation per DTP step)
+        record_maps=True,  # frames and maps per step for `dtp view` (about 0.5 MB an episode)
+        **{"episodes": 3, **scenes},
     )
     out = Path(out_dir)
     store = run_eval(spec, out / "run", adapter=adapter, progress=progress)

@@ -137,3 +137,45 @@ def test_sweep_main_configs_and_only(dtp, tiny_checkpoint, tmp_path):
     code, _, err = dtp(*base, "--main-configs", "baseline,oracle@tau=1")  # the rest of the run
     rows = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert code == 0 and sorted(r["config"] for r in rows).count("dtp@tau=1") == 1 and len(rows) == 5
+
+
+def test_dtp_options_are_generated_from_dtpconfig():
+    """Every DTP flag sets the DTPConfig field of its name, shows DTPConfig's default, and the options map
+    onto one DTPConfig; the commands that take them (eval, sweep, swap, serve) share the same group."""
+    from dataclasses import fields
+
+    from dtp.cli import options
+    from dtp.config import DTPConfig
+
+    parser = build_parser(["eval", "sweep", "swap", "serve"])
+    subs = _subparsers(parser)
+    groups = {name: [a for a in subs[name]._actions if a.container.title == "DTP"] for name in ("eval", "sweep", "swap", "serve")}
+    assert len({tuple(a.dest for a in g) for g in groups.values()}) == 1
+    dests = [a.dest for a in groups["eval"]]
+    assert set(dests) <= {f.name for f in fields(DTPConfig)} and "relevance_layers" in dests
+    tau = next(a for a in groups["eval"] if a.dest == "tau")
+    assert tau.help.endswith(f"(default: {DTPConfig().tau:g})")
+    args = parser.parse_args(["eval", "--out", "r", "--tau", "0.5", "--k", "8", "--layers", "1,2", "--region", "oracle"])
+    assert options.dtp_config(args) == DTPConfig(tau=0.5, k=8, relevance_layers=(1, 2), region="oracle")
+    assert options.dtp_options_given(args) == ["--tau", "--k", "--region", "--layers"]
+    assert options.dtp_config(parser.parse_args(["eval", "--out", "r"])) == DTPConfig()
+
+
+def test_run_options_name_evalspec_fields():
+    from dataclasses import fields
+
+    from dtp.cli import options
+    from dtp.eval.runner import EvalSpec
+
+    assert set(options.RUN_FIELDS) | {"threads"} <= {f.name for f in fields(EvalSpec)}
+    args = build_parser(["eval"]).parse_args(["eval", "--out", "r", "--tasks", "push", "--episodes", "2"])
+    spec = EvalSpec(**options.run_fields(args))
+    assert (spec.tasks, spec.episodes, spec.model, spec.threads) == (("push",), 2, "tinyvla", 1)
+
+
+def test_sweep_lists_the_ablations_the_lab_runs():
+    """The names --ablations lists without loading torch are the ones dtp.eval accepts, in order."""
+    from dtp.cli.sweep import ABLATION_NAMES
+    from dtp.eval.runner import SWEEP_ABLATIONS, sweep_ablation_names
+
+    assert ABLATION_NAMES == sweep_ablation_names() and set(SWEEP_ABLATIONS) <= set(ABLATION_NAMES)

@@ -22,11 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import format_table, run_demo
 
-    summary = run_demo(
-        model=args.model, episodes=args.episodes, tasks=args.tasks, tau=args.tau,
-        distractors=args.distractors, palette=args.palette, variant=args.variant, lookalikes=args.lookalikes,
-        out_dir=args.out, seed=args.seed, max_steps=args.max_steps, threads=args.threads, progress=not args.json,
-    )
+    summary = run_demo(tau=args.tau, out_dir=args.out, progress=not args.json, **o.run_fields(args))
     if not summary["trained_model"]:
         print("NOTE: no shipped checkpoint yet; this ran a random TinyVLA, so the rates mean nothing.")
     print(format_table(summary))

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     o.check_runner_flags(args)
-    given = [flag for name, flag in o.DTP_FLAGS.items() if getattr(args, name) is not None]
+    given = o.dtp_options_given(args)
     if args.baseline_only and given:
         raise ConfigError(f"{', '.join(given)} {'set' if len(given) > 1 else 'sets'} DTP, which --baseline-only "
                           "does not run; drop it or --baseline-only")
@@ -37,12 +37,8 @@ def run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict |
     from ..analysis.report import summary_table
     from ..eval import EvalSpec, run_eval
 
-    spec = EvalSpec(
-        model=args.model, tasks=args.tasks, episodes=args.episodes, seed=args.seed, configs=configs,
-        distractors=args.distractors, palette=args.palette, variant=args.variant, lookalikes=args.lookalikes,
-        max_steps=args.max_steps, episodes_by_config=episodes_by_config or {}, threads=args.threads,
-        record_maps=args.record_maps,
-    )
+    spec = EvalSpec(configs=configs, episodes_by_config=episodes_by_config or {}, record_maps=args.record_maps,
+                    **o.run_fields(args))
     store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers,
                      only=args.only)
     store.to_parquet()

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..envs.benchmark import benchmark_env
     from ..eval.preflight import check_tasks, check_writable_dir
     from ..eval.runner import EvalSpec
-    from ..experiments.layer_choice import choose_layers
+    from ..experiments.layer_choice import choose_layers, format_layer_choice
     from ..models import load
 
     target = _write_target(args)
@@ -82,16 +82,7 @@ def run(args: argparse.Namespace) -> int:
     with torch_threads(args.threads):
         choice = choose_layers(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed,
                                relevance=args.relevance, progress=not args.json)
-    print(f"share of task-object patches inside G ({args.relevance} relevance, k={choice.details['k']}, "
-          f"chance {choice.chance:.2f}), "
-          f"{choice.steps} steps, seed set {args.seed}")
-    print("layers      " + " ".join(f"{t[:12]:>12}" for t in args.tasks) + "      mean")
-    for name in choice.candidates:
-        row = " ".join(f"{choice.per_task[t][name]:12.3f}" for t in args.tasks)
-        mark = "  <- best" if choice.candidates[name] == choice.best else ""
-        print(f"{name:<11} {row} {choice.coverage[name]:9.3f}{mark}")
-    print("share of the named parts (task object and goal, no gripper) inside G: "
-          + ", ".join(f"{name} {v:.3f}" for name, v in choice.named_coverage.items()))
+    print(format_layer_choice(choice, list(args.tasks)))
     chosen = next(n for n, layers in choice.candidates.items() if layers == choice.best)
     result = {"model": str(args.model), "tasks": list(args.tasks), "distractors": args.distractors,
               "palette": args.palette, "variant": args.variant, "lookalikes": args.lookalikes,

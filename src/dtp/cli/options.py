@@ -146,45 +146,73 @@ def json_safe(value):
 
 
 # -- DTP options -> DTPConfig ------------------------------------------------------------------
-DTP_FLAGS = {"tau": "--tau", "k": "--k", "sigma": "--sigma", "relevance": "--relevance", "region": "--region",
-             "layers": "--layers",
-             "aggregation": "--aggregation"}
+def non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if math.isnan(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return v
+
+
+def _dtp_options() -> dict[str, tuple[str, dict]]:
+    """DTPConfig field -> (help, how argparse reads it), in the order --help lists them. The flag is the
+    field's name (relevance_layers: --layers), the default DTPConfig's own (None leaves the field unset)."""
+    from ..choices import AGGREGATIONS, REGION_SOURCES
+    from ..config import RELEVANCE_MODES
+
+    return {
+        "tau": ("tolerance of the pruning rule: smaller prunes more, inf prunes nothing", {"type": tau}),
+        "k": ("important-region size: a count of image tokens, or a fraction if it has a dot", {"type": k_size}),
+        "sigma": ("Gaussian smoothing of relevance, in patches, 0 = off", {"type": non_negative_float}),
+        "region": ("where the important region G comes from: attention, similarity, oracle (the simulator's "
+                   "segmentation of task object, goal, gripper)", {"choices": REGION_SOURCES}),
+        "relevance": ("old name of --region", {"choices": RELEVANCE_MODES}),
+        "relevance_layers": ("relevance layers, comma-separated (default: the checkpoint's stored choice, else the "
+                             "middle third; the run's config.json records the layers used)", {"type": layers}),
+        "aggregation": ("how attention combines over the action tokens", {"choices": AGGREGATIONS}),
+    }
+
+
+def dtp_flag(field: str) -> str:
+    return "--layers" if field == "relevance_layers" else "--" + field.replace("_", "-")
 
 
 def add_dtp_options(p: argparse.ArgumentParser) -> None:
-    from ..choices import AGGREGATIONS, REGION_SOURCES
-    from ..config import RELEVANCE_MODES, DTPConfig
+    """The DTP group: one option per DTPConfig field a user sets, generated from the dataclass."""
+    from dataclasses import fields
 
-    d = DTPConfig()
+    from ..config import DTPConfig
+
+    defaults = DTPConfig()
+    known = {f.name for f in fields(DTPConfig)}
     g = p.add_argument_group("DTP")
-    g.add_argument("--tau", type=tau, default=None,
-                   help=f"tolerance of the pruning rule: smaller prunes more, inf prunes nothing (default: {d.tau:g})")
-    g.add_argument("--k", type=k_size, default=None,
-                   help=f"important-region size: a count of image tokens, or a fraction if it has a dot (default: {d.k})")
-    g.add_argument("--sigma", type=float, default=None,
-                   help=f"Gaussian smoothing of relevance, in patches, 0 = off (default: {d.sigma:g})")
-    g.add_argument("--region", choices=REGION_SOURCES, default=None,
-                   help="where the important region G comes from: attention, similarity, oracle (the simulator's "
-                        f"segmentation of task object, goal, gripper) (default: {d.region})")
-    g.add_argument("--relevance", choices=RELEVANCE_MODES, default=None, help="old name of --region")
-    g.add_argument("--layers", type=layers, default=None,
-                   help="relevance layers, comma-separated (default: the checkpoint's stored choice, else the middle "
-                        "third; the run's config.json records the layers used)")
-    g.add_argument("--aggregation", choices=AGGREGATIONS, default=None,
-                   help=f"how attention combines over the action tokens (default: {d.aggregation})")
+    for name, (help_, reads) in _dtp_options().items():
+        assert name in known, f"DTPConfig has no field {name!r}"  # a renamed field must rename its option
+        default = getattr(defaults, name)
+        if default is not None and name != "relevance":  # the alias follows --region
+            help_ = f"{help_} (default: {default:g})" if isinstance(default, float) else f"{help_} (default: {default})"
+        g.add_argument(dtp_flag(name), dest=name, default=None, help=help_, **reads)
+
+
+def dtp_options_given(args: argparse.Namespace) -> list[str]:
+    """The DTP flags the command line set."""
+    return [dtp_flag(name) for name in _dtp_options() if getattr(args, name) is not None]
 
 
 def dtp_config(args: argparse.Namespace):
+    """The DTPConfig the DTP options describe (DTPConfig's defaults for those not given)."""
     from ..config import DTPConfig
 
-    changes = {
-        "tau": args.tau, "k": args.k, "sigma": args.sigma, "relevance": args.relevance, "region": args.region,
-        "relevance_layers": args.layers, "aggregation": args.aggregation,
-    }
-    return DTPConfig(**{k: v for k, v in changes.items() if v is not None})
+    return DTPConfig(**{name: getattr(args, name) for name in _dtp_options() if getattr(args, name) is not None})
 
 
 # -- run options (model, tasks, scenes) -> EvalSpec --------------------------------------------
+# the EvalSpec fields the run options set (each option's dest is the field's name)
+RUN_FIELDS = ("model", "tasks", "episodes", "seed", "distractors", "palette", "variant", "lookalikes", "max_steps")
+
+
 def add_run_options(p: argparse.ArgumentParser, *, episodes: int, model_variant: bool = False) -> None:
     p.add_argument("--model", default="tinyvla", help="a shipped model ('tinyvla', 'tinyvla-plain') or a checkpoint directory")
     p.add_argument("--tasks", type=csv, default=",".join(TASK_NAMES), help="comma-separated task names")
@@ -194,6 +222,11 @@ def add_run_options(p: argparse.ArgumentParser, *, episodes: int, model_variant:
     p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor colours and shapes")
     add_variant_option(p, model_variant=model_variant)
     p.add_argument("--max-steps", type=positive, default=None, help="episode step limit (default: the env's)")
+
+
+def run_fields(args: argparse.Namespace) -> dict:
+    """The EvalSpec fields that the run options (and --threads) give: EvalSpec(configs=..., **run_fields(args))."""
+    return {name: getattr(args, name) for name in (*RUN_FIELDS, "threads")}
 
 
 def add_variant_option(p: argparse.ArgumentParser, lookalikes: bool = True, model_variant: bool = False) -> None:

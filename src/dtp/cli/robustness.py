@@ -28,11 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.robustness import format_summary, robustness_configs, robustness_summary
 
     o.check_runner_flags(args)
-    spec = EvalSpec(
-        model=args.model, tasks=args.tasks, episodes=args.episodes, seed=args.seed,
-        configs=robustness_configs(args.fraction), distractors=args.distractors, palette=args.palette,
-        variant=args.variant, lookalikes=args.lookalikes, max_steps=args.max_steps, threads=args.threads,
-    )
+    spec = EvalSpec(configs=robustness_configs(args.fraction), **o.run_fields(args))
     store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers,
                      progress=not args.json, only=args.only)
     summary = robustness_summary(store.episodes(), store.steps(), sink_every=args.sink_every)

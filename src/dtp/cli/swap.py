@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..envs.benchmark import benchmark_env
     from ..eval.preflight import check_tasks, check_writable_dir
     from ..eval.runner import EvalSpec
-    from ..experiments.colour_swap import colour_swap
+    from ..experiments.colour_swap import colour_swap, format_swap_summary
     from ..models import load
 
     if args.out:
@@ -55,10 +55,7 @@ def run(args: argparse.Namespace) -> int:
                              config=o.dtp_config(args))
     summary = {"model": str(args.model), "tasks": list(args.tasks), "palette": args.palette,
                "lookalikes": args.lookalikes, **result.summary()}
-    print(f"G moved onto the lookalike when its colour word was named: {summary['moved']}/{summary['frames']} "
-          f"frames, 95% CI {summary['ci95'][0]:.2f}-{summary['ci95'][1]:.2f} (seed set {args.seed})")
-    for t, r in summary["per_task"].items():
-        print(f"  {t:<12} {r['moved']}/{r['frames']}")
+    print(format_swap_summary(summary))
     if args.out:
         from ..analysis.heatmaps import save_swap_figure
 

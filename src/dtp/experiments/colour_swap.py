@@ -138,3 +138,11 @@ def colour_swap(
         finally:
             env.close()
     return SwapResult(frames, skipped, {"episodes": episodes, "seed": seed, "k": cfg.k, "sigma": cfg.sigma})
+
+
+def format_swap_summary(summary: dict[str, Any]) -> str:
+    """The lines `dtp swap` prints from `SwapResult.summary()`: how often G moved, overall and per task."""
+    lines = [f"G moved onto the lookalike when its colour word was named: {summary['moved']}/{summary['frames']} "
+             f"frames, 95% CI {summary['ci95'][0]:.2f}-{summary['ci95'][1]:.2f} (seed set {summary['seed']})"]
+    lines += [f"  {t:<12} {r['moved']}/{r['frames']}" for t, r in summary["per_task"].items()]
+    return "\n".join(lines)

@@ -186,3 +186,17 @@ def choose_layers(
         details={"relevance": relevance, "episodes": episodes, "seed": seed, "k": k, "sigma": sigma},
         named_coverage=named,
     )
+
+
+def format_layer_choice(choice: LayerChoice, tasks: list[str]) -> str:
+    """The table `dtp layers` prints: G's coverage of the task parts per candidate layer set and task."""
+    lines = [f"share of task-object patches inside G ({choice.details['relevance']} relevance, k={choice.details['k']}, "
+             f"chance {choice.chance:.2f}), {choice.steps} steps, seed set {choice.details['seed']}",
+             "layers      " + " ".join(f"{t[:12]:>12}" for t in tasks) + "      mean"]
+    for name in choice.candidates:
+        row = " ".join(f"{choice.per_task[t][name]:12.3f}" for t in tasks)
+        mark = "  <- best" if choice.candidates[name] == choice.best else ""
+        lines.append(f"{name:<11} {row} {choice.coverage[name]:9.3f}{mark}")
+    lines.append("share of the named parts (task object and goal, no gripper) inside G: "
+                 + ", ".join(f"{name} {v:.3f}" for name, v in choice.named_coverage.items()))
+    return "\n".join(lines)
