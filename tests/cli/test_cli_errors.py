@@ -204,3 +204,34 @@ def test_no_opengl_is_one_line_saying_what_to_install(dtp, tiny_checkpoint, tmp_
     line = _one_error(err, "eval")
     assert code == 2 and "MUJOCO_GL" in line and "apt-get install libegl1" in line
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unexpected_error_keeps_its_traceback(dtp, tmp_path, monkeypatch):
+    """Only dtp's own errors are user mistakes; a bare ValueError from inside is a bug and is not hidden."""
+    def broken(*a, **k):
+        raise ValueError("a bug deep inside")
+
+    monkeypatch.setattr("dtp.analysis.report.write_report", broken)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ValueError, match="a bug deep inside"):
+        dtp("analyze", run)
+
+
+def test_a_missing_optional_extra_says_which_install_fixes_it(dtp, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vla_eval", None)  # as if the [serve] extra were not installed
+    code, _, err = dtp("latency", "--frames", "1", "--repeats", "1")
+    line = _one_error(err, "latency")
+    assert code == 2 and "vla_eval" in line and "pip install 'dtp[serve]'" in line
+
+
+def test_a_missing_core_module_is_a_broken_install_with_its_traceback(dtp, monkeypatch):
+    monkeypatch.setitem(sys.modules, "anyio", None)  # not an optional extra of dtp's
+    with pytest.raises(ModuleNotFoundError):
+        dtp("latency", "--frames", "1", "--repeats", "1")
+
+
+def test_collect_with_a_base_seed_out_of_range_is_one_line(dtp, tmp_path):
+    code, _, err = dtp("collect", "--out", tmp_path / "d", "--tasks", "reach", "--seed", "12", "--workers", "1")
+    assert code == 2 and "demo base seed must be in [0, 10), got 12" in _one_error(err, "collect")
+    assert not (tmp_path / "d").exists()

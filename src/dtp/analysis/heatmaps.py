@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..policy import StepRecord
 
 # Overlay colours, shared with the HTML viewer (dtp.analysis.view). D is magenta: of the colours
@@ -152,7 +153,7 @@ def step_heatmap_figure(image: np.ndarray, rec: StepRecord, ctx: StepContext | N
     from matplotlib.lines import Line2D
 
     if rec.relevance is None or rec.attention is None or rec.region is None:
-        raise ValueError("this step has no DTP maps (run with DTP on, or observe=True)")
+        raise ConfigError("this step has no DTP maps (run with DTP on, or observe=True)")
     size = image.shape[:2]
     h, w = rec.region.shape
     cell = (size[0] / h, size[1] / w)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..eval.store import RunStore
 from ..numeric import nanmean
 from ..regions import region_sources
@@ -245,7 +246,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     run = Path(run_dir)
     store = RunStore(run)
     if not (run / "episodes.jsonl").exists():
-        raise FileNotFoundError(f"{run} has no episodes.jsonl: run `dtp eval` or `dtp sweep` with --out {run} first")
+        raise ConfigError(f"{run} has no episodes.jsonl: run `dtp eval` or `dtp sweep` with --out {run} first")
     out = Path(out_dir) if out_dir else run / "report"
     out.mkdir(parents=True, exist_ok=True)
     eps, steps = store.episodes(), store.steps()

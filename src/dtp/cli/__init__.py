@@ -84,7 +84,20 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("dtp").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+# optional extras (pyproject.toml) by the module a command imports from them: a missing one is the
+# user's setup to fix, said in one line; any other missing module is a broken install (traceback)
+OPTIONAL_EXTRAS = {"ray": "ray", "websockets": "serve", "msgpack": "serve", "vla_eval": "serve", "timm": "openvla-ref"}
+
+
+def _missing_extra(e: ModuleNotFoundError) -> str | None:
+    extra = OPTIONAL_EXTRAS.get((e.name or "").partition(".")[0])
+    return None if extra is None else f"this needs {e.name}, which is not installed: pip install 'dtp[{extra}]'"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user mistake (a dtp error: bad value, name, path, no OpenGL, a missing extra)
+    is one line on stderr and exit code 2, its traceback only with -v; anything else is a bug and
+    keeps its traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = _chosen_command(argv)
     parser = build_parser([chosen] if chosen else [])
@@ -96,21 +109,24 @@ def main(argv: list[str] | None = None) -> int:
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     _setup_logging(args.verbose)
-    from ..envs.errors import RenderBackendError
-
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        note = args.on_interrupt
-        try:
-            text = note(args) if note else "interrupted"
-        except Exception:  # the note is a courtesy; never a second traceback after Ctrl-C
-            text = "interrupted"
-        print(f"dtp {args.command}: {text}", file=sys.stderr)
+        print(f"dtp {args.command}: {_interrupted(args)}", file=sys.stderr)
         return 130
-    except (DTPError, ValueError, OSError, RenderBackendError) as e:  # bad values, names, paths, no OpenGL
+    except (DTPError, ModuleNotFoundError) as e:
+        message = _missing_extra(e) if isinstance(e, ModuleNotFoundError) else " ".join(str(e).split())
+        if message is None:
+            raise
         if args.verbose:
             traceback.print_exc()
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"dtp {args.command}: error: {message}", file=sys.stderr)
+        print(f"dtp {args.command}: error: {message or type(e).__name__}", file=sys.stderr)
         return 2
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C left behind, from the command's own note."""
+    try:
+        return args.on_interrupt(args) if args.on_interrupt else "interrupted"
+    except Exception:  # the note is a courtesy; never a second traceback after Ctrl-C
+        return "interrupted"

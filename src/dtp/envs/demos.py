@@ -73,9 +73,9 @@ def demo_seed(seed: int, task: str, index: int) -> int:
     replays a demonstration.
     """
     if not 0 <= seed < MAX_BASE_SEED:
-        raise ValueError(f"demo base seed must be in [0, {MAX_BASE_SEED}), got {seed}")
+        raise ConfigError(f"demo base seed must be in [0, {MAX_BASE_SEED}), got {seed}")
     if not 0 <= index < MAX_INDEX:
-        raise ValueError(f"episode index must be in [0, {MAX_INDEX}), got {index}")
+        raise ConfigError(f"episode index must be in [0, {MAX_INDEX}), got {index}")
     seed_ = 100_000 * int(seed) + MAX_INDEX * task_index(task) + int(index)
     assert seed_ < DEMO_SEED_LIMIT, "more than 10 tasks need a wider seed layout"
     return seed_
@@ -269,7 +269,7 @@ def collect_demos(
         demo_seed(seed, t, 0)  # validates the task name and the base seed
     lo, hi = distractor_count_range
     if not 0 <= lo <= hi:
-        raise ValueError(f"distractor_count_range must satisfy 0 <= lo <= hi, got {distractor_count_range}")
+        raise ConfigError(f"distractor_count_range must satisfy 0 <= lo <= hi, got {distractor_count_range}")
     from dtp.envs.variants import get_variant
 
     get_variant(variant)  # validates the name

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dtp.errors import ConfigError, DTPError
 
-class UnknownTaskError(ValueError):
+
+class UnknownTaskError(ConfigError):
     """A task name that `dtp.envs.TASKS` does not know; the message lists the known ones."""
 
     def __init__(self, name: str, known: list[str]):
@@ -12,5 +14,5 @@ class UnknownTaskError(ValueError):
         super().__init__(f"unknown task {name!r}; known tasks: {', '.join(self.known)}")
 
 
-class RenderBackendError(RuntimeError):
+class RenderBackendError(DTPError, RuntimeError):
     """No working OpenGL backend for MuJoCo's offscreen renderer."""

@@ -38,7 +38,7 @@ class PatchEncoder(nn.Module):
     def __init__(self, cfg: TinyVLAConfig):
         super().__init__()
         if cfg.patch_size % 2:
-            raise ValueError("patch_size must be even (the stem halves the resolution)")
+            raise ConfigError("patch_size must be even (the stem halves the resolution)")
         self.stem = nn.Sequential(
             nn.Conv2d(3, 32, 3, padding=1),
             nn.GELU(),
