@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .choices import AGGREGATIONS, REGION_SOURCES
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 RELEVANCE_MODES = ("attention", "similarity")  # the sources that rank a relevance map (see dtp.regions)
 ABLATIONS = (
@@ -81,13 +81,17 @@ class DTPConfig:
 
             if name not in region_sources():
                 given = "relevance" if self.region is None else "region"
-                raise ConfigError(f"{given} must be one of {region_sources()}, got {name!r}")
+                raise ConfigError(
+                    f"{given} must be one of {region_sources()}, got {name!r}{did_you_mean(name, region_sources())}"
+                )
         object.__setattr__(self, "region", name)
         object.__setattr__(self, "relevance", name)
         if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+            raise ConfigError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}"
+                              f"{did_you_mean(self.aggregation, AGGREGATIONS)}")
         if self.ablation not in ABLATIONS:
-            raise ConfigError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
+            raise ConfigError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}"
+                              f"{did_you_mean(self.ablation, ABLATIONS)}")
         pf = self.prune_fraction
         if isinstance(pf, bool) or not isinstance(pf, (int, float)) or math.isnan(pf) or not 0.0 < pf <= 1.0:
             raise ConfigError(f"prune_fraction must be a share in (0, 1], got {pf!r}")

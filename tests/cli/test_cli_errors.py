@@ -52,8 +52,8 @@ def test_ray_runner_without_ray_says_how_to_install(dtp, tiny_checkpoint, tmp_pa
 
 
 def test_traceback_only_with_verbose(dtp, tiny_checkpoint, tmp_path):
-    code, _, err = dtp("-v", "eval", "--model", tiny_checkpoint, *FAST, "--tasks", "raech", "--out", tmp_path / "r")
-    assert code == 2 and "Traceback" in err and "dtp eval: error: unknown task 'raech'" in err
+    code, _, err = dtp("-v", "eval", "--model", tiny_checkpoint, *FAST, "--layers", "99", "--out", tmp_path / "r")
+    assert code == 2 and "Traceback" in err and "dtp eval: error: relevance layer 99 is out of range" in err
 
 
 @contextlib.contextmanager

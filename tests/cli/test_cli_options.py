@@ -71,7 +71,7 @@ def test_flags_of_another_mode_are_refused(dtp, tiny_checkpoint, tmp_path, extra
 def test_ablations_list_their_names(dtp, tmp_path, capsys):
     code, _, err = dtp("sweep", "--out", tmp_path / "s", "--ablations", "random,similarity")
     assert code == 2
-    assert "unknown ablation 'random'; choose from random_anywhere, random_outside, no_smoothing, random_fraction_outside, top_attention_outside, attention, similarity, oracle" in err
+    assert "unknown ablation 'random' (did you mean 'random_outside'?); choose from random_anywhere, random_outside, no_smoothing, random_fraction_outside, top_attention_outside, attention, similarity, oracle" in err
     code, text, _ = dtp("sweep", "--help")
     assert code == 0 and "random_anywhere, random_outside, no_smoothing, random_fraction_outside, top_attention_outside, attention, similarity, oracle" in " ".join(text.split())
 

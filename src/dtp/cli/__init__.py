@@ -60,6 +60,7 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, third-party logs, and tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    parser.command_parsers = sub.choices  # command name -> its parser
     for module_name in COMMANDS:
         mod = _module(module_name)
         name = _command_name(module_name)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         args.train_args = unknown + list(args.train_args)
     elif unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parser.command_parsers.get(args.command, parser).unrecognized(unknown)
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)

@@ -14,13 +14,13 @@ HELP = "scripted demonstrations to HDF5, resumable"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="data/demos", help="demonstration folder (one collection's settings per folder)")
-    p.add_argument("--tasks", type=o.csv, default=",".join(TASK_NAMES), help="comma-separated task names")
+    p.add_argument("--tasks", type=o.tasks, default=",".join(TASK_NAMES), help="comma-separated task names")
     p.add_argument("--episodes", type=o.positive, default=120, help="successful episodes per task")
     p.add_argument("--seed", type=o.non_negative, default=0, help="base seed (0-9) of the demonstration scenes")
     p.add_argument("--image-size", type=o.positive, default=96, help="camera image size in pixels")
     p.add_argument("--max-distractors", type=o.non_negative, default=3,
                    help="each episode shows 0 to this many distractors")
-    p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor colours and shapes")
+    p.add_argument("--palette", choices=o.PALETTES, default=o.PALETTES[0], help="distractor colours and shapes")
     o.add_variant_option(p, lookalikes=False)
     p.add_argument("--workers", type=o.positive, default=2, help="processes (1: in this process)")
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..config import DTPConfig
 from . import options as o
 
 HELP = "shipped model on the benchmark with distractors, with and without DTP"
@@ -13,7 +14,7 @@ HELP = "shipped model on the benchmark with distractors, with and without DTP"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_run_options(p, episodes=3, model_variant=True)
-    p.add_argument("--tau", type=o.tau, default=None, help="DTP tolerance (default: 1)")
+    p.add_argument("--tau", type=o.tau, default=None, help=f"DTP tolerance (default: {DTPConfig().tau:g})")
     p.add_argument("--out", default="dtp-demo", help="folder for results (OUT/run) and heatmaps")
     p.add_argument("--threads", type=o.positive, default=1, help="torch threads")
     p.add_argument("--json", action="store_true", help="print one JSON summary on the last line")

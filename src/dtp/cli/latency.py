@@ -12,7 +12,7 @@ DESCRIPTION = ("Starts `dtp serve` (openpi, then vla-eval) on 127.0.0.1, sends t
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tinyvla", help="a shipped model or a checkpoint directory")
+    o.add_model_option(p)
     p.add_argument("--frames", type=o.positive, default=8, help="frames of one push episode, sent in order")
     p.add_argument("--repeats", type=o.positive, default=5, help="timed rounds (after one warm-up round)")
     p.add_argument("--threads", type=o.positive, default=1, help="torch threads of the server and in-process")

@@ -11,9 +11,15 @@ import json
 import math
 from pathlib import Path
 
-from ..envs.tasks import TASK_NAMES
+from ..envs.errors import UnknownTaskError
+from ..envs.tasks import TASK_NAMES, get_task
 from ..envs.variants import DEFAULT_VARIANT, VARIANTS
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
+from ..seeds import VALIDATION_SEED
+from ..shipped import SHIPPED_MODELS, trained_variant, unknown_model_message
+
+PALETTES = tuple(dict.fromkeys(split for v in VARIANTS.values() for split in v.splits))  # "train", "ood"
+RAY_WORKERS = 2  # Ray workers when --workers is not given
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -27,7 +33,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """Defaults in every --help; a usage mistake is one line pointing at --help."""
+    """Defaults in every --help; a usage mistake is one line pointing at --help, with the closest
+    valid name when a choice or an option is mistyped."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
@@ -35,6 +42,18 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _check_value(self, action: argparse.Action, value) -> None:  # argparse's hook for `choices`
+        if action.choices is not None and value not in action.choices:
+            listed = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {value!r}{did_you_mean(value, action.choices)} (choose from {listed})")
+
+    def unrecognized(self, words: list[str]) -> None:
+        """Refuse words no option takes, suggesting the closest option of this parser for each."""
+        options = [s for a in self._actions for s in a.option_strings]
+        hints = "".join(did_you_mean(w.partition("=")[0], options) for w in words if w.startswith("-"))
+        self.error(f"unrecognized arguments: {' '.join(words)}{hints}")
 
 
 # -- option types: each says what it wants in the user's words -----------------------------
@@ -72,6 +91,24 @@ def k_size(text: str) -> int | float:
         raise argparse.ArgumentTypeError(
             f"k is a count of image tokens (e.g. 16) or a fraction of them with a dot (e.g. 0.25), got {text!r}"
         ) from None
+
+
+def model(text: str) -> str:
+    """A shipped model's name or an existing checkpoint folder, checked before anything loads."""
+    if text in SHIPPED_MODELS or Path(text).exists():
+        return text
+    raise argparse.ArgumentTypeError(unknown_model_message(text))
+
+
+def tasks(text: str) -> tuple[str, ...]:
+    """Comma-separated task names, each known (the closest known name suggested otherwise)."""
+    names = csv(text)
+    try:
+        for name in names:
+            get_task(name)
+    except UnknownTaskError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return names
 
 
 def csv(text: str) -> tuple[str, ...]:
@@ -193,7 +230,9 @@ def add_dtp_options(p: argparse.ArgumentParser) -> None:
         default = getattr(defaults, name)
         if default is not None and name != "relevance":  # the alias follows --region
             help_ = f"{help_} (default: {default:g})" if isinstance(default, float) else f"{help_} (default: {default})"
-        g.add_argument(dtp_flag(name), dest=name, default=None, help=help_, **reads)
+        flag = dtp_flag(name)
+        metavar = None if "choices" in reads else flag[2:].upper()
+        g.add_argument(flag, dest=name, default=None, help=help_, metavar=metavar, **reads)
 
 
 def dtp_options_given(args: argparse.Namespace) -> list[str]:
@@ -213,13 +252,19 @@ def dtp_config(args: argparse.Namespace):
 RUN_FIELDS = ("model", "tasks", "episodes", "seed", "distractors", "palette", "variant", "lookalikes", "max_steps")
 
 
-def add_run_options(p: argparse.ArgumentParser, *, episodes: int, model_variant: bool = False) -> None:
-    p.add_argument("--model", default="tinyvla", help="a shipped model ('tinyvla', 'tinyvla-plain') or a checkpoint directory")
-    p.add_argument("--tasks", type=csv, default=",".join(TASK_NAMES), help="comma-separated task names")
+def add_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=model, default="tinyvla",
+                   help=f"a shipped model ({', '.join(SHIPPED_MODELS)}) or a checkpoint directory")
+
+
+def add_run_options(p: argparse.ArgumentParser, *, episodes: int, model_variant: bool = False,
+                    seed: int = 0) -> None:
+    add_model_option(p)
+    p.add_argument("--tasks", type=tasks, default=",".join(TASK_NAMES), help="comma-separated task names")
     p.add_argument("--episodes", type=positive, default=episodes, help="episodes per task and config")
-    p.add_argument("--seed", type=non_negative, default=0, help="seed set: the same seed gives the same scenes")
+    p.add_argument("--seed", type=non_negative, default=seed, help=seed_help(seed))
     p.add_argument("--distractors", type=non_negative, default=3, help="distractor objects per scene")
-    p.add_argument("--palette", choices=("train", "ood"), default="train", help="distractor colours and shapes")
+    p.add_argument("--palette", choices=PALETTES, default=PALETTES[0], help="distractor colours and shapes")
     add_variant_option(p, model_variant=model_variant)
     p.add_argument("--max-steps", type=positive, default=None, help="episode step limit (default: the env's)")
 
@@ -229,9 +274,16 @@ def run_fields(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in (*RUN_FIELDS, "threads")}
 
 
+def seed_help(default: int) -> str:
+    what = "seed set: the same seed gives the same scenes"
+    return f"{what} ({VALIDATION_SEED} holds the validation scenes; 0 the test scenes dtp eval reports)" \
+        if default == VALIDATION_SEED else what
+
+
 def add_variant_option(p: argparse.ArgumentParser, lookalikes: bool = True, model_variant: bool = False) -> None:
-    what = ("benchmark variant: 'grounded' names colours and adds lookalikes; 'plain' is the benchmark "
-            "the shipped model was trained on")
+    trained = ", ".join(f"{name} {trained_variant(name)}" for name in SHIPPED_MODELS)
+    what = ("benchmark variant: " + "; ".join(f"'{v.name}': {v.description}" for v in VARIANTS.values())
+            + f" (what the shipped models were trained on: {trained})")
     if model_variant:  # dtp demo: show the model on its own benchmark
         p.add_argument("--variant", choices=tuple(VARIANTS), default=None,
                        help=f"{what} (default: the variant the model was trained on, which its checkpoint "
@@ -241,7 +293,13 @@ def add_variant_option(p: argparse.ArgumentParser, lookalikes: bool = True, mode
                        help=f"{what} (default: %(default)s)")
     if lookalikes:
         p.add_argument("--lookalikes", type=count_range, default=None, metavar="N|LO-HI",
-                       help="lookalikes per scene in the grounded variant (default: the split's, train 1-4, ood 3-6)")
+                       help=f"lookalikes per scene in the grounded variant (default: {lookalike_ranges()})")
+
+
+def lookalike_ranges() -> str:
+    """"the split's, train 1-4, ood 3-6": the grounded variant's ranges, as the help gives them."""
+    splits = VARIANTS["grounded"].splits
+    return "the split's, " + ", ".join(f"{name} {s.lookalikes[0]}-{s.lookalikes[1]}" for name, s in splits.items())
 
 
 # -- runner options ------------------------------------------------------------------------------
@@ -249,7 +307,8 @@ def add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder (rerun the same command to resume)")
     p.add_argument("--runner", choices=("local", "ray"), default="local", help="who runs the episodes")
     p.add_argument("--address", default=None, help="Ray cluster address (--runner ray only; default: a local Ray)")
-    p.add_argument("--workers", type=positive, default=None, help="Ray workers (--runner ray only; default: 2)")
+    p.add_argument("--workers", type=positive, default=None,
+                   help=f"Ray workers (--runner ray only; default: {RAY_WORKERS})")
     p.add_argument("--threads", type=positive, default=1, help="torch threads per runner process")
     p.add_argument("--only", type=names, default=None, metavar="CONFIGS",
                    help="run only these configs now, comma-separated (e.g. the headline ones first); "
@@ -269,7 +328,7 @@ def check_runner_flags(args: argparse.Namespace) -> None:
         verb = "apply" if len(given) > 1 else "applies"
         raise ConfigError(f"{' and '.join(given)} only {verb} to --runner ray; add --runner ray or drop it")
     if args.workers is None:
-        args.workers = 2
+        args.workers = RAY_WORKERS
 
 
 def episodes_saved(run: Path) -> str:

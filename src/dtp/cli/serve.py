@@ -12,7 +12,7 @@ DESCRIPTION = ("Serve until SIGTERM/Ctrl-C. DTP_SERVE_API_KEY (env) makes the op
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tinyvla", help="a shipped model ('tinyvla', 'tinyvla-plain') or a checkpoint directory")
+    o.add_model_option(p)
     p.add_argument("--model-arg", type=o.key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="keyword for dtp.models.load, JSON-typed (e.g. unnorm_key=bridge_orig trust_remote_code=true)")
     p.add_argument("--protocol", choices=("openpi", "vla-eval"), required=True)

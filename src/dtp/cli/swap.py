@@ -14,14 +14,14 @@ HELP = ("does G follow the colour words? swap the named colour for a lookalike's
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tinyvla", help="a shipped model or a checkpoint directory")
-    p.add_argument("--tasks", type=o.csv, default="reach,push,pick-place", help="comma-separated task names")
+    o.add_model_option(p)
+    p.add_argument("--tasks", type=o.tasks, default="reach,push,pick-place", help="comma-separated task names")
     p.add_argument("--episodes", type=o.positive, default=10, help="scenes per task (first frame of each)")
-    p.add_argument("--seed", type=o.non_negative, default=1, help="seed set (default 1, validation; 0 is the test set)")
+    p.add_argument("--seed", type=o.non_negative, default=o.VALIDATION_SEED, help=o.seed_help(o.VALIDATION_SEED))
     p.add_argument("--distractors", type=o.non_negative, default=3, help="generic distractors per scene")
-    p.add_argument("--palette", choices=("train", "ood"), default="train", help="colours and shapes of the split")
+    p.add_argument("--palette", choices=o.PALETTES, default=o.PALETTES[0], help="colours and shapes of the split")
     p.add_argument("--lookalikes", type=o.count_range, default=None, metavar="N|LO-HI",
-                   help="lookalikes per scene (default: the split's, train 1-4, ood 3-6)")
+                   help=f"lookalikes per scene (default: {o.lookalike_ranges()})")
     p.add_argument("--threads", type=o.positive, default=1, help="torch threads")
     p.add_argument("--out", default=None, help="write a PNG of the first frames (image, G original, G swapped)")
     p.add_argument("--figure-frames", type=o.positive, default=4, help="frames drawn in --out")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..choices import REGION_SOURCES, SWEEP_ABLATIONS
 from ..config import ABLATIONS
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from . import options as o
 from .eval import run_spec
 
@@ -24,7 +24,8 @@ def _ablations(text: str) -> tuple[str, ...]:
     unknown = [a for a in names if a not in ABLATION_NAMES]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown ablation {', '.join(map(repr, unknown))}; choose from {', '.join(ABLATION_NAMES)} (or 'none')"
+            f"unknown ablation {', '.join(map(repr, unknown))}{did_you_mean(unknown[0], ABLATION_NAMES)}; "
+            f"choose from {', '.join(ABLATION_NAMES)} (or 'none')"
         )
     return names
 

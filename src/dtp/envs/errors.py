@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dtp.errors import ConfigError, DTPError
+from dtp.errors import ConfigError, DTPError, did_you_mean
 
 
 class UnknownTaskError(ConfigError):
@@ -11,7 +11,7 @@ class UnknownTaskError(ConfigError):
     def __init__(self, name: str, known: list[str]):
         self.name = name
         self.known = list(known)
-        super().__init__(f"unknown task {name!r}; known tasks: {', '.join(self.known)}")
+        super().__init__(f"unknown task {name!r}{did_you_mean(name, self.known)}; known tasks: {', '.join(self.known)}")
 
 
 class RenderBackendError(DTPError, RuntimeError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dtp.errors import ConfigError
+from dtp.errors import ConfigError, did_you_mean
 
 RGB = tuple[float, float, float]
 
@@ -43,7 +43,8 @@ class Variant:
             return self.splits[name]
         except KeyError:
             raise ConfigError(
-                f"variant {self.name!r} has no split {name!r}; choose one of {sorted(self.splits)} "
+                f"variant {self.name!r} has no split {name!r}{did_you_mean(name, self.splits)}; choose one of "
+                f"{sorted(self.splits)} "
                 "or give a palette mapping colour names to RGB"
             ) from None
 
@@ -52,7 +53,7 @@ class Variant:
 # goal, yellow puck, green push goal and drawer, blue pick-place goal).
 PLAIN = Variant(
     name="plain",
-    description="fixed task colours, generic distractors (the shipped model's training benchmark)",
+    description="fixed task colours, generic distractors",
     splits={
         "train": Split(
             palette={
@@ -130,7 +131,9 @@ def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise ConfigError(f"unknown benchmark variant {name!r}; known: {', '.join(VARIANTS)}") from None
+        raise ConfigError(
+            f"unknown benchmark variant {name!r}{did_you_mean(name, VARIANTS)}; known: {', '.join(VARIANTS)}"
+        ) from None
 
 
 def all_colour_names() -> list[str]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CheckpointError, UnsupportedModelError
+from ..shipped import SHIPPED_MODELS, shipped_model_path, unknown_model_message
 from .base import Generation, Observation, PreparedInputs, TokenLayout, Trace, VLAAdapter
 
 __all__ = [
@@ -69,24 +69,13 @@ def wrap_model(model: Any, processor: Any = None, **kwargs: Any) -> VLAAdapter:
     )
 
 
-# Checkpoints that ship inside the package, by name -> folder under dtp/assets. "tinyvla" is the
-# default model, the grounded TinyVLA (docs/training.md, fourth run); "tinyvla-plain" names the
-# model trained on the plain benchmark (assets/tinyvla), for side-by-side runs.
-SHIPPED_MODELS = {"tinyvla": "tinyvla_grounded", "tinyvla-plain": "tinyvla"}
-
-
-def shipped_model_path(name: str = "tinyvla") -> Path:
-    """Directory of a checkpoint that ships inside the package (see SHIPPED_MODELS)."""
-    if name not in SHIPPED_MODELS:
-        raise CheckpointError(f"no shipped model named {name!r}; shipped: {', '.join(SHIPPED_MODELS)}")
-    return Path(str(resources.files("dtp") / "assets" / SHIPPED_MODELS[name]))
-
-
 def load(name_or_path: str | Path = "tinyvla", **kwargs: Any) -> VLAAdapter:
     """Load an adapter: a shipped model by name ("tinyvla", "tinyvla-plain"), or a checkpoint directory."""
     name = str(name_or_path)
     path = shipped_model_path(name) if name in SHIPPED_MODELS else Path(name_or_path)
     cfg_file = path / "config.json"
+    if not path.exists():
+        raise CheckpointError(unknown_model_message(name))
     if not cfg_file.is_file():
         raise CheckpointError(
             f"no checkpoint at {path} (expected {cfg_file}); hub downloads are not attempted, "

@@ -24,12 +24,12 @@ from torch import nn
 from transformers import LlamaForCausalLM
 
 from ..errors import CheckpointError, ConfigError
+from ..shipped import VARIANT_KEY  # in config.extra: the benchmark variant of the demos it was trained on
 from .configuration import MODEL_TYPE, TinyVLAConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DEFAULT_LAYERS_KEY = "dtp_relevance_layers"  # in config.extra: relevance layers chosen by `dtp layers`
-VARIANT_KEY = "dtp_benchmark_variant"  # in config.extra: the benchmark variant of the demos it was trained on
 
 
 class PatchEncoder(nn.Module):
