@@ -14,9 +14,8 @@ from dtp.cli import COMMANDS
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 HEAVY = ("torch", "transformers", "mujoco", "metaworld", "matplotlib", "scipy", "h5py", "pyarrow")
 
-# dtp.bench's package imports torch at its top, and `dtp train --help` is answered by the trainer in its handler
-STILL_HEAVY = {"bench": "dtp.bench imports torch on import (bench/config.py, bench/__init__.py)",
-               "train": "the handler answers --help (the parse_known_args workaround), importing the trainer"}
+# dtp.bench's package imports torch at its top: its options need BenchConfig
+STILL_HEAVY = {"bench": "dtp.bench imports torch on import (bench/config.py, bench/__init__.py)"}
 
 
 def _heavy_modules_after(code: str) -> list[str]:

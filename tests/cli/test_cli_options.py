@@ -85,8 +85,6 @@ def test_every_help_shows_defaults_and_no_internal_names(dtp, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")  # no line wrapping inside the phrases checked below
     fmt = HelpFormatter("dtp")
     for name, sub in _subparsers(build_parser()).items():
-        if name == "train":
-            continue  # its own parser, checked in test_cli_train
         for action in sub._actions:
             if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
                 continue

@@ -64,8 +64,7 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
     for module_name in COMMANDS:
         mod = _module(module_name)
         name = _command_name(module_name)
-        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", None),
-                           add_help=getattr(mod, "ADD_HELP", True))
+        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", None))
         if commands is None or name in commands:
             mod.add_arguments(p)
             p.set_defaults(func=mod.run, on_interrupt=getattr(mod, "on_interrupt", None))
@@ -102,13 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = _chosen_command(argv)
     parser = build_parser([chosen] if chosen else [])
-    # `dtp train --flag ...`: argparse's REMAINDER misses options that come first, so the trainer's
-    # options are whatever the top-level parser does not know
     args, unknown = parser.parse_known_args(argv)
-    if args.command == "train":
-        args.train_args = unknown + list(args.train_args)
-    elif unknown:
+    if unknown:
         parser.command_parsers.get(args.command, parser).unrecognized(unknown)
+    args.argv = argv  # the words as given (a run records its command)
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)

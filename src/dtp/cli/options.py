@@ -23,11 +23,13 @@ RAY_WORKERS = 2  # Ray workers when --workers is not given
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends '(default: X)' to every option whose default means something (not None, not a flag's False)."""
+    """Appends '(default: X)' to every option whose default means something: not None (the help says
+    what None means), not a plain flag's False (--json); --x/--no-x flags show theirs."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_ = action.help or ""
-        if action.default is None or action.default is False or not action.option_strings:
+        plain_flag = action.default is False and not isinstance(action, argparse.BooleanOptionalAction)
+        if action.default is None or plain_flag or not action.option_strings:
             return help_
         return super()._get_help_string(action)
 

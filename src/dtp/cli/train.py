@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import argparse
 
-from .options import Parser
-
-HELP = "train the TinyVLA on demonstrations (options: dtp train --help)"
-ADD_HELP = False  # the trainer's own parser answers --help
+HELP = "train the TinyVLA on demonstrations; rerun the same command to resume"
+DESCRIPTION = ("Train TinyVLA on demonstrations (behaviour cloning), optionally after or mixed with the "
+               "grounding and vision stages (docs/training.md).")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("train_args", nargs=argparse.REMAINDER)
+    from ..tinyvla.train.arguments import add_arguments as add_training_flags
+
+    add_training_flags(p)  # one flag per TrainConfig field, generated beside TrainConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tinyvla.train import config_from_args, resume_if_same, train
+    from ..tinyvla.train import train
+    from ..tinyvla.train.arguments import config_from_namespace, resume_if_same
 
-    argv = list(args.train_args)
-    cfg = resume_if_same(config_from_args(argv, prog="dtp train", parser_class=Parser))
+    cfg = resume_if_same(config_from_namespace(args))
     args.train_config = cfg  # for the Ctrl-C note
-    print(train(cfg, command="dtp train " + " ".join(argv)))
+    print(train(cfg, command=" ".join(["dtp", *args.argv])))
     return 0
 
 
 def on_interrupt(args: argparse.Namespace) -> str:
-    from ..tinyvla.train import interrupted_note
+    from ..tinyvla.train.arguments import interrupted_note
 
     return interrupted_note(getattr(args, "train_config", None))

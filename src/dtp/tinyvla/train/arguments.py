@@ -65,7 +65,7 @@ _HELP = {
     "stage": "'actions' (behaviour cloning, optionally mixed with grounding), 'grounding' (the VLM stage: "
              "answers to questions about simulator frames) or 'vision' (the image encoder alone on the frames' "
              "patch-word labels, before the VLM stage; docs/training.md)",
-    "grounding_dir": "frames written by 'python -m dtp.tinyvla.grounding' (train/ and val/ inside); "
+    "grounding_dir": "frames written by 'dtp grounding-data' (train/ and val/ inside); "
                      "needed by the grounding stage and --grounding-share (default: none)",
     "grounding_share": "share of the actions stage's batches that are grounding batches",
     "init_from": "start from this checkpoint: its architecture and tokenizer, the size options ignored "

@@ -15,7 +15,7 @@ from .datasets import RunData
 __all__ = ["build_model", "patch_word_head", "check_instruction_attention", "val_patch_word_labels",
            "build_optimizer"]
 
-_REGENERATE = "(regenerate with python -m dtp.tinyvla.grounding)"
+_REGENERATE = "(regenerate with dtp grounding-data)"
 
 
 def build_model(cfg: TrainConfig, data: RunData) -> TinyVLA:

@@ -59,7 +59,7 @@ class TrainConfig:
     # VLM stage (docs/training.md): "grounding" pretrains on grounding_dir/train only (data_dir unused);
     # "actions" trains on the demos, with grounding_share of the steps on a grounding batch instead
     stage: str = "actions"
-    grounding_dir: str | None = None  # written by `python -m dtp.tinyvla.grounding` (train/ and val/ inside)
+    grounding_dir: str | None = None  # written by `dtp grounding-data` (train/ and val/ inside)
     grounding_share: float = 0.0
     init_from: str | None = None  # start from this checkpoint (its architecture and tokenizer; sizes above ignored)
     num_registers: int = 0  # register tokens after the image span (TinyVLAConfig.num_registers)
