@@ -5,16 +5,21 @@ the command `dtp foo-bar` and defines:
 
     HELP = "one line for `dtp --help`"
     DESCRIPTION = "..."                       # optional: the paragraph of `dtp foo-bar --help`
-    def add_arguments(parser): ...            # its options (shared types and groups: dtp.cli.options)
+    def add_arguments(parser): ...            # its options
     def run(args) -> int: ...                 # the handler: heavy imports (torch, the simulator) go in here
     def on_interrupt(args) -> str: ...        # optional: what a Ctrl-C left behind, in one line
 
-Only the chosen command's options are built, and a module imports nothing heavy at its top, so
-`dtp --help`, `--version`, every `--help` and every argument error answer without loading torch.
+Shared option types and groups are in dtp.cli.options, each group beside the function that maps it
+onto the API: add_run_options -> EvalSpec(**run_fields(args)), add_dtp_options -> dtp_config(args).
+A user mistake is raised as a dtp.errors class (ConfigError, InputError, CheckpointError, ...) and
+printed as one line with exit code 2 (its traceback with -v); anything else keeps its traceback; a
+module of an optional extra that is missing (OPTIONAL_EXTRAS) says which `pip install` fixes it.
 
-User mistakes end as one stderr line and exit code 2 (the traceback only with -v); Ctrl-C says
-what was saved and exits 130. Everything a run depends on is checked before its folder is
-created (see dtp.eval.preflight), so a typo never leaves a half-made run behind.
+Only the chosen command's options are built, and a module imports nothing heavy at its top, so
+`dtp --help`, `--version`, every `--help` and every argument error answer without loading torch
+(tests/cli/test_cli_light.py checks every command in COMMANDS). Ctrl-C says what was saved and exits
+130. Everything a run depends on is checked before its folder is created (see dtp.eval.preflight),
+so a typo never leaves a half-made run behind.
 """
 
 from __future__ import annotations

@@ -206,7 +206,8 @@ def _dtp_options() -> dict[str, tuple[str, dict]]:
         "k": ("important-region size: a count of image tokens, or a fraction if it has a dot", {"type": k_size}),
         "sigma": ("Gaussian smoothing of relevance, in patches, 0 = off", {"type": non_negative_float}),
         "region": ("where the important region G comes from: attention, similarity, oracle (the simulator's "
-                   "segmentation of task object, goal, gripper)", {"choices": REGION_SOURCES}),
+                   "segmentation of task object, goal, gripper); mask takes the caller's mask with each observation "
+                   "(the Python API's, not the benchmark's)", {"choices": REGION_SOURCES}),
         "relevance": ("old name of --region", {"choices": RELEVANCE_MODES}),
         "relevance_layers": ("relevance layers, comma-separated (default: the checkpoint's stored choice, else the "
                              "middle third; the run's config.json records the layers used)", {"type": layers}),
