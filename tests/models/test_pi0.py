@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import word_tokenizer  # at collection: a later `conftest` may be another folder's
 from tiny_pi0 import ACTION_DIM, CHUNK, STEPS, pi0_observation, pi0_processor, tiny_pi0
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -291,8 +292,6 @@ def test_bad_inputs_raise_clear_errors(pi0, adapter):
 def test_pi0_processor_in_one_call_checks_the_model_it_serves():
     """dtp.models.pi0.pi0_processor: sizes from a config, and a model that cannot read its prompts is named."""
     import copy
-
-    from conftest import word_tokenizer
 
     from dtp.models.pi0 import pi0_processor as build
 
