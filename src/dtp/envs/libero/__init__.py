@@ -1,0 +1,1 @@
+"""LIBERO environments (dtp[libero]); nothing here imports LIBERO at package import."""
