@@ -34,9 +34,12 @@ class PickPlaceExpert:
         self.obj, self.target = goal_pick_place(robosuite_env)
         self.phase = "above"
         self.count = 0
+        self.last_z = None
+        self.stall = 0
 
     def _move(self, eef, goal, grip):
-        delta = np.clip(GAIN * (np.asarray(goal) - eef), -1.0, 1.0)
+        limit = 0.5 if grip > 0 else 1.0  # carry slowly so a loose grasp holds
+        delta = np.clip(GAIN * (np.asarray(goal) - eef), -limit, limit)
         return np.concatenate([delta, np.zeros(3), [grip]])
 
     def act(self, obs: dict) -> np.ndarray:
@@ -53,11 +56,15 @@ class PickPlaceExpert:
                 self.phase = "descend"
         elif p == "descend":
             goal, grip = obj + [0, 0, 0.01], -1.0
-            if np.linalg.norm(goal - eef) < 0.01:
+            # tall objects stop the fingers above the goal: grasp once the descent stalls
+            moving = self.last_z is None or self.last_z - eef[2] > 0.001
+            self.stall = 0 if moving else self.stall + 1
+            self.last_z = eef[2]
+            if np.linalg.norm(goal - eef) < 0.01 or self.stall > 5:
                 self.phase, self.count = "grasp", 0
         elif p == "grasp":
             goal, grip = eef, 1.0
-            if self.count > 12:
+            if self.count > 20:
                 self.phase = "lift"
         elif p == "lift":
             goal, grip = np.array([eef[0], eef[1], lift_z]), 1.0
