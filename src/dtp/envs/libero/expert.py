@@ -147,10 +147,18 @@ class PickPlaceExpert:
         self.last_z = None
         self.stall = 0
         self.r_hold = None
+        self.hang = 0.0  # grip site above the held object's bottom
+        self.clear_z = 0.0  # highest top of the other objects (target included)
+        self.target_top = 0.0
 
     def _plan(self, obj_pos):
         """Grasp offset from the object's origin, closing angle and fingertip height, from the sim now."""
-        centre, theta, tip = grasp_plan(*scene_points(self.env, self.obj))
+        geoms, others = scene_points(self.env, self.obj)
+        centre, theta, tip = grasp_plan(geoms, others)
+        self.hang = tip + TIP - geoms[..., 2].min()
+        self.clear_z = others[:, 2].max() if len(others) else 0.0
+        target = _body_points(self.env, {self.env.obj_body_id[self.target]})
+        self.target_top = target[..., 2].max() if target.size else 0.0
         return np.r_[centre - obj_pos[:2], 0.0], theta, tip
 
     def _move(self, eef, goal, grip, rot):
@@ -165,7 +173,9 @@ class PickPlaceExpert:
         obj = np.asarray(obs[f"{self.obj}_pos"])
         tgt = np.asarray(obs[f"{self.target}_pos"])
         self.count += 1
-        lift_z = tgt[2] + LIFT
+        # carry high enough that the hanging object clears every other object, and lower it into the target
+        lift_z = max(tgt[2] + LIFT, self.clear_z + self.hang + 0.03)
+        lower_z = max(tgt[2] + 0.15, self.target_top - 0.06 + self.hang)
         p = self.phase
         if p in ("above", "descend"):
             offset, theta, tip = self._plan(obj)
@@ -197,10 +207,10 @@ class PickPlaceExpert:
         elif p == "carry":
             goal, grip = np.array([tgt[0], tgt[1], lift_z]), 1.0
             if np.linalg.norm(goal[:2] - eef[:2]) < 0.01:
-                self.phase = "lower"
+                self.phase, self.count = "lower", 0
         elif p == "lower":
-            goal, grip = np.array([tgt[0], tgt[1], tgt[2] + 0.15]), 1.0
-            if abs(goal[2] - eef[2]) < 0.02:
+            goal, grip = np.array([tgt[0], tgt[1], lower_z]), 1.0
+            if abs(goal[2] - eef[2]) < 0.02 or self.count > 60:
                 self.phase, self.count = "release", 0
         else:
             goal, grip = eef, -1.0
