@@ -134,9 +134,11 @@ def test_registry_lists_the_four_sources():
 def test_segmentation_labels_match_the_env():
     from dtp.envs import metaworld_env as mw
 
-    assert regions.SEGMENTATION_LABELS == {"background": mw.BACKGROUND, "task_object": mw.TASK_OBJECT,
-                                           "goal": mw.GOAL, "gripper": mw.GRIPPER, "distractor": mw.DISTRACTOR,
-                                           "lookalike": mw.LOOKALIKE}
+    meta_world = {"background": mw.BACKGROUND, "task_object": mw.TASK_OBJECT, "goal": mw.GOAL, "gripper": mw.GRIPPER,
+                  "distractor": mw.DISTRACTOR, "lookalike": mw.LOOKALIKE}
+    assert {k: regions.SEGMENTATION_LABELS[k] for k in meta_world} == meta_world
+    # the labels LIBERO adds (robot, added) take numbers Meta-World does not use
+    assert len(set(regions.SEGMENTATION_LABELS.values())) == len(regions.SEGMENTATION_LABELS)
 
 
 # -- attention / similarity: today's numbers -----------------------------------------------------

@@ -49,8 +49,10 @@ __all__ = [
     "OBJECT_LABEL",
 ]
 
-# Segmentation labels of dtp.envs (MetaWorldEnv.segmentation): the oracle's ground truth.
-SEGMENTATION_LABELS = {"background": 0, "task_object": 1, "goal": 2, "gripper": 3, "distractor": 4, "lookalike": 5}
+# Segmentation labels of dtp.envs (MetaWorldEnv.segmentation, LiberoEnv.segmentation): the oracle's ground
+# truth. robot (the arm) and added (a distractor a perturbed suite added) are LIBERO's so far.
+SEGMENTATION_LABELS = {"background": 0, "task_object": 1, "goal": 2, "gripper": 3, "distractor": 4, "lookalike": 5,
+                       "robot": 6, "added": 7}
 ORACLE_LABELS = (1, 2, 3)  # task object, goal, gripper
 OBJECT_LABEL = 1  # the object the instruction names
 

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from ..envs.errors import UnknownTaskError
+from ..envs.libero.names import is_libero, split_name
 from ..envs.tasks import TASK_NAMES, get_task
 from ..envs.variants import DEFAULT_VARIANT, VARIANTS
 from ..errors import ConfigError, did_you_mean
@@ -103,12 +104,17 @@ def model(text: str) -> str:
 
 
 def tasks(text: str) -> tuple[str, ...]:
-    """Comma-separated task names, each known (the closest known name suggested otherwise)."""
+    """Comma-separated task names, each known (the closest known name suggested otherwise). LIBERO
+    names ("libero_object" for a suite, "libero_object/3" for one task) are checked for their form
+    here and against the installed package when the run starts."""
     names = csv(text)
     try:
         for name in names:
-            get_task(name)
-    except UnknownTaskError as e:
+            if is_libero(name):
+                split_name(name)
+            else:
+                get_task(name)
+    except (UnknownTaskError, ConfigError) as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return names
 

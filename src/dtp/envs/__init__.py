@@ -1,4 +1,4 @@
-"""Simulator benchmark: Meta-World tasks with instructions, distractors and scripted demos.
+"""Simulator benchmarks: Meta-World tasks with instructions, distractors and scripted demos, and LIBERO.
 
 Names load on first use (PEP 562), so light modules (`dtp.envs.variants`, `dtp.envs.tasks`)
 import without MuJoCo and Meta-World, e.g. for the command line's option lists.
@@ -24,7 +24,9 @@ _EXPORTS = {
     "UnknownTaskError": "dtp.envs.errors",
     "DistractorConfig": "dtp.envs.distractors",
     "validate_palette": "dtp.envs.distractors",
-    "make_env": "dtp.envs.metaworld_env",
+    "make_env": "dtp.envs.benchmark",
+    "expand_tasks": "dtp.envs.benchmark",
+    "LiberoEnv": "dtp.envs.libero.env",
     "MetaWorldEnv": "dtp.envs.metaworld_env",
     "expert_action": "dtp.envs.metaworld_env",
     "collect_demos": "dtp.envs.demos",

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-ROLES = ("task_object", "goal", "gripper", "lookalike", "distractor")
+ROLES = ("task_object", "goal", "gripper", "lookalike", "distractor", "robot", "added")
+# robot: the arm's own bodies (LIBERO); added: a distractor that a perturbed suite added (LIBERO's _with_* suites)
 
 
 @dataclass(frozen=True)

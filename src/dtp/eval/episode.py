@@ -22,9 +22,10 @@ OBJECT_LABEL = SEGMENTATION_LABELS["task_object"]
 GOAL_LABEL = SEGMENTATION_LABELS["goal"]
 DISTRACTOR_LABEL = SEGMENTATION_LABELS["distractor"]
 LOOKALIKE_LABEL = SEGMENTATION_LABELS["lookalike"]
-DISTRACTOR_LABELS = (DISTRACTOR_LABEL, LOOKALIKE_LABEL)  # lookalikes are distractors too
+ADDED_LABEL = SEGMENTATION_LABELS["added"]  # the object a LIBERO _with_* suite added
+DISTRACTOR_LABELS = (DISTRACTOR_LABEL, LOOKALIKE_LABEL, ADDED_LABEL)  # lookalikes and added objects are distractors too
 # scene groups whose patches a map recording keeps (dtp.eval.maps truth_<group>; `dtp view` outlines them)
-TRUTH_GROUPS = {"task": TASK_LABELS, "distractors": (DISTRACTOR_LABEL,), "lookalikes": (LOOKALIKE_LABEL,)}
+TRUTH_GROUPS = {"task": TASK_LABELS, "distractors": (DISTRACTOR_LABEL, ADDED_LABEL), "lookalikes": (LOOKALIKE_LABEL,)}
 
 
 @dataclass

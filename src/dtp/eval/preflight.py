@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..envs.libero.names import is_libero
 from ..errors import ConfigError
 from .runner import EvalSpec, _load_adapter, _make_env
 
@@ -47,14 +48,14 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     return p
 
 
-def check_tasks(tasks: tuple[str, ...]) -> None:
-    from ..envs import get_task
+def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """The run's tasks with LIBERO suites expanded to their tasks, each checked."""
+    from ..envs.benchmark import expand_tasks
 
-    for t in tasks:
-        try:
-            get_task(t)
-        except ValueError as e:  # UnknownTaskError lists the known names
-            raise ConfigError(str(e)) from None
+    try:
+        return expand_tasks(tasks)
+    except ValueError as e:  # UnknownTaskError lists the known names
+        raise ConfigError(str(e)) from None
 
 
 def prepare_run(spec: EvalSpec, adapter: Any = None) -> tuple[EvalSpec, Any]:
@@ -67,7 +68,7 @@ def prepare_run(spec: EvalSpec, adapter: Any = None) -> tuple[EvalSpec, Any]:
     from .. import core
     from ..models.base import Observation
 
-    check_tasks(spec.tasks)
+    spec = replace(spec, tasks=check_tasks(spec.tasks))  # LIBERO suites become their tasks
     if spec.distractors < 0:
         raise ConfigError(f"distractors must be >= 0, got {spec.distractors}")
     if spec.max_steps is not None and spec.max_steps < 1:
@@ -76,7 +77,8 @@ def prepare_run(spec: EvalSpec, adapter: Any = None) -> tuple[EvalSpec, Any]:
     env = _make_env(spec, spec.tasks[0])
     try:
         obs, _ = env.reset(seed=spec.seeds()[0])
-        max_steps = int(env.max_steps)
+        # LIBERO's limit is per suite: a run over several suites keeps each env's own
+        max_steps = spec.max_steps if is_libero(spec.tasks[0]) else int(env.max_steps)
     finally:
         env.close()
     n_tokens = adapter.prepare(Observation.from_dict(obs)).layout.num_image_tokens

@@ -18,7 +18,7 @@ from ..errors import InputError
 __all__ = ["SceneObject", "Scene", "MIN_PIXELS", "cell_token", "scene_from_masks", "object_words", "patch_mask", "patch_word_maps"]
 
 MIN_PIXELS = 6  # an object with fewer visible pixels (at 96 px) is too small to ask about or count
-ROLES = ("task_object", "goal", "gripper", "lookalike", "distractor")  # as dtp.envs.scene
+ROLES = ("task_object", "goal", "gripper", "lookalike", "distractor", "robot", "added")  # as dtp.envs.scene
 
 
 def cell_token(row: int, col: int) -> str:

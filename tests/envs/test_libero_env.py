@@ -1,0 +1,147 @@
+"""LIBERO tasks behind dtp.envs' interface: names, test and sampled scenes, images, segmentation, suites."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dtp.envs.libero.names import max_steps_for, split_name
+from dtp.errors import ConfigError
+from dtp.seeds import VALIDATION_SEED, scene_seed
+
+
+def test_names_parse_without_libero():
+    assert split_name("libero_object/3") == ("libero_object", 3)
+    assert split_name("libero_object_with_mug") == ("libero_object_with_mug", None)
+    for bad in ("libero_object/x", "libero_/1", "push/1"):
+        with pytest.raises(ConfigError):
+            split_name(bad)
+    assert max_steps_for("libero_object") == 280
+    assert max_steps_for("libero_object_with_mug") == 280
+    assert max_steps_for("libero_10_with_mug") == 520
+
+
+def test_labels_match_the_oracle_table():
+    from dtp.envs.libero.scene_parts import LABELS
+    from dtp.regions import SEGMENTATION_LABELS
+
+    assert all(SEGMENTATION_LABELS[k] == v for k, v in LABELS.items())
+
+
+def test_scene_parts_from_a_goal():
+    from dtp.envs.libero.scene_parts import scene_parts
+
+    problem = {
+        "objects": {"akita_black_bowl": ["akita_black_bowl_1"], "plate": ["plate_1"], "libero_mug_yellow": ["libero_mug_yellow_1"],
+                    "cream_cheese": ["cream_cheese_1"]},
+        "fixtures": {"table": ["main_table"], "flat_stove": ["flat_stove_1"]},
+        "goal_state": [["on", "akita_black_bowl_1", "plate_1"]],
+    }
+    parts = scene_parts(problem, "libero_goal_with_mug")
+    assert parts.task_objects == ("akita_black_bowl_1",) and parts.goals == ("plate_1",)
+    assert parts.added == ("libero_mug_yellow_1",) and parts.distractors == ("cream_cheese_1",)
+    # a place on the table is not an object: nothing becomes the goal
+    table_goal = {**problem, "goal_state": [["on", "plate_1", "main_table_stove_front_region"]]}
+    assert scene_parts(table_goal, "libero_goal").goals == ()
+    stove = {**problem, "goal_state": [["turnon", "flat_stove_1"]]}
+    assert scene_parts(stove, "libero_goal").task_objects == ("flat_stove_1",)
+
+
+libero = pytest.importorskip("libero.libero")
+
+
+@pytest.fixture(scope="module")
+def env():
+    from dtp.envs import make_env
+
+    e = make_env("libero_object_with_mug/0", image_size=64)
+    yield e
+    e.close()
+
+
+def test_make_env_renders_a_frame_with_the_instruction():
+    from dtp.envs import make_env
+
+    env = make_env("libero_object/0")
+    try:
+        obs, info = env.reset(seed=scene_seed(0, 0))
+        assert obs["image"].shape == (128, 128, 3) and obs["image"].dtype == np.uint8
+        assert obs["image"].std() > 10  # a real frame, not a blank
+        assert obs["instruction"] == env.instruction and "basket" in obs["instruction"]
+        assert obs["proprio"].shape == (8,) and info["init_state"] == 0
+        assert env.max_steps == 280 and env.action_space.shape == (7,)
+        obs, _, terminated, truncated, info = env.step(np.zeros(7))
+        assert not terminated and not truncated and info["steps"] == 1
+    finally:
+        env.close()
+
+
+def test_test_seeds_take_the_fixed_states_and_other_seeds_sample(env):
+    a, info = env.reset(seed=scene_seed(0, 3))
+    assert info["init_state"] == 3 and env.scene.split == "test"
+    b, _ = env.reset(options={"init_state": 3}, seed=7)
+    assert np.array_equal(a["image"], b["image"])
+    v1, info = env.reset(seed=scene_seed(VALIDATION_SEED, 0))
+    assert info["init_state"] is None and env.scene.split == "sampled"
+    v2, _ = env.reset(seed=scene_seed(VALIDATION_SEED, 0))
+    v3, _ = env.reset(seed=scene_seed(VALIDATION_SEED, 1))
+    assert np.array_equal(v1["image"], v2["image"]) and not np.array_equal(v1["image"], v3["image"])
+    with pytest.raises(ConfigError, match="50 test states"):
+        env.reset(seed=scene_seed(0, 50))
+
+
+def test_segmentation_covers_the_scene_parts_and_lines_up_with_the_image(env):
+    import mujoco
+
+    obs, _ = env.reset(seed=scene_seed(0, 0))
+    seg = env.segmentation()
+    assert seg.shape == obs["image"].shape[:2]
+    present = set(np.unique(seg).tolist())
+    assert {1, 2, 3, 6, 7} <= present  # task object, basket, gripper, arm, the added mug
+    roles = {o.role for o in env.scene.objects}
+    assert {"task_object", "goal", "added", "distractor", "robot", "gripper"} <= roles
+    assert [o.shape for o in env.scene.by_role("added")] == ["libero_mug_yellow"]
+    # the label map's orientation is the image's: a colour render through the same path matches it
+    r = mujoco.Renderer(env.model, 64, 64)
+    option = mujoco.MjvOption()
+    option.geomgroup[0] = 0
+    r.update_scene(env.data, camera="agentview", scene_option=option)
+    rgb = r.render()
+    r.close()
+    aligned = np.abs(rgb[:, ::-1].astype(int) - obs["image"]).mean()
+    mirrored = np.abs(rgb.astype(int) - obs["image"]).mean()
+    assert aligned < 10 < mirrored
+
+
+def test_bad_names_are_clear_errors():
+    from dtp.envs import expand_tasks, make_env
+
+    with pytest.raises(ConfigError, match="did you mean 'libero_object'"):
+        make_env("libero_objct/0")
+    with pytest.raises(ConfigError, match="tasks 0..9"):
+        make_env("libero_object/10")
+    with pytest.raises(ConfigError, match="one task"):
+        make_env("libero_object")
+    with pytest.raises(ConfigError, match="Meta-World tasks only"):
+        make_env("libero_object/0", variant="plain")
+    assert expand_tasks(["push", "libero_object"]) == ("push", *(f"libero_object/{i}" for i in range(10)))
+
+
+@pytest.mark.slow
+def test_every_complete_suite_builds_and_renders():
+    from dtp.envs import make_env
+    from dtp.envs.libero.names import available_suites
+
+    suites = available_suites()
+    assert {"libero_object", "libero_spatial", "libero_goal", "libero_10", "libero_90",
+            "libero_object_with_mug", "libero_object_with_yellow_book"} <= set(suites)
+    for suite in suites:
+        env = make_env(f"{suite}/0", image_size=32)
+        try:
+            obs, _ = env.reset(seed=scene_seed(0, 0))
+            assert obs["image"].shape == (32, 32, 3) and obs["image"].std() > 5, suite
+            assert obs["instruction"], suite
+            assert (env.segmentation() == 1).any() or env.scene.task_object is None, suite
+        finally:
+            env.close()
+
