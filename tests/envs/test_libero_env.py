@@ -145,3 +145,19 @@ def test_every_complete_suite_builds_and_renders():
         finally:
             env.close()
 
+
+def test_collect_writes_expert_demonstrations_and_resumes(tmp_path):
+    from dtp.envs.demos import load_episode
+    from dtp.envs.libero.collect import collect_libero_demos
+
+    out = tmp_path / "demos"
+    summary = collect_libero_demos(out, ["libero_object/0"], 1, image_size=32, progress=False)
+    assert summary["tasks"]["libero_object/0"]["episodes"] == 1
+    (path,) = (out / "libero_object" / "0").glob("ep_*.h5")
+    ep = load_episode(path)
+    assert ep["images"].shape[1:] == (32, 32, 3) and ep["actions"].shape[1] == 7 and ep["proprio"].shape[1] == 8
+    assert ep["seed"] < 1_000_000 and ep["benchmark"] == "libero" and "basket" in ep["instruction"]
+    again = collect_libero_demos(out, ["libero_object/0"], 1, image_size=32, progress=False)
+    assert again["tasks"]["libero_object/0"] == {"episodes": 1, "new": 0, "existing": 1, "failed": 0}
+    with pytest.raises(ConfigError, match="other settings"):
+        collect_libero_demos(out, ["libero_object/0"], 1, image_size=64, progress=False)
