@@ -69,6 +69,7 @@ def test_make_env_renders_a_frame_with_the_instruction():
         assert obs["image"].std() > 10  # a real frame, not a blank
         assert obs["instruction"] == env.instruction and "basket" in obs["instruction"]
         assert obs["proprio"].shape == (8,) and info["init_state"] == 0
+        assert obs["instruction"].startswith("pick the")  # the BDDL's sentence
         assert env.max_steps == 280 and env.action_space.shape == (7,)
         obs, _, terminated, truncated, info = env.step(np.zeros(7))
         assert not terminated and not truncated and info["steps"] == 1
@@ -122,6 +123,8 @@ def test_bad_names_are_clear_errors():
         make_env("libero_object/10")
     with pytest.raises(ConfigError, match="one task"):
         make_env("libero_object")
+    with pytest.raises(ConfigError, match="instruction must be one of"):
+        make_env("libero_object/0", instruction="file")
     with pytest.raises(ConfigError, match="Meta-World tasks only"):
         make_env("libero_object/0", variant="plain")
     assert expand_tasks(["push", "libero_object"]) == ("push", *(f"libero_object/{i}" for i in range(10)))

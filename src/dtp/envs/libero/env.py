@@ -32,6 +32,7 @@ from .scene_parts import SceneParts, label_tables, scene_parts
 PROPRIO_DIM = 8  # eef xyz, eef axis-angle, two finger joints (openpi's and vla-eval's LIBERO state)
 DEFAULT_IMAGE_SIZE = 128
 SETTLE_ACTION = np.array([0.0] * 6 + [-1.0])
+INSTRUCTION_SOURCES = ("bddl", "task")
 
 
 def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
@@ -52,18 +53,21 @@ class LiberoEnv(gym.Env):
     goal; `truncated` is `max_steps` (the field's per-suite limit unless given).
     `reset(seed=s)`: a test seed takes its fixed initial state, any other seed a sampled placement;
     `options={"init_state": k}` takes official state k whatever the seed.
+    instruction: "bddl" (default) or "task" (the sentence the field's LIBERO harnesses send).
     """
 
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, task: str, *, image_size: int = DEFAULT_IMAGE_SIZE, wrist: bool = False,
-                 max_steps: int | None = None, settle_steps: int = 10):
+                 max_steps: int | None = None, settle_steps: int = 10, instruction: str = "bddl"):
         suite, index = split_name(task)
         if index is None:
             raise ConfigError(f"LiberoEnv takes one task, e.g. {suite}/0; got the whole suite {task!r}")
         suite_obj = load_suite(suite)
         if not 0 <= index < suite_obj.n_tasks:
             raise ConfigError(f"LIBERO task {task!r}: {suite} has tasks 0..{suite_obj.n_tasks - 1}")
+        if instruction not in INSTRUCTION_SOURCES:
+            raise ConfigError(f"instruction must be one of {INSTRUCTION_SOURCES}, got {instruction!r}")
         if image_size < 16:
             raise ConfigError(f"image_size must be at least 16 pixels, got {image_size}")
         from libero.libero import get_libero_path
@@ -80,7 +84,10 @@ class LiberoEnv(gym.Env):
         cameras = ["agentview"] + (["robot0_eye_in_hand"] if wrist else [])
         self._env = OffScreenRenderEnv(bddl_file_name=self.bddl_file, camera_heights=self.image_size,
                                        camera_widths=self.image_size, camera_names=cameras)
-        self._instruction = str(self._env.language_instruction)
+        # "bddl": the goal file's sentence (it carries the _lan/_task perturbations); "task": LIBERO's
+        # task.language, what openpi's and vla-eval's LIBERO clients send ("pick up the ..." where the
+        # BDDL of LIBERO-Object says "pick the ...")
+        self._instruction = str(self._env.language_instruction if instruction == "bddl" else info.language)
         self._parts: SceneParts = scene_parts(self._env.env.parsed_problem, suite)
         self._raw_obs: dict[str, Any] | None = None
         self._scene: Scene | None = None
