@@ -5,7 +5,7 @@ import pytest
 
 from dtp.envs import TASKS, DistractorConfig, UnknownTaskError, make_env
 from dtp.envs.distractors import PALETTES, SHAPES
-from dtp.envs.metaworld_env import BACKGROUND, DISTRACTOR, GOAL, GRIPPER, TASK_OBJECT
+from dtp.envs.metaworld_env import BACKGROUND, DISTRACTOR, GOAL, GRIPPER, ROBOT, TASK_OBJECT
 
 
 @pytest.fixture
@@ -142,7 +142,11 @@ def test_segmentation_labels(push_env):
     obs, _ = push_env.reset(seed=2)
     seg = push_env.segmentation()
     assert seg.shape == (96, 96) and seg.dtype == np.uint8
-    assert {BACKGROUND, TASK_OBJECT, GOAL, GRIPPER, DISTRACTOR} <= set(np.unique(seg).tolist())
+    assert {BACKGROUND, TASK_OBJECT, GOAL, GRIPPER, DISTRACTOR, ROBOT} <= set(np.unique(seg).tolist())
+    robot = push_env.scene.get("robot")  # the arm as a scene part, last so earlier indices keep
+    assert robot.role == "robot" and push_env.scene.objects[-1] is robot and robot.geom_ids
+    inst = push_env.instance_segmentation()
+    assert ((inst == len(push_env.scene.objects) - 1) == (seg == ROBOT)).all()
     assert push_env.render().tobytes() == obs["image"].tobytes()  # segmentation left the image alone
     puck = obs["image"][seg == TASK_OBJECT].astype(int)  # the recoloured yellow puck
     assert (puck[:, 0] > puck[:, 2] + 60).mean() > 0.8

@@ -53,6 +53,28 @@ def test_region_scores_known_answer():
     assert math.isnan(region_scores(rec, np.zeros((4, 4), dtype=np.uint8))["g_covers_object"])
 
 
+def test_where_g_and_d_lie_known_answer():
+    seg = np.zeros((4, 4), dtype=np.uint8)  # 2x2 patches of 2x2 pixels
+    seg[0:2, 0:2] = 6  # patch (0, 0): all robot
+    seg[0, 2] = 6  # patch (0, 1): one robot pixel, one gripper pixel, the rest background
+    seg[1, 3] = 3
+    seg[2:4, 0:2] = 4  # patch (1, 0): a distractor
+    seg[2, 2] = seg[2, 3] = seg[3, 2] = 1  # patch (1, 1): mostly the task object
+    seg[3, 3] = 7  # ... and one pixel of an added distractor
+    rec = StepRecord(step=0, region=torch.tensor([[False, False], [False, True]]),
+                     pruned=torch.tensor([[True, True], [True, False]]))
+    s = region_scores(rec, seg)
+    assert s["d_major_robot"] == pytest.approx(1 / 3) and s["d_major_background"] == pytest.approx(1 / 3)
+    assert s["d_major_distractors"] == pytest.approx(1 / 3) and s["d_major_task"] == 0.0
+    assert s["d_any_robot"] == pytest.approx(2 / 3) and s["d_any_gripper"] == pytest.approx(1 / 3)
+    assert s["d_any_background"] == pytest.approx(1 / 3)
+    assert s["g_major_task"] == 1.0 and s["g_major_robot"] == 0.0
+    # the added distractor counts among the distractors the D-coverage scores
+    assert s["gt_distractor_patches"] == 2 and s["d_covers_distractors"] == 0.5
+    empty = StepRecord(step=0, region=torch.zeros(2, 2, dtype=torch.bool), pruned=torch.zeros(2, 2, dtype=torch.bool))
+    assert math.isnan(region_scores(empty, seg)["d_major_robot"])
+
+
 def test_named_object_is_the_goal_where_the_task_has_no_object():
     from dtp.envs import get_task
 
@@ -84,6 +106,10 @@ def test_cli_eval_with_the_oracle_region_and_its_report(tiny_checkpoint, tmp_pat
     stats = json.loads((out / "report" / "stats.json").read_text())
     assert stats["region_by_config"] == {"baseline": "oracle", "oracle": "oracle"}
     assert stats["diagnostics"]["oracle"]["g_covers_task"] == 1.0
+    # every patch of G has one majority class: the shares add up to one
+    d = stats["diagnostics"]["oracle"]
+    assert sum(d[f"g_major_{c}"] for c in ("robot", "gripper", "task", "distractors", "background")) == pytest.approx(1)
+    assert "## Where G and D lie" in report
 
 
 @pytest.mark.parametrize(

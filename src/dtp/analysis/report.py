@@ -15,6 +15,7 @@ from ..eval.store import RunStore
 from ..numeric import nanmean
 from ..regions import region_sources
 from . import stats
+from .stats import PATCH_SHARE_CLASSES
 from .empty_cells import NoteMarks, empty_reason
 
 
@@ -233,6 +234,25 @@ def _plots(res: dict[str, Any], eps: list[dict[str, Any]], steps: list[dict[str,
     return paths
 
 
+def patch_class_table(diagnostics: dict[str, dict]) -> list[str]:
+    """Markdown lines: where each config's G and D lie (robot, gripper, task parts, distractors,
+    background), by each patch's most common class and, for D, by any pixel; [] if not scored."""
+    rows = [(c, d) for c, d in diagnostics.items() if d and not math.isnan(d.get("g_major_robot", float("nan")))]
+    if not rows:
+        return []
+    head = " | ".join(PATCH_SHARE_CLASSES)
+    md = ["", "## Where G and D lie", "",
+          "Share of G's and of D's patches by the class most of their pixels show; for D also the share that "
+          "show any pixel of it (D's classes can overlap that way). The robot is the arm's own body, the "
+          "gripper its hand.", "",
+          f"| config | region | {head} |", "|---|---|" + "---|" * len(PATCH_SHARE_CLASSES)]
+    for c, d in rows:
+        for region, key in (("G, most pixels", "g_major"), ("D, most pixels", "d_major"), ("D, any pixel", "d_any")):
+            cells = [_fmt(d.get(f"{key}_{k}"), True) for k in PATCH_SHARE_CLASSES]
+            md.append(f"| {c} | {region} | " + " | ".join(cells) + " |")
+    return md
+
+
 def _fmt(x: Any, pct: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
@@ -319,6 +339,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
             md.append(f"| {c} | " + " | ".join(cells) + " |")
     if marks.used:
         md += ["", "Empty cells:", ""] + [f"- {line}" for line in marks.lines()]
+    md += patch_class_table(res["diagnostics"])
     md += ["", "Ground truth from the simulator's segmentation mapped to patches (a patch counts if any of its "
            "pixels shows the part): task patches = task object, goal and gripper; the named object = the task "
            "object (reach: its target ball); lookalikes = the grounded variant's copies of the named parts in other colours. Shares are means over logged steps where the part is visible."]

@@ -116,4 +116,11 @@ def step_diagnostics(steps: list[dict[str, Any]], near: float = 0.05) -> dict[st
         "g_covers_object": nanmean(s.get("g_covers_object") for s in steps),  # the named object alone
         "d_covers_distractors": nanmean(s.get("d_covers_distractors") for s in steps),
         "d_covers_lookalikes": nanmean(s.get("d_covers_lookalikes") for s in steps),  # grounded variant
+        # where G's and D's patches lie, the robot's own body included (means over steps with a G / a D)
+        **{key: nanmean(s.get(key) for s in steps) for key in PATCH_SHARE_KEYS},
     }
+
+
+PATCH_SHARE_CLASSES = ("robot", "gripper", "task", "distractors", "background")  # as dtp.eval.episode.PATCH_CLASSES
+PATCH_SHARE_KEYS = tuple([f"g_major_{c}" for c in PATCH_SHARE_CLASSES] + [f"d_major_{c}" for c in PATCH_SHARE_CLASSES]
+                         + [f"d_any_{c}" for c in PATCH_SHARE_CLASSES])

@@ -57,7 +57,8 @@ PUCK_RGBA = (1.0, 0.85, 0.0, 1.0)  # the stock dark-red wood puck is a few dark 
 DEFAULT_MAX_STEPS = 150  # scripted experts finish in under 100 steps
 
 # Segmentation labels (see `MetaWorldEnv.segmentation`).
-BACKGROUND, TASK_OBJECT, GOAL, GRIPPER, DISTRACTOR, LOOKALIKE = 0, 1, 2, 3, 4, 5
+BACKGROUND, TASK_OBJECT, GOAL, GRIPPER, DISTRACTOR, LOOKALIKE, ROBOT = 0, 1, 2, 3, 4, 5, 6
+ROBOT_ROOT = "base"  # the Sawyer's root body: pedestal, torso, head and arm; the hand's subtree is the gripper
 
 
 def _build_metaworld(task: TaskSpec, slots: int, lookalikes: int = 0) -> Any:
@@ -282,7 +283,8 @@ class MetaWorldEnv(gym.Env):
         """Label map uint8 (H, W) of the current frame, same camera as the image.
 
         0 background/other, 1 task object, 2 goal site (when drawn), 3 gripper/hand,
-        4 generic distractors, 5 lookalikes (the whole copy, a button's housing included).
+        4 generic distractors, 5 lookalikes (the whole copy, a button's housing included),
+        6 the robot's own body (arm, pedestal, head: everything of the Sawyer but the hand).
         """
         seg = self._render(segmentation=True)
         ids, types = seg[..., 0], seg[..., 1]
@@ -455,6 +457,13 @@ class MetaWorldEnv(gym.Env):
             geom = model.geom(f"{SLOT_PREFIX}{i}").id
             objects.append(SceneObject(f"distractor_{i}", "distractor", d.shape, d.colour, tuple(d.rgba[:3]), d.pos,
                                        None, (body,), (geom,), ()))
+        hand_root = model.body("right_hand").id
+        robot = _subtree_mask(model, [model.body(ROBOT_ROOT).id]) & ~_subtree_mask(model, [hand_root])
+        bodies = tuple(np.flatnonzero(robot).tolist())
+        objects.append(SceneObject("robot", "robot", "robot", None, None,
+                                   tuple(float(v) for v in data.xpos[model.body(ROBOT_ROOT).id]), None, bodies,
+                                   tuple(np.flatnonzero(robot[model.geom_bodyid]).tolist()),
+                                   tuple(np.flatnonzero(robot[model.site_bodyid]).tolist())))  # last: earlier indices keep
         self._geom_objects[:] = -1
         self._site_objects[:] = -1
         for index, o in enumerate(objects):
@@ -469,6 +478,9 @@ class MetaWorldEnv(gym.Env):
         geom_labels = np.zeros(model.ngeom, dtype=np.uint8)
         site_labels = np.zeros(model.nsite, dtype=np.uint8)
         hand = _subtree_mask(model, [model.body("right_hand").id])
+        robot = _subtree_mask(model, [model.body(ROBOT_ROOT).id]) & ~hand
+        geom_labels[robot[model.geom_bodyid]] = ROBOT
+        site_labels[robot[model.site_bodyid]] = ROBOT
         geom_labels[hand[model.geom_bodyid]] = GRIPPER
         site_labels[hand[model.site_bodyid]] = GRIPPER
         if self.task.object_bodies:

@@ -24,6 +24,10 @@ DISTRACTOR_LABEL = SEGMENTATION_LABELS["distractor"]
 LOOKALIKE_LABEL = SEGMENTATION_LABELS["lookalike"]
 ADDED_LABEL = SEGMENTATION_LABELS["added"]  # the object a LIBERO _with_* suite added
 DISTRACTOR_LABELS = (DISTRACTOR_LABEL, LOOKALIKE_LABEL, ADDED_LABEL)  # lookalikes and added objects are distractors too
+ROBOT_LABEL = SEGMENTATION_LABELS["robot"]
+# scene classes a patch is scored by (issue 27: where do G and D lie, the robot's own body included)
+PATCH_CLASSES = {"robot": (ROBOT_LABEL,), "gripper": (SEGMENTATION_LABELS["gripper"],), "task": (OBJECT_LABEL, GOAL_LABEL),
+                 "distractors": DISTRACTOR_LABELS, "background": (SEGMENTATION_LABELS["background"],)}
 # scene groups whose patches a map recording keeps (dtp.eval.maps truth_<group>; `dtp view` outlines them)
 TRUTH_GROUPS = {"task": TASK_LABELS, "distractors": (DISTRACTOR_LABEL, ADDED_LABEL), "lookalikes": (LOOKALIKE_LABEL,)}
 
@@ -41,6 +45,42 @@ def patch_labels(seg: np.ndarray, grid: tuple[int, int], labels: tuple[int, ...]
     return core.pixels_to_patches(torch.from_numpy(np.isin(seg, labels)), grid)
 
 
+def patch_class_pixels(seg: np.ndarray, grid: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Pixels of each PATCH_CLASSES class in each patch: {class: (h, w) int}, with the patch blocks of
+    core.pixels_to_patches (exact blocks where the grid divides the image)."""
+    h, w = grid
+    big_h, big_w = seg.shape
+    rows = (np.arange(h) * big_h) // h
+    cols = (np.arange(w) * big_w) // w
+    out = {}
+    for name, labels in PATCH_CLASSES.items():
+        hit = np.isin(seg, labels).astype(np.int64)
+        out[name] = np.add.reduceat(np.add.reduceat(hit, rows, axis=0), cols, axis=1)
+    return out
+
+
+def class_shares(mask: torch.Tensor, counts: dict[str, np.ndarray], prefix: str, any_pixel: bool) -> dict[str, float]:
+    """Share of `mask`'s patches whose most common class is each class (`<prefix>_major_<class>`) and,
+    with any_pixel, that hold any pixel of it (`<prefix>_any_<class>`); NaN for an empty mask."""
+    m = mask.numpy().astype(bool)
+    n = int(m.sum())
+    names = list(counts)
+    out: dict[str, float] = {}
+    if n == 0:
+        for c in names:
+            out[f"{prefix}_major_{c}"] = float("nan")
+            if any_pixel:
+                out[f"{prefix}_any_{c}"] = float("nan")
+        return out
+    stacked = np.stack([counts[c][m] for c in names])  # (classes, n)
+    major = stacked.argmax(0)  # ties go to the earlier class: robot, gripper, task, distractors, background
+    for i, c in enumerate(names):
+        out[f"{prefix}_major_{c}"] = float((major == i).mean())
+        if any_pixel:
+            out[f"{prefix}_any_{c}"] = float((stacked[i] > 0).mean())
+    return out
+
+
 def named_object_labels(env: Any) -> tuple[int, ...]:
     """Labels of the thing the instruction names: the task object, or the goal where the task has
     no object (reach: "reach the red ball")."""
@@ -53,6 +93,8 @@ def region_scores(rec: StepRecord, seg: np.ndarray, object_labels: tuple[int, ..
     covers, and of the distractor patches that D covers (NaN where none is visible).
 
     Distractor patches include lookalikes (grounded variant); d_covers_lookalikes counts those alone.
+    g_major_<class>, d_major_<class>, d_any_<class>: where G's and D's patches lie (robot, gripper,
+    task parts, distractors, background), by each patch's most common class and by any pixel.
     """
     if rec.region is None:
         return {}
@@ -69,6 +111,10 @@ def region_scores(rec: StepRecord, seg: np.ndarray, object_labels: tuple[int, ..
     out["d_covers_distractors"] = float((pruned & dis).sum() / dis.sum()) if dis.any() else float("nan")
     out["d_covers_lookalikes"] = float((pruned & look).sum() / look.sum()) if look.any() else float("nan")
     out["d_on_task"] = float((pruned & task).sum()) if pruned is not None else float("nan")
+    counts = patch_class_pixels(seg, grid)
+    out.update(class_shares(rec.region, counts, "g", any_pixel=False))
+    if pruned is not None:
+        out.update(class_shares(pruned, counts, "d", any_pixel=True))
     return out
 
 

@@ -152,6 +152,8 @@ def _scene_from_instances(env, grid: tuple[int, int]) -> Scene:
     inst = env.instance_segmentation()  # (H, W) index into objects, -1 elsewhere
     masks, info = {}, {}
     for i, o in enumerate(objects):
+        if o.role == "robot":  # the questions are about the scene's things; the arm is not one
+            continue
         masks[o.name] = inst == i
         colour = o.colour or (None if o.role == "gripper" else _fallback_colour(env, o.role))
         shape = PRIMITIVE_OF.get(o.shape, o.shape if o.shape in SHAPE_WORDS else None)
