@@ -135,7 +135,7 @@ def test_segmentation_labels_match_the_env():
     from dtp.envs import metaworld_env as mw
 
     meta_world = {"background": mw.BACKGROUND, "task_object": mw.TASK_OBJECT, "goal": mw.GOAL, "gripper": mw.GRIPPER,
-                  "distractor": mw.DISTRACTOR, "lookalike": mw.LOOKALIKE}
+                  "distractor": mw.DISTRACTOR, "lookalike": mw.LOOKALIKE, "robot": mw.ROBOT}
     assert {k: regions.SEGMENTATION_LABELS[k] for k in meta_world} == meta_world
     # the labels LIBERO adds (robot, added) take numbers Meta-World does not use
     assert len(set(regions.SEGMENTATION_LABELS.values())) == len(regions.SEGMENTATION_LABELS)
@@ -186,6 +186,29 @@ def test_oracle_with_nothing_visible_prunes_nothing(tiny_adapter, tiny_obs):
     rec = DTPPolicy(tiny_adapter, DTPConfig(tau=0.0, region="oracle")).step({**tiny_obs, "segmentation": seg}).record
     assert rec.n_region == 0 and rec.n_pruned == 0 and rec.tokens == base.tokens
     assert math.isnan(rec.margin) and math.isnan(rec.irrelevant_fraction)
+
+
+def test_oracle_removal_prunes_exactly_the_distractor_only_patches(tiny_adapter, tiny_obs):
+    seg = np.zeros((48, 48), dtype=np.uint8)  # 6x6 patches of 8x8 pixels
+    seg[0:8, 0:16] = 4  # patches (0, 0), (0, 1): a distractor alone
+    seg[8:16, 8:16] = 5  # patch (1, 1): a lookalike ...
+    seg[12, 12] = 1  # ... with one pixel of the task object: kept
+    seg[40:48, 40:48] = 7  # patch (5, 5): an added distractor
+    seg[24:32, 24:32] = 6  # patch (3, 3): the robot, kept
+    expect = torch.zeros(6, 6, dtype=torch.bool)
+    expect[0, 0] = expect[0, 1] = expect[5, 5] = True
+    assert torch.equal(~regions.removal_region(seg, (6, 6)), expect)
+    rec = DTPPolicy(tiny_adapter, DTPConfig(tau=0.0, region="oracle_removal")).step({**tiny_obs, "segmentation": seg}).record
+    assert torch.equal(rec.pruned, expect) and rec.n_pruned == 3
+    with pytest.raises(InputError, match="region='oracle_removal' needs the simulator's segmentation"):
+        DTPPolicy(tiny_adapter, DTPConfig(tau=0.0, region="oracle_removal")).step(tiny_obs)
+
+
+def test_a_sweep_runs_oracle_removal_at_tau_zero():
+    from dtp.eval.runner import sweep_configs
+
+    cfgs = sweep_configs([0.5, 1.0], ablations=("oracle_removal", "oracle"))
+    assert cfgs["oracle_removal@tau=0"].tau == 0.0 and cfgs["oracle@tau=1"].region == "oracle"
 
 
 @pytest.mark.parametrize(

@@ -6,5 +6,5 @@ registered at run time, and DTPConfig accepts those too); a sweep runs SWEEP_ABL
 """
 
 AGGREGATIONS = ("mean", "max", "sum", "first", "last")  # how A_t combines over the action tokens
-REGION_SOURCES = ("attention", "similarity", "oracle", "mask")  # where G comes from (built in, in order)
+REGION_SOURCES = ("attention", "similarity", "oracle", "mask", "oracle_removal")  # where G comes from (built in, in order)
 SWEEP_ABLATIONS = ("random_anywhere", "random_outside", "no_smoothing", "similarity", "oracle")

@@ -46,6 +46,7 @@ __all__ = [
     "region_sources",
     "SEGMENTATION_LABELS",
     "ORACLE_LABELS",
+    "DISTRACTOR_LABELS",
     "OBJECT_LABEL",
 ]
 
@@ -54,6 +55,7 @@ __all__ = [
 SEGMENTATION_LABELS = {"background": 0, "task_object": 1, "goal": 2, "gripper": 3, "distractor": 4, "lookalike": 5,
                        "robot": 6, "added": 7}
 ORACLE_LABELS = (1, 2, 3)  # task object, goal, gripper
+DISTRACTOR_LABELS = (4, 5, 7)  # generic distractors, lookalikes, a LIBERO suite's added object
 OBJECT_LABEL = 1  # the object the instruction names
 
 
@@ -79,6 +81,7 @@ class RegionSource:
     needs_hidden_states: bool = False
     obs_field: str | None = None
     summary: str = ""
+    sweep_tau: float | None = None  # the tau a sweep runs this source at (None: the sweep's default tau)
 
 
 _SOURCES: dict[str, RegionSource] = {}
@@ -136,11 +139,12 @@ def oracle_region(segmentation: np.ndarray, grid: tuple[int, int], labels: tuple
     return core.pixels_to_patches(hit, grid)
 
 
-def _oracle(obs: "Observation", trace: "Trace", grid: tuple[int, int], config: "DTPConfig") -> Region:
+def _segmentation(obs: "Observation", source: str) -> np.ndarray:
+    """The observation's (H, W) label map, checked; an InputError naming `source` otherwise."""
     seg = obs.segmentation
     if seg is None:
         raise InputError(
-            "region='oracle' needs the simulator's segmentation with each observation "
+            f"region={source!r} needs the simulator's segmentation with each observation "
             "(obs['segmentation'], an (H, W) label map; dtp eval supplies it on the benchmark)"
         )
     seg = np.asarray(seg)
@@ -148,7 +152,23 @@ def _oracle(obs: "Observation", trace: "Trace", grid: tuple[int, int], config: "
         raise InputError(f"segmentation must be an (H, W) integer label map, got {seg.dtype} {seg.shape}")
     if tuple(seg.shape) != _image_size(obs):
         raise InputError(f"segmentation is {seg.shape[0]}x{seg.shape[1]}, the image {_image_size(obs)[0]}x{_image_size(obs)[1]}")
-    return _given(oracle_region(seg, grid))
+    return seg
+
+
+def _oracle(obs: "Observation", trace: "Trace", grid: tuple[int, int], config: "DTPConfig") -> Region:
+    return _given(oracle_region(_segmentation(obs, "oracle"), grid))
+
+
+def removal_region(segmentation: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
+    """(h, w) bool G that leaves out exactly the patches showing a distractor and no task part:
+    with tau = 0 DTP then prunes every distractor patch (the upper bound of distractor pruning)."""
+    distractor = oracle_region(segmentation, grid, DISTRACTOR_LABELS)
+    task = oracle_region(segmentation, grid, ORACLE_LABELS)
+    return ~(distractor & ~task)
+
+
+def _oracle_removal(obs: "Observation", trace: "Trace", grid: tuple[int, int], config: "DTPConfig") -> Region:
+    return _given(removal_region(_segmentation(obs, "oracle_removal"), grid))
 
 
 def _mask(obs: "Observation", trace: "Trace", grid: tuple[int, int], config: "DTPConfig") -> Region:
@@ -178,6 +198,9 @@ for _source in (
     RegionSource("oracle", _oracle, obs_field="segmentation",
                  summary="simulator segmentation: task object, goal and gripper patches"),
     RegionSource("mask", _mask, obs_field="region_mask", summary="the caller's per-step mask"),
+    RegionSource("oracle_removal", _oracle_removal, obs_field="segmentation",
+                 summary="simulator segmentation: every patch but the distractor-only ones (tau 0 removes them all)",
+                 sweep_tau=0.0),
 ):
     register_region_source(_source)
 del _source

@@ -182,7 +182,8 @@ def sweep_configs(
     configs = [base.replace(enabled=False)] + [base.replace(tau=float(tau)) for tau in taus]
     for ab in ablations:
         if ab in benchmark_region_sources():
-            configs.append(base.replace(tau=default_tau, region=ab))
+            fixed = region_source(ab).sweep_tau  # oracle_removal runs at tau 0: it removes every distractor patch
+            configs.append(base.replace(tau=default_tau if fixed is None else fixed, region=ab))
         else:
             configs.append(base.replace(tau=default_tau, ablation=ab))
     out: dict[str, DTPConfig] = {}
