@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .choices import AGGREGATIONS, REGION_SOURCES
+from .choices import AGGREGATIONS, REGION_SOURCES, ROBOT_MASK_SOURCES
 from .errors import ConfigError, did_you_mean
 
 RELEVANCE_MODES = ("attention", "similarity")  # the sources that rank a relevance map (see dtp.regions)
@@ -44,6 +44,9 @@ class DTPConfig:
       outside G: the attention-sink test).
     prune_fraction: the share of tokens outside G the two robustness ablations prune (else unused).
     seed: seeds the random ablations (combined with the step index, so runs repeat exactly).
+    keep_robot: an embodiment-aware G, our extension: "off" (the paper's), "segmentation" (the
+      simulator's arm and gripper patches join G before Eq. 5) or "motion" (the patches that moved
+      in the last steps join G: a training-free estimate of the robot); see dtp.robot_mask.
     """
 
     enabled: bool = True
@@ -57,6 +60,7 @@ class DTPConfig:
     seed: int = 0
     region: str | None = None  # None: from `relevance`, else "attention" (last: positional order kept)
     prune_fraction: float = 0.25
+    keep_robot: str = "off"  # our extension (dtp.robot_mask): "segmentation" or "motion" adds the robot to G
 
     def __post_init__(self) -> None:
         if not isinstance(self.tau, (int, float)) or isinstance(self.tau, bool) or math.isnan(self.tau) or self.tau < 0:
@@ -92,6 +96,9 @@ class DTPConfig:
         if self.ablation not in ABLATIONS:
             raise ConfigError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}"
                               f"{did_you_mean(self.ablation, ABLATIONS)}")
+        if self.keep_robot not in ROBOT_MASK_SOURCES:
+            raise ConfigError(f"keep_robot must be one of {ROBOT_MASK_SOURCES}, got {self.keep_robot!r}"
+                              f"{did_you_mean(self.keep_robot, ROBOT_MASK_SOURCES)}")
         pf = self.prune_fraction
         if isinstance(pf, bool) or not isinstance(pf, (int, float)) or math.isnan(pf) or not 0.0 < pf <= 1.0:
             raise ConfigError(f"prune_fraction must be a share in (0, 1], got {pf!r}")

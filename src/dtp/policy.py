@@ -17,6 +17,7 @@ import torch
 from . import core, fast
 from .config import DTPConfig
 from .regions import region_source
+from .robot_mask import MotionRobotMask, segmentation_robot_patches
 from .errors import AttentionError, InputError, UnsupportedModelError
 from .models.base import Generation, Observation, VLAAdapter
 from .models.common import capture_spec_for
@@ -34,6 +35,7 @@ class StepRecord:
     attention: torch.Tensor | None = None  # A
     pruned: torch.Tensor | None = None  # D actually pruned (DTP's or the ablation's)
     distracting: torch.Tensor | None = None  # D of Eq. 5 (same as pruned unless an ablation ran)
+    robot: torch.Tensor | None = None  # the robot's patches that joined G (keep_robot; None when off)
     irrelevant_attention: float = float("nan")
     irrelevant_fraction: float = float("nan")
     margin: float = float("nan")
@@ -87,6 +89,7 @@ class StepRecord:
             "prompt_argmax_in_region": self.prompt_argmax_in_region,
             "grid_h": self.grid[0],
             "grid_w": self.grid[1],
+            **({"n_robot": int(self.robot.sum())} if self.robot is not None else {}),
             **{f"t_{k}": v for k, v in self.timings.items()},
         }
 
@@ -158,12 +161,16 @@ class DTPPolicy:
             adapter.num_layers, getattr(adapter, "default_relevance_layers", None)
         )
         self.region_source = region_source(self.config.region)  # where G comes from (dtp.regions)
+        # where the robot is, for an embodiment-aware G (dtp.robot_mask; keep_robot "off" has none)
+        self._motion = MotionRobotMask() if self.config.keep_robot == "motion" else None
         self._step = 0
         self._episode_seed = 0
 
     def reset(self, seed: int = 0) -> None:
         self._step = 0
         self._episode_seed = int(seed)
+        if self._motion is not None:
+            self._motion.reset()
         reset_adapter = getattr(self.adapter, "reset", None)  # optional hook (pi0: reseeds its noise)
         if reset_adapter is not None:
             reset_adapter(seed)
@@ -208,6 +215,17 @@ class DTPPolicy:
         self._step += 1
         return StepResult(action=rec.action, record=rec)
 
+    def _robot_patches(self, obs: Observation | None, grid: tuple[int, int]) -> torch.Tensor:
+        """(h, w) bool: the robot's patches from the configured source (dtp.robot_mask)."""
+        if obs is None:
+            raise InputError(f"keep_robot={self.config.keep_robot!r} reads the observation; pass it")
+        if self.config.keep_robot == "segmentation":
+            if obs.segmentation is None:
+                raise InputError("keep_robot='segmentation' needs the simulator's segmentation with each observation "
+                                 "(obs['segmentation']; dtp eval supplies it on the benchmark)")
+            return segmentation_robot_patches(obs.segmentation, grid)
+        return self._motion.update(obs.image, grid)
+
     def _analyse(self, gen: Generation, grid: tuple[int, int], rec: StepRecord, obs: Observation | None = None) -> None:
         """r, G, A, D and the diagnostics of one step into `rec`; `obs` feeds region sources that read it."""
         cfg = self.config
@@ -218,6 +236,9 @@ class DTPPolicy:
             raise InputError(f"region={cfg.region!r} reads obs.{self.region_source.obs_field}; pass the observation")
         region = self.region_source.compute(obs, trace, grid, cfg)
         r, g = region.relevance, region.region
+        if cfg.keep_robot != "off":
+            rec.robot = self._robot_patches(obs, grid)
+            g = g | rec.robot  # embodiment-aware G: the robot's own patches are never distracting
         a = core.attention_map(trace.action_rows, grid, cfg.aggregation)
         d = core.distracting_mask(a, g, cfg.tau)
         prompt_r = core.relevance_from_attention(trace.prompt_rows, grid) if trace.prompt_rows is not None else None

@@ -204,7 +204,7 @@ def non_negative_float(text: str) -> float:
 def _dtp_options() -> dict[str, tuple[str, dict]]:
     """DTPConfig field -> (help, how argparse reads it), in the order --help lists them. The flag is the
     field's name (relevance_layers: --layers), the default DTPConfig's own (None leaves the field unset)."""
-    from ..choices import AGGREGATIONS, REGION_SOURCES
+    from ..choices import AGGREGATIONS, REGION_SOURCES, ROBOT_MASK_SOURCES
     from ..config import RELEVANCE_MODES
 
     return {
@@ -218,6 +218,9 @@ def _dtp_options() -> dict[str, tuple[str, dict]]:
         "relevance_layers": ("relevance layers, comma-separated (default: the checkpoint's stored choice, else the "
                              "middle third; the run's config.json records the layers used)", {"type": layers}),
         "aggregation": ("how attention combines over the action tokens", {"choices": AGGREGATIONS}),
+        "keep_robot": ("embodiment-aware G (our extension, not the paper's): add the robot's own patches to G "
+                       "before the pruning rule, from the simulator's segmentation or from motion between frames",
+                       {"choices": ROBOT_MASK_SOURCES}),
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..choices import REGION_SOURCES, SWEEP_ABLATIONS
+from ..choices import REGION_SOURCES, ROBOT_MASK_SOURCES, SWEEP_ABLATIONS
 from ..config import ABLATIONS
 from ..errors import ConfigError, did_you_mean
 from . import options as o
@@ -16,7 +16,8 @@ HELP = "tau grid and ablations, paired with the baseline"
 # What --ablations may name, known without loading torch: DTPConfig's ablation modes and the region sources
 # the benchmark feeds (dtp.eval.runner.sweep_ablation_names, which sweep_configs checks again; tests/cli keep
 # the two equal). The user's mask (region "mask") has no source in the benchmark.
-ABLATION_NAMES = tuple(a for a in ABLATIONS if a != "none") + tuple(s for s in REGION_SOURCES if s != "mask")
+ABLATION_NAMES = (tuple(a for a in ABLATIONS if a != "none") + tuple(s for s in REGION_SOURCES if s != "mask")
+                  + tuple(f"robot_{s}" for s in ROBOT_MASK_SOURCES if s != "off"))  # robot_*: embodiment-aware G
 
 
 def _ablations(text: str) -> tuple[str, ...]:

@@ -139,7 +139,7 @@ def run_episode(
         raise ConfigError(
             f"region={policy.config.region!r} reads obs[{obs_field!r}], which the benchmark env does not supply"
         )
-    supply_seg = obs_field == "segmentation"
+    supply_seg = obs_field == "segmentation" or policy.config.keep_robot == "segmentation"
     object_labels = named_object_labels(env)
     obs, _ = env.reset(seed=seed)
     policy.reset(seed)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..choices import SWEEP_ABLATIONS  # the default set
+from ..choices import ROBOT_MASK_SOURCES, SWEEP_ABLATIONS  # the default set
 from ..config import ABLATIONS, DTPConfig
 from ..envs.variants import DEFAULT_VARIANT
 from ..envs.benchmark import benchmark_env
@@ -143,7 +143,11 @@ def benchmark_region_sources() -> tuple[str, ...]:
 
 def sweep_ablation_names() -> tuple[str, ...]:
     """What a sweep's ablation may name: a DTPConfig ablation mode or a region source the benchmark can feed."""
-    return tuple(a for a in ABLATIONS if a != "none") + benchmark_region_sources()
+    return tuple(a for a in ABLATIONS if a != "none") + benchmark_region_sources() + ROBOT_ABLATIONS
+
+
+# sweep entries that run DTP with an embodiment-aware G (DTPConfig.keep_robot), at the default tau
+ROBOT_ABLATIONS = tuple(f"robot_{s}" for s in ROBOT_MASK_SOURCES if s != "off")
 
 
 def config_name(cfg: DTPConfig) -> str:
@@ -157,6 +161,8 @@ def config_name(cfg: DTPConfig) -> str:
     what = "dtp" if cfg.ablation == "none" else cfg.ablation
     if cfg.region != "attention":
         what = cfg.region if what == "dtp" else f"{what}/{cfg.region}"
+    if cfg.keep_robot != "off":
+        what = f"{what}+robot_{cfg.keep_robot}"  # "dtp+robot_motion@tau=1": an embodiment-aware G
     return f"{what}@tau={cfg.tau:g}"
 
 
@@ -181,7 +187,9 @@ def sweep_configs(
     default_tau = base.tau if default_tau is None else default_tau
     configs = [base.replace(enabled=False)] + [base.replace(tau=float(tau)) for tau in taus]
     for ab in ablations:
-        if ab in benchmark_region_sources():
+        if ab in ROBOT_ABLATIONS:
+            configs.append(base.replace(tau=default_tau, keep_robot=ab.removeprefix("robot_")))
+        elif ab in benchmark_region_sources():
             fixed = region_source(ab).sweep_tau  # oracle_removal runs at tau 0: it removes every distractor patch
             configs.append(base.replace(tau=default_tau if fixed is None else fixed, region=ab))
         else:
