@@ -116,6 +116,8 @@ def step_diagnostics(steps: list[dict[str, Any]], near: float = 0.05) -> dict[st
         "g_covers_object": nanmean(s.get("g_covers_object") for s in steps),  # the named object alone
         "d_covers_distractors": nanmean(s.get("d_covers_distractors") for s in steps),
         "d_covers_lookalikes": nanmean(s.get("d_covers_lookalikes") for s in steps),  # grounded variant
+        "a_on_distractors": nanmean(s.get("a_on_distractors") for s in steps),  # share of A on distractor patches
+        "d_precision_distractors": nanmean(s.get("d_precision_distractors") for s in steps),  # share of D that is one
         # where G's and D's patches lie, the robot's own body included (means over steps with a G / a D)
         **{key: nanmean(s.get(key) for s in steps) for key in PATCH_SHARE_KEYS},
     }

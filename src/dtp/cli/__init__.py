@@ -40,7 +40,7 @@ __all__ = ["COMMANDS", "HelpFormatter", "Parser", "build_parser", "main"]
 
 # module names under dtp/cli, in the order `dtp --help` lists them ("_" in a name is "-" in the command)
 COMMANDS = (
-    "demo", "eval", "sweep", "robustness", "compare", "analyze", "show", "view", "layers", "swap",
+    "demo", "eval", "sweep", "audit", "robustness", "compare", "analyze", "show", "view", "layers", "swap",
     "collect", "train", "grounding_data", "grounding_eval",
     "serve", "latency", "bench",
 )

@@ -111,6 +111,11 @@ def region_scores(rec: StepRecord, seg: np.ndarray, object_labels: tuple[int, ..
     out["d_covers_distractors"] = float((pruned & dis).sum() / dis.sum()) if dis.any() else float("nan")
     out["d_covers_lookalikes"] = float((pruned & look).sum() / look.sum()) if look.any() else float("nan")
     out["d_on_task"] = float((pruned & task).sum()) if pruned is not None else float("nan")
+    # the audit's questions: how much action attention lands on distractors, and how much of D is one
+    total = float(rec.attention.sum()) if rec.attention is not None else 0.0
+    out["a_on_distractors"] = float(rec.attention[dis].sum()) / total if total > 0 else float("nan")
+    out["d_precision_distractors"] = (float((pruned & dis).sum() / pruned.sum())
+                                      if pruned is not None and pruned.any() else float("nan"))
     counts = patch_class_pixels(seg, grid)
     out.update(class_shares(rec.region, counts, "g", any_pixel=False))
     if pruned is not None:
