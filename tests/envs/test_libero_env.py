@@ -91,6 +91,47 @@ def test_test_seeds_take_the_fixed_states_and_other_seeds_sample(env):
         env.reset(seed=scene_seed(0, 50))
 
 
+def test_rendering_without_multisampling_changes_edges_only():
+    from dtp.envs import make_env
+
+    smooth = make_env("libero_object/0", image_size=64)
+    sharp = make_env("libero_object/0", image_size=64, antialias=False)
+    try:
+        a, _ = smooth.reset(seed=scene_seed(0, 0))
+        b, _ = sharp.reset(seed=scene_seed(0, 0))
+        c, _ = sharp.reset(seed=scene_seed(0, 0))
+        diff = np.abs(a["image"].astype(int) - b["image"]).mean()
+        assert 0 < diff < 8 and np.array_equal(b["image"], c["image"])
+        b2, *_ = sharp.step(np.zeros(7))  # stays off across steps (the context is rebuilt once per reset)
+        a2, *_ = smooth.step(np.zeros(7))
+        assert 0 < np.abs(a2["image"].astype(int) - b2["image"]).mean() < 8
+    finally:
+        smooth.close()
+        sharp.close()
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_segmentation_between_steps_leaves_the_images_alone(antialias):
+    """Our segmentation renderer has its own GL context; robosuite's camera must keep drawing in its own."""
+    from dtp.envs import make_env
+
+    def run(with_segmentation):
+        env = make_env("libero_object/0", image_size=48, antialias=antialias)
+        try:
+            env.reset(seed=scene_seed(0, 0))
+            frames = []
+            for i in range(6):
+                obs, *_ = env.step(np.array([0, 0, 0.5 if i < 3 else -0.5, 0, 0, 0, -1.0]))
+                frames.append(obs["image"])
+                if with_segmentation:
+                    env.segmentation()
+            return frames
+        finally:
+            env.close()
+
+    assert all(np.array_equal(a, b) for a, b in zip(run(False), run(True)))
+
+
 def test_segmentation_covers_the_scene_parts_and_lines_up_with_the_image(env):
     import mujoco
 
