@@ -13,7 +13,7 @@ from .libero.names import expand as expand_libero
 from .libero.names import is_libero
 from .variants import DEFAULT_VARIANT
 
-LIBERO_OPTIONS = ("image_size", "wrist", "max_steps", "instruction")  # a LIBERO suite sets its own scene and camera
+LIBERO_OPTIONS = ("image_size", "wrist", "max_steps", "instruction", "antialias")  # a LIBERO suite sets its own scene and camera
 
 
 def make_env(task: str, **kwargs: Any):

@@ -55,6 +55,7 @@ class LiberoRecordSettings:
     image_size: int
     wrist: bool
     post_success_steps: int
+    antialias: bool = True
 
 
 def record_libero_episode(env: Any, seed: int, settings: LiberoRecordSettings, path: Path) -> tuple[bool, int]:
@@ -85,7 +86,7 @@ def record_libero_episode(env: Any, seed: int, settings: LiberoRecordSettings, p
     attrs = {"task": env.task_name, "instruction": env.instruction, "seed": int(seed), "success": True,
              "n_steps": n, "success_step": int(success_step), "image_size": settings.image_size,
              "max_steps": env.max_steps, "format_version": FORMAT_VERSION, "benchmark": "libero",
-             "variant": env.suite, "scene": json.dumps(scene)}
+             "variant": env.suite, "scene": json.dumps(scene), "antialias": settings.antialias}
     _write_episode(path, **arrays, attrs=attrs)
     if settings.wrist:
         import h5py
@@ -98,7 +99,8 @@ def record_libero_episode(env: Any, seed: int, settings: LiberoRecordSettings, p
 
 def collect_libero_demos(out_dir: str | Path, tasks: Sequence[str], episodes_per_task: int, *, seed: int = 0,
                          image_size: int = 128, wrist: bool = False, post_success_steps: int = 5,
-                         max_failures_per_task: int | None = None, progress: bool = True) -> dict[str, Any]:
+                         max_failures_per_task: int | None = None, progress: bool = True,
+                         antialias: bool = True) -> dict[str, Any]:
     """Record `episodes_per_task` successful expert episodes per LIBERO task, in this process.
 
     Resumable like `dtp.envs.demos.collect_demos`: existing files count, seeds in failed.jsonl are
@@ -112,13 +114,13 @@ def collect_libero_demos(out_dir: str | Path, tasks: Sequence[str], episodes_per
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file, not a folder; name a folder for the demonstrations")
-    record = {"benchmark": "libero", "image_size": int(image_size), "wrist": bool(wrist),
+    record = {"benchmark": "libero", "image_size": int(image_size), "wrist": bool(wrist), "antialias": bool(antialias),
               "post_success_steps": int(post_success_steps), "seed": int(seed), "tasks": sorted(tasks)}
     check_same_collection(out, record)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / COLLECTION).is_file():
         (out / COLLECTION).write_text(json.dumps(record, indent=2))
-    settings = LiberoRecordSettings(int(image_size), bool(wrist), int(post_success_steps))
+    settings = LiberoRecordSettings(int(image_size), bool(wrist), int(post_success_steps), bool(antialias))
     failed_seen = _read_failed(out)
     max_failures = max_failures_per_task if max_failures_per_task is not None else max(10, episodes_per_task)
     summary: dict[str, Any] = {"out_dir": str(out), "tasks": {}}
@@ -142,7 +144,7 @@ def collect_libero_demos(out_dir: str | Path, tasks: Sequence[str], episodes_per
                     if (task, s) in failed_seen:
                         continue
                     if env is None:
-                        env = make_env(task, image_size=image_size, wrist=wrist)
+                        env = make_env(task, image_size=image_size, wrist=wrist, antialias=antialias)
                     ok, steps = record_libero_episode(env, s, settings, path)
                     if ok:
                         counts["episodes"] += 1
