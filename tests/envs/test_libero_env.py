@@ -205,3 +205,29 @@ def test_collect_writes_expert_demonstrations_and_resumes(tmp_path):
     assert again["tasks"]["libero_object/0"] == {"episodes": 1, "new": 0, "existing": 1, "failed": 0}
     with pytest.raises(ConfigError, match="other settings"):
         collect_libero_demos(out, ["libero_object/0"], 1, image_size=64, progress=False)
+
+
+@pytest.mark.slow
+def test_eval_and_audit_run_on_libero_with_a_7_dim_policy(tmp_path):
+    """dtp eval renders at the model's own size; dtp audit pairs a _with_* task with its base suite's twin."""
+    import json
+
+    import torch
+
+    from dtp.cli import main
+    from dtp.tinyvla import TinyVLA, TinyVLAConfig, build_word_tokenizer, save_tokenizer
+
+    torch.manual_seed(0)
+    words = "pick the chocolate pudding and place it in basket".split()
+    cfg = TinyVLAConfig(image_size=64, patch_size=16, num_words=len(words) + 3, hidden_size=32, num_layers=2,
+                        num_heads=2, intermediate_size=64, vision_width=16, action_dims=7, proprio_dims=8)
+    ck = tmp_path / "ck"
+    TinyVLA(cfg).save_pretrained(ck)
+    save_tokenizer(build_word_tokenizer(words), ck)
+    out = tmp_path / "audit"
+    assert main(["audit", "--model", str(ck), "--tasks", "libero_object_with_mug/3", "--episodes", "1",
+                 "--max-steps", "2", "--tau", "0.5", "--out", str(out)]) == 0
+    summary = json.loads((out / "audit.json").read_text())
+    (twin,) = summary["twins"].values()
+    assert twin.startswith("libero_object/") and "clean" in summary["arms"]
+    assert json.loads((out / "cluttered" / "config.json").read_text())["image_size"] == 64

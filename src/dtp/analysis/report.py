@@ -25,13 +25,15 @@ def summary_table(episodes: list[dict[str, Any]]) -> str:
     tasks = sorted({r["task"] for r in rows})
     configs = list(dict.fromkeys(e["config"] for e in episodes))
     rate = {(r["config"], r["task"]): r for r in rows}
-    head = f"{'config':<28}" + "".join(f"{t[:14]:>15}" for t in tasks) + f"{'average':>10}"
+    width = {t: max(15, len(t) + 1) for t in tasks}  # LIBERO names ("libero_object_with_mug/3") are long
+    head = f"{'config':<28}" + "".join(f"{t:>{width[t]}}" for t in tasks) + f"{'average':>10}"
     lines = [head]
     for c in configs:
         cells, vals = [], []
         for t in tasks:
             r = rate.get((c, t))
-            cells.append(f"{r['rate'] * 100:>9.1f}% n={r['episodes']:<3}" if r else f"{'-':>15}")
+            cell = f"{r['rate'] * 100:.1f}% n={r['episodes']:<3}" if r else "-"
+            cells.append(f"{cell:>{width[t]}}")
             if r:
                 vals.append(r["rate"])
         avg = f"{np.mean(vals) * 100:>9.1f}%" if vals else ""

@@ -58,11 +58,18 @@ def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
         raise ConfigError(str(e)) from None
 
 
+def declared_image_size(adapter: Any) -> int | None:
+    """The square image size a model's config fixes (TinyVLA's `image_size`), else None (it resizes itself)."""
+    size = getattr(getattr(getattr(adapter, "model", None), "config", None), "image_size", None)
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
 def prepare_run(spec: EvalSpec, adapter: Any = None) -> tuple[EvalSpec, Any]:
     """Validate `spec` against its model and a real scene; return (resolved spec, loaded adapter).
 
     Resolved: each config's relevance layers (the model's stored default or the middle third
-    when None) and the step limit (the env's own when None). Raises ConfigError (or
+    when None), the step limit (the env's own when None) and the image size (the model's own
+    where its config fixes one). Raises ConfigError (or
     CheckpointError from loading) naming the bad setting; writes nothing.
     """
     from .. import core
@@ -74,6 +81,9 @@ def prepare_run(spec: EvalSpec, adapter: Any = None) -> tuple[EvalSpec, Any]:
     if spec.max_steps is not None and spec.max_steps < 1:
         raise ConfigError(f"max-steps must be >= 1, got {spec.max_steps}")
     adapter = adapter if adapter is not None else _load_adapter(spec.model)
+    declared = declared_image_size(adapter)
+    if declared is not None and declared != spec.image_size:
+        spec = replace(spec, image_size=declared)  # render at the size the model takes (a 128 px LIBERO policy)
     env = _make_env(spec, spec.tasks[0])
     try:
         obs, _ = env.reset(seed=spec.seeds()[0])
