@@ -57,7 +57,7 @@ def _write_target(args: argparse.Namespace) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import torch_threads
     from ..envs.benchmark import benchmark_env
-    from ..eval.preflight import check_tasks, check_writable_dir
+    from ..eval.preflight import check_tasks, check_writable_dir, declared_image_size
     from ..eval.runner import EvalSpec
     from ..experiments.layer_choice import choose_layers, format_layer_choice
     from ..models import load
@@ -68,22 +68,23 @@ def run(args: argparse.Namespace) -> int:
         if out.is_dir():
             raise ConfigError(f"--out {out} is a folder; name a JSON file")
         check_writable_dir(out.parent, "folder of --out")
-    check_tasks(args.tasks)
+    tasks = check_tasks(args.tasks)  # a LIBERO suite becomes its tasks
     adapter = load(args.model)
+    image_size = declared_image_size(adapter) or EvalSpec.image_size
     if args.seed == 0:
         print("WARNING: seed set 0 holds the test scenes that dtp eval reports; choose layers on another set")
 
     def env_for(task: str):
         return benchmark_env(task, distractors=args.distractors, palette=args.palette,
-                             image_size=EvalSpec.image_size, max_steps=args.max_steps, variant=args.variant,
+                             image_size=image_size, max_steps=args.max_steps, variant=args.variant,
                              lookalikes=args.lookalikes)
 
     with torch_threads(args.threads):
-        choice = choose_layers(adapter, env_for, list(args.tasks), episodes=args.episodes, seed=args.seed,
+        choice = choose_layers(adapter, env_for, list(tasks), episodes=args.episodes, seed=args.seed,
                                relevance=args.relevance, progress=not args.json)
-    print(format_layer_choice(choice, list(args.tasks)))
+    print(format_layer_choice(choice, list(tasks)))
     chosen = next(n for n, layers in choice.candidates.items() if layers == choice.best)
-    result = {"model": str(args.model), "tasks": list(args.tasks), "distractors": args.distractors,
+    result = {"model": str(args.model), "tasks": list(tasks), "distractors": args.distractors,
               "palette": args.palette, "variant": args.variant, "lookalikes": args.lookalikes,
               "max_steps": args.max_steps, **choice.to_dict(),
               "chosen": {"name": chosen, "layers": list(choice.best), "coverage": choice.coverage[chosen]}}
