@@ -24,7 +24,6 @@ from dtp.envs.distractors import (
     add_slots,
     apply_layout,
     sample_layout,
-    slot_geom_ids,
 )
 from dtp.envs.grounding import (
     REFERENTS,
@@ -33,6 +32,19 @@ from dtp.envs.grounding import (
     apply_grounding,
     find_grounding_ids,
     sample_grounding,
+)
+from dtp.envs.metaworld_labels import (  # noqa: F401  (the label numbers are re-exported)
+    BACKGROUND,
+    DISTRACTOR,
+    GOAL,
+    GRIPPER,
+    LOOKALIKE,
+    ROBOT,
+    ROBOT_ROOT,
+    TASK_OBJECT,
+    label_tables,
+    robot_body_mask,
+    subtree_mask,
 )
 from dtp.envs.scene import Scene, SceneObject
 from dtp.envs.variants import DEFAULT_VARIANT, NEUTRAL_RGB, get_variant
@@ -55,10 +67,6 @@ log = logging.getLogger(__name__)
 PROPRIO_DIM = 4  # hand xyz and gripper opening
 PUCK_RGBA = (1.0, 0.85, 0.0, 1.0)  # the stock dark-red wood puck is a few dark pixels at 96 px
 DEFAULT_MAX_STEPS = 150  # scripted experts finish in under 100 steps
-
-# Segmentation labels (see `MetaWorldEnv.segmentation`).
-BACKGROUND, TASK_OBJECT, GOAL, GRIPPER, DISTRACTOR, LOOKALIKE, ROBOT = 0, 1, 2, 3, 4, 5, 6
-ROBOT_ROOT = "base"  # the Sawyer's root body: pedestal, torso, head and arm; the hand's subtree is the gripper
 
 
 def _build_metaworld(task: TaskSpec, slots: int, lookalikes: int = 0) -> Any:
@@ -92,15 +100,6 @@ def _build_metaworld(task: TaskSpec, slots: int, lookalikes: int = 0) -> Any:
     env.seeded_rand_vec = True
     env.max_path_length = 1 << 30  # truncation is ours (max_steps)
     return env
-
-
-def _subtree_mask(model: "mujoco.MjModel", roots: list[int]) -> np.ndarray:
-    """Bool per body: is it one of `roots` or below one of them."""
-    inside = np.zeros(model.nbody, dtype=bool)
-    inside[roots] = True
-    for b in range(1, model.nbody):  # parents precede children in MuJoCo's body order
-        inside[b] |= inside[model.body_parentid[b]]
-    return inside
 
 
 class MetaWorldEnv(gym.Env):
@@ -170,7 +169,8 @@ class MetaWorldEnv(gym.Env):
         self._scene: Scene | None = None
         self._geom_objects = np.full(model.ngeom, -1, dtype=np.int16)
         self._site_objects = np.full(model.nsite, -1, dtype=np.int16)
-        self._geom_labels, self._site_labels = self._label_tables()
+        self._geom_labels, self._site_labels = label_tables(
+            model, self.task, distractors.count, self._grounding_ids)
         self._renderer: mujoco.Renderer | None = None
         self._state: np.ndarray | None = None
         self._layout: list[Distractor] = []
@@ -388,7 +388,7 @@ class MetaWorldEnv(gym.Env):
         """
         model, data = self._sim.model, self._sim.data
         seg = self._render(segmentation=True)
-        table = _subtree_mask(model, [model.body("tablelink").id])
+        table = subtree_mask(model, [model.body("tablelink").id])
         cam = model.camera(self.camera).id
         pos, rot = data.cam_xpos[cam], data.cam_xmat[cam].reshape(3, 3)
         size = self.image_size
@@ -427,7 +427,7 @@ class MetaWorldEnv(gym.Env):
         colours = self._grounding.colours if self._grounding is not None else {}
 
         def subtree_ids(roots: list[int]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-            inside = _subtree_mask(model, roots) if roots else np.zeros(model.nbody, bool)
+            inside = subtree_mask(model, roots) if roots else np.zeros(model.nbody, bool)
             return (tuple(np.flatnonzero(inside).tolist()), tuple(np.flatnonzero(inside[model.geom_bodyid]).tolist()),
                     tuple(np.flatnonzero(inside[model.site_bodyid]).tolist()))
 
@@ -457,8 +457,7 @@ class MetaWorldEnv(gym.Env):
             geom = model.geom(f"{SLOT_PREFIX}{i}").id
             objects.append(SceneObject(f"distractor_{i}", "distractor", d.shape, d.colour, tuple(d.rgba[:3]), d.pos,
                                        None, (body,), (geom,), ()))
-        hand_root = model.body("right_hand").id
-        robot = _subtree_mask(model, [model.body(ROBOT_ROOT).id]) & ~_subtree_mask(model, [hand_root])
+        robot = robot_body_mask(model)
         bodies = tuple(np.flatnonzero(robot).tolist())
         objects.append(SceneObject("robot", "robot", "robot", None, None,
                                    tuple(float(v) for v in data.xpos[model.body(ROBOT_ROOT).id]), None, bodies,
@@ -471,31 +470,6 @@ class MetaWorldEnv(gym.Env):
             self._site_objects[list(o.site_ids)] = index
         return Scene(self.variant.name, self.distractor_config.split, int(self.seed_used), self._instruction,
                      tuple(objects))
-
-    def _label_tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """Segmentation label per geom id and per site id."""
-        model = self._sim.model
-        geom_labels = np.zeros(model.ngeom, dtype=np.uint8)
-        site_labels = np.zeros(model.nsite, dtype=np.uint8)
-        hand = _subtree_mask(model, [model.body("right_hand").id])
-        robot = _subtree_mask(model, [model.body(ROBOT_ROOT).id]) & ~hand
-        geom_labels[robot[model.geom_bodyid]] = ROBOT
-        site_labels[robot[model.site_bodyid]] = ROBOT
-        geom_labels[hand[model.geom_bodyid]] = GRIPPER
-        site_labels[hand[model.site_bodyid]] = GRIPPER
-        if self.task.object_bodies:
-            obj = _subtree_mask(model, [model.body(b).id for b in self.task.object_bodies])
-            geom_labels[obj[model.geom_bodyid]] = TASK_OBJECT
-            site_labels[obj[model.site_bodyid]] = TASK_OBJECT
-        if self.task.goal_site is not None:
-            site_labels[model.site(self.task.goal_site).id] = GOAL
-        geom_labels[slot_geom_ids(model, self.distractor_config.count)] = DISTRACTOR
-        if self._grounding_ids is not None:
-            for slots in self._grounding_ids.slots.values():
-                for part in slots:
-                    geom_labels[part.geoms] = LOOKALIKE
-                    site_labels[part.sites] = LOOKALIKE
-        return geom_labels, site_labels
 
 
 def make_env(
