@@ -5,8 +5,8 @@
 E.g. an audit's cluttered run beside a sweep of more configs on the same tasks and seeds: every
 config's success with its Wilson CI, McNemar against the reference config on the scenes both ran,
 how often it fired and how many tokens it pruned, and where its D lies (the robot's share, by most
-pixels and by any pixel, and the share of its patches that show a distractor). A config name found
-in two runs is taken from the first.
+pixels and by any pixel, and the share of its patches that show a distractor). Runs over other tasks
+or seeds add to a config; an episode (config, task, seed) found in two runs is taken from the first.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ def pooled_rows(run_dirs: list[str], reference: str = "baseline") -> dict[str, d
     """config -> its figures, from the episodes and steps of `run_dirs`."""
     episodes: list[dict] = []
     steps: list[dict] = []
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     for run in run_dirs:
         store = RunStore(run)
-        eps = [e for e in store.episodes() if e["config"] not in seen]
-        names = {e["config"] for e in eps}
+        eps = [e for e in store.episodes() if (e["config"], e["task"], e["seed"]) not in seen]
+        keys = {e["key"] for e in eps}
         episodes += eps
-        steps += [s for s in store.steps() if s["config"] in names]
-        seen |= names
+        steps += [s for s in store.steps() if s["key"] in keys]
+        seen |= {(e["config"], e["task"], e["seed"]) for e in eps}
     out: dict[str, dict[str, Any]] = {}
     for c in dict.fromkeys(e["config"] for e in episodes):
         rows = [e for e in episodes if e["config"] == c]
