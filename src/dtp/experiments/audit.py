@@ -150,7 +150,7 @@ def verdict_markdown(summary: dict[str, Any], title: str) -> str:
         harm = summary["clutter_cost"] > 0 and t["p_value"] < 0.05
         lines.append(f"- Clutter costs {100 * summary['clutter_cost']:.1f} points of success (clean wins {t['a_only']}, cluttered "
                      f"{t['b_only']}, p = {t['p_value']:.2g}): {'there is harm to undo' if harm else 'no significant harm to undo'}.")
-        if ORACLE_REMOVAL in arms and "recovers_share_of_cost" in arms[ORACLE_REMOVAL]:
+        if harm and ORACLE_REMOVAL in arms and "recovers_share_of_cost" in arms[ORACLE_REMOVAL]:  # a share of no cost means nothing
             lines.append(f"- Exact removal of every distractor patch recovers {pct(arms[ORACLE_REMOVAL]['recovers_share_of_cost'])} of that cost.")
     else:
         lines.append("- No clean twin for these tasks: clutter's cost is not measured.")
