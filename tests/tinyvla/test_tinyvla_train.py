@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -151,6 +152,51 @@ def test_train_then_load_and_step_a_policy(demo_dir, tmp_path):
     for cfg in (DTPConfig(enabled=False), DTPConfig()):
         action = DTPPolicy(adapter, cfg).step(obs).action
         assert action.shape == (4,) and np.all(np.abs(action) <= 1)
+
+
+def write_libero_demos(root: Path, suite: str, indices: tuple[int, ...], episodes: int = 3, steps: int = 5,
+                       instruction: str = "pick the milk and place it in the basket") -> Path:
+    """root/<suite>/<index>/ep_<seed>.h5 as `dtp collect` writes on LIBERO: 7-D actions, 8-D proprio."""
+    rng = np.random.default_rng(sum(indices))
+    for i in indices:
+        (root / suite / str(i)).mkdir(parents=True, exist_ok=True)
+        for e in range(episodes):
+            with h5py.File(root / suite / str(i) / f"ep_{e:06d}.h5", "w") as f:
+                f["images"] = rng.integers(0, 256, (steps, 48, 48, 3), dtype=np.uint8)
+                f["proprio"] = rng.normal(size=(steps, 8)).astype(np.float32)
+                f["actions"] = rng.uniform(-1, 1, (steps, 7)).astype(np.float32)
+                f.attrs.update(task=f"{suite}/{i}", instruction=instruction, seed=e,
+                               success=True, n_steps=steps, benchmark="libero")
+    (root / "collection.json").write_text(json.dumps({"benchmark": "libero", "image_size": 48}))
+    return root
+
+
+def test_libero_layout_in_two_folders_trains_a_7d_policy(tmp_path, demo_writer):
+    """Nested <suite>/<index> folders, two collections joined with a comma: the model takes the demos'
+    7-D actions and 8-D proprio, a task filter names LIBERO tasks, and the policy acts in 7-D."""
+    a = write_libero_demos(tmp_path / "a", "libero_object", (0, 1))
+    b = write_libero_demos(tmp_path / "b", "libero_object", (2,))
+    eps = load_episodes(f"{a},{b}", 48)
+    assert sorted({e.task for e in eps}) == ["libero_object/0", "libero_object/1", "libero_object/2"]
+    assert {e.task for e in load_episodes(f"{a},{b}", 48, tasks=("libero_object/2",))} == {"libero_object/2"}
+    with pytest.raises(DataError, match="does not exist"):
+        load_episodes(f"{a},{tmp_path / 'missing'}", 48)
+
+    final = train(tiny_cfg(f"{a},{b}", tmp_path / "run", steps=4, eval_every=4, save_every=4))
+    config = json.loads((final / "config.json").read_text())
+    assert (config["action_dims"], config["proprio_dims"]) == (7, 8)
+    assert config["extra"]["dtp_benchmark_variant"] == "libero"
+    adapter = LlamaVLAAdapter.from_pretrained(final)
+    obs = {"image": np.zeros((48, 48, 3), np.uint8), "instruction": "pick the milk and place it in the basket",
+           "proprio": np.zeros(8, np.float32)}
+    action = DTPPolicy(adapter, DTPConfig()).step(obs).action
+    assert action.shape == (7,) and np.all(np.abs(action) <= 1)
+    # a 4-D model cannot continue on 7-D demos (words it knows, so the sizes are what stops it)
+    meta = train(tiny_cfg(demo_writer(tmp_path / "mw"), tmp_path / "run4", steps=2, warmup=1, eval_every=2, save_every=2))
+    c = write_libero_demos(tmp_path / "c", "libero_object", (0,), instruction="push the puck to the goal")
+    with pytest.raises(ConfigError, match="7-D actions and 8-D proprio"):
+        train(tiny_cfg(str(c), tmp_path / "run5", steps=2, warmup=1, eval_every=2, save_every=2, init_from=str(meta)))
+    assert not (tmp_path / "run5").exists()  # checked before anything is written
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(demo_dir, tmp_path):

@@ -107,15 +107,25 @@ class DemoSet:
 
 
 def find_episode_files(data_dir: str | Path, tasks: tuple[str, ...] | None = None) -> list[Path]:
-    """``<data_dir>/<task>/ep_*.h5``, sorted; only the named tasks when `tasks` is given."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(f"demonstration folder {root} does not exist (collect demos first, e.g. with `dtp collect`)")
-    files = sorted(root.glob("*/ep_*.h5"))
-    if tasks is not None:
-        files = [f for f in files if f.parent.name in tasks]
+    """Every episode under one or more demonstration folders, sorted per folder.
+
+    A folder holds ``<task>/ep_*.h5`` (Meta-World) or ``<suite>/<index>/ep_*.h5`` (LIBERO: the task
+    ``libero_object/3``). Several folders (one collection each, e.g. two collectors run side by side)
+    are joined with commas. `tasks` keeps the named tasks only ("libero_object/3", or a folder name).
+    """
+    roots = [Path(p) for p in str(data_dir).split(",") if p.strip()] if isinstance(data_dir, str) else [Path(data_dir)]
+    files: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            raise DataError(f"demonstration folder {root} does not exist (collect demos first, e.g. with `dtp collect`)")
+        found = sorted(set(root.glob("*/ep_*.h5")) | set(root.glob("*/*/ep_*.h5")))
+        if tasks is not None:
+            found = [f for f in found if f.parent.name in tasks or f.parent.relative_to(root).as_posix() in tasks]
+        files += found
     if not files:
-        raise DataError(f"no episodes (<task>/ep_<seed>.h5) under {root}" + (f" for tasks {tasks}" if tasks else ""))
+        where = ", ".join(str(r) for r in roots)
+        raise DataError(f"no episodes (<task>/ep_<seed>.h5 or <suite>/<index>/ep_<seed>.h5) under {where}"
+                        + (f" for tasks {tasks}" if tasks else ""))
     return files
 
 
@@ -157,15 +167,19 @@ def _read_episode(path: Path, image_size: int) -> Episode:
 
 
 def demo_variant(data_dir: str | Path) -> str:
-    """The benchmark variant of a demonstration folder, from the collection.json `dtp collect` writes;
-    "plain" for folders written before variants (or collection.json) existed."""
-    path = Path(data_dir) / "collection.json"
+    """The benchmark variant of a demonstration folder, from the collection.json `dtp collect` writes:
+    its "variant", "libero" for a LIBERO collection, "plain" for folders written before variants (or
+    collection.json) existed. Of several folders (comma-joined), the first one's."""
+    path = Path(str(data_dir).split(",")[0].strip()) / "collection.json"
     if not path.is_file():
         return "plain"
     try:
-        return str(json.loads(path.read_text()).get("variant", "plain"))
+        info = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{path} is not valid JSON: {e}") from e
+    if info.get("benchmark") == "libero":
+        return "libero"
+    return str(info.get("variant", "plain"))
 
 
 def load_episodes(

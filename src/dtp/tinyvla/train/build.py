@@ -28,6 +28,8 @@ def build_model(cfg: TrainConfig, data: RunData) -> TinyVLA:
         model = TinyVLA(init.config)
         model.load_state_dict(init.state_dict())
         del init
+    elif train_set is not None:  # the demos fix the action and proprio sizes (4 and 4 on Meta-World, 7 and 8 on LIBERO)
+        model = TinyVLA(cfg.model_config(num_words, train_set.action_bins.shape[1], train_set.proprio.shape[1]))
     else:
         model = TinyVLA(cfg.model_config(num_words))
     if cfg.stage == "actions":  # dtp demo runs a checkpoint on the variant its demos came from
@@ -36,9 +38,11 @@ def build_model(cfg: TrainConfig, data: RunData) -> TinyVLA:
         raise ConfigError(f"the tokenizer has {tokenizer.get_vocab_size()} words, the model's vocabulary "
                           f"{model.config.num_words}")
     if train_set is not None and (model.config.action_bins != ActionBinner().bins
-                                  or model.config.action_dims != train_set.action_bins.shape[1]):
-        raise ConfigError(f"the demos have {train_set.action_bins.shape[1]}-D actions, the model "
-                          f"{model.config.action_dims}-D with {model.config.action_bins} bins")
+                                  or model.config.action_dims != train_set.action_bins.shape[1]
+                                  or model.config.proprio_dims != train_set.proprio.shape[1]):
+        raise ConfigError(f"the demos have {train_set.action_bins.shape[1]}-D actions and {train_set.proprio.shape[1]}-D "
+                          f"proprio, the model {model.config.action_dims}-D with {model.config.action_bins} bins and "
+                          f"{model.config.proprio_dims}-D proprio")
     if g_train is not None and g_train.images.shape[1] != model.config.image_size:
         raise ConfigError(f"grounding frames are {g_train.images.shape[1]} px, the model reads {model.config.image_size}")
     return model

@@ -19,7 +19,7 @@ _MODEL_DEFAULTS = TinyVLAConfig()  # the model sizes are TinyVLAConfig's; TrainC
 class TrainConfig:
     """Everything a training run depends on. Validated at construction (ConfigError)."""
 
-    data_dir: str = "data/demos"
+    data_dir: str = "data/demos"  # one folder, or several joined with commas
     out_dir: str = "runs/train_tinyvla"
     steps: int = 2800
     batch_size: int = 64
@@ -148,7 +148,9 @@ class TrainConfig:
                 or any(isinstance(l, bool) or not isinstance(l, int) or l < 0 for l in layers)):
             _bad(f"instruction_attention_layers must be a non-empty tuple of layer indices >= 0, got {layers!r}")
 
-    def model_config(self, num_words: int) -> TinyVLAConfig:
+    def model_config(self, num_words: int, action_dims: int = _MODEL_DEFAULTS.action_dims,
+                     proprio_dims: int = _MODEL_DEFAULTS.proprio_dims) -> TinyVLAConfig:
+        """The model of this run's sizes; the action and proprio sizes come from the demos."""
         return TinyVLAConfig(
             image_size=self.image_size,
             patch_size=self.patch_size,
@@ -158,6 +160,8 @@ class TrainConfig:
             num_heads=self.num_heads,
             intermediate_size=self.intermediate_size,
             num_words=num_words,
+            action_dims=action_dims,
+            proprio_dims=proprio_dims,
             num_registers=self.num_registers,
         )
 
