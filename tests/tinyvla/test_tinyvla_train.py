@@ -182,9 +182,13 @@ def test_libero_layout_in_two_folders_trains_a_7d_policy(tmp_path, demo_writer):
     with pytest.raises(DataError, match="does not exist"):
         load_episodes(f"{a},{tmp_path / 'missing'}", 48)
 
-    final = train(tiny_cfg(f"{a},{b}", tmp_path / "run", steps=4, eval_every=4, save_every=4))
+    final = train(tiny_cfg(f"{a},{b}", tmp_path / "run", steps=4, eval_every=4, save_every=4, normalize_proprio=True))
     config = json.loads((final / "config.json").read_text())
     assert (config["action_dims"], config["proprio_dims"]) == (7, 8)
+    train_eps = split_episodes(eps, 0.34, seed=0)[0]
+    proprio = np.concatenate([e.proprio for e in train_eps]).astype(np.float64)
+    np.testing.assert_allclose(config["proprio_mean"], proprio.mean(0), atol=1e-5)
+    np.testing.assert_allclose(config["proprio_std"], np.maximum(proprio.std(0, ddof=1), 0.01), atol=1e-5)
     assert config["extra"]["dtp_benchmark_variant"] == "libero"
     adapter = LlamaVLAAdapter.from_pretrained(final)
     obs = {"image": np.zeros((48, 48, 3), np.uint8), "instruction": "pick the milk and place it in the basket",
@@ -197,6 +201,23 @@ def test_libero_layout_in_two_folders_trains_a_7d_policy(tmp_path, demo_writer):
     with pytest.raises(ConfigError, match="7-D actions and 8-D proprio"):
         train(tiny_cfg(str(c), tmp_path / "run5", steps=2, warmup=1, eval_every=2, save_every=2, init_from=str(meta)))
     assert not (tmp_path / "run5").exists()  # checked before anything is written
+
+
+def test_proprio_standardisation_equals_feeding_standardised_proprio():
+    cfg = TinyVLAConfig(**TINY, proprio_dims=3)
+    torch.manual_seed(0)
+    plain = TinyVLA(cfg)
+    mean, std = [0.5, -1.0, 3.0], [0.1, 2.0, 0.01]
+    scaled = TinyVLA(replace(cfg, proprio_mean=mean, proprio_std=std))
+    scaled.load_state_dict(plain.state_dict())  # the statistics are config, not weights
+    p = torch.randn(4, 3)
+    expected = plain.proprio_embedding((p - torch.tensor(mean)) / torch.tensor(std))
+    torch.testing.assert_close(scaled.proprio_embedding(p), expected)
+    assert "proprio_mean" not in scaled.state_dict()
+    with pytest.raises(ConfigError):
+        TinyVLA(replace(cfg, proprio_mean=mean))
+    with pytest.raises(ConfigError):
+        TinyVLA(replace(cfg, proprio_mean=mean, proprio_std=[0.1, 0.0, 1.0]))
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(demo_dir, tmp_path):

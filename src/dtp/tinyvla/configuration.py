@@ -32,6 +32,11 @@ class TinyVLAConfig:
     proprio_dims: int = 4
     max_positions: int = 256
     num_registers: int = 0  # learned tokens after the image span (0: the shipped model's layout)
+    # proprio standardised by these (training data's mean and std per dimension) before its projection;
+    # None: read as given (the Meta-World models). LIBERO's gripper opening moves by ~0.006, its
+    # end-effector by ~0.1: unscaled, the projection barely sees the gripper.
+    proprio_mean: list[float] | None = None
+    proprio_std: list[float] | None = None
     model_type: str = MODEL_TYPE
     extra: dict = field(default_factory=dict)
 

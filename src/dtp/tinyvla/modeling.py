@@ -68,6 +68,14 @@ class TinyVLA(nn.Module):
             nn.Linear(cfg.vision_width, cfg.hidden_size), nn.GELU(), nn.Linear(cfg.hidden_size, cfg.hidden_size)
         )
         self.proprio_proj = nn.Linear(cfg.proprio_dims, cfg.hidden_size)
+        if (cfg.proprio_mean is None) != (cfg.proprio_std is None):
+            raise ConfigError("proprio_mean and proprio_std come together (both or neither)")
+        if cfg.proprio_mean is not None:  # from the config, not the weights: non-persistent buffers
+            mean, std = torch.tensor(cfg.proprio_mean), torch.tensor(cfg.proprio_std)
+            if mean.shape != (cfg.proprio_dims,) or std.shape != (cfg.proprio_dims,) or not bool((std > 0).all()):
+                raise ConfigError(f"proprio_mean/proprio_std must hold {cfg.proprio_dims} values (std > 0)")
+            self.register_buffer("proprio_mean", mean, persistent=False)
+            self.register_buffer("proprio_std", std, persistent=False)
         if cfg.num_registers < 0:
             raise ConfigError(f"num_registers must be >= 0, got {cfg.num_registers}")
         if cfg.num_registers:  # no parameter at 0, so checkpoints without registers load unchanged
@@ -83,7 +91,9 @@ class TinyVLA(nn.Module):
         return self.language_model.get_input_embeddings()(ids)
 
     def proprio_embedding(self, proprio: torch.Tensor) -> torch.Tensor:
-        """(B, P) -> (B, 1, D)."""
+        """(B, P) -> (B, 1, D), standardised first when the config carries the training data's statistics."""
+        if self.config.proprio_mean is not None:
+            proprio = (proprio - self.proprio_mean.to(proprio.dtype)) / self.proprio_std.to(proprio.dtype)
         return self.proprio_proj(proprio).unsqueeze(1)
 
     def sequence_embeddings(

@@ -53,6 +53,8 @@ _HELP = {
     "val_fraction": "share of each task's episodes held out for validation",
     "max_shift": "random shift augmentation, in pixels",
     "color_jitter": "brightness/contrast jitter range (+-)",
+    "normalize_proprio": "the model standardises proprio by the training demos' mean and std per dimension "
+                         "(stored in its config; std floored at 0.01)",
     "log_every": "steps per log line",
     "eval_every": "steps between validation passes",
     "eval_samples": "validation steps per periodic pass (0: all)",

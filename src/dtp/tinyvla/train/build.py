@@ -12,7 +12,7 @@ from ..modeling import VARIANT_KEY, TinyVLA, TinyVLAConfig
 from .config import TrainConfig
 from .datasets import RunData
 
-__all__ = ["build_model", "patch_word_head", "check_instruction_attention", "val_patch_word_labels",
+__all__ = ["build_model", "proprio_statistics", "patch_word_head", "check_instruction_attention", "val_patch_word_labels",
            "build_optimizer"]
 
 _REGENERATE = "(regenerate with dtp grounding-data)"
@@ -29,7 +29,10 @@ def build_model(cfg: TrainConfig, data: RunData) -> TinyVLA:
         model.load_state_dict(init.state_dict())
         del init
     elif train_set is not None:  # the demos fix the action and proprio sizes (4 and 4 on Meta-World, 7 and 8 on LIBERO)
-        model = TinyVLA(cfg.model_config(num_words, train_set.action_bins.shape[1], train_set.proprio.shape[1]))
+        model_cfg = cfg.model_config(num_words, train_set.action_bins.shape[1], train_set.proprio.shape[1])
+        if cfg.normalize_proprio:
+            model_cfg.proprio_mean, model_cfg.proprio_std = proprio_statistics(train_set.proprio)
+        model = TinyVLA(model_cfg)
     else:
         model = TinyVLA(cfg.model_config(num_words))
     if cfg.stage == "actions":  # dtp demo runs a checkpoint on the variant its demos came from
@@ -46,6 +49,12 @@ def build_model(cfg: TrainConfig, data: RunData) -> TinyVLA:
     if g_train is not None and g_train.images.shape[1] != model.config.image_size:
         raise ConfigError(f"grounding frames are {g_train.images.shape[1]} px, the model reads {model.config.image_size}")
     return model
+
+
+def proprio_statistics(proprio: torch.Tensor, floor: float = 0.01) -> tuple[list[float], list[float]]:
+    """(M, P) training proprio -> per-dimension mean and std (floored: a constant dimension stays quiet)."""
+    mean, std = proprio.double().mean(0), proprio.double().std(0).clamp_min(floor)
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
 def patch_word_head(cfg: TrainConfig, model: TinyVLA, data: RunData) -> torch.nn.Linear | None:

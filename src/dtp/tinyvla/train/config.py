@@ -46,6 +46,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     max_shift: int = 3  # pixels, random shift augmentation
     color_jitter: float = 0.1  # brightness/contrast factor range +-
+    normalize_proprio: bool = False  # the model standardises proprio by the training demos' mean and std
     # bookkeeping
     log_every: int = 10
     eval_every: int = 400
