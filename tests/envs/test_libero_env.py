@@ -207,23 +207,64 @@ def test_collect_writes_expert_demonstrations_and_resumes(tmp_path):
         collect_libero_demos(out, ["libero_object/0"], 1, image_size=64, progress=False)
 
 
+def tiny_libero_policy(path, image_size: int = 64):
+    """A random 7-D TinyVLA that reads LIBERO-Object's instruction words, saved at `path`."""
+    import torch
+
+    from dtp.tinyvla import TinyVLA, TinyVLAConfig, build_word_tokenizer, save_tokenizer
+
+    torch.manual_seed(0)
+    words = "pick the chocolate pudding alphabet soup and place it in basket".split()
+    cfg = TinyVLAConfig(image_size=image_size, patch_size=16, num_words=len(words) + 3, hidden_size=32, num_layers=2,
+                        num_heads=2, intermediate_size=64, vision_width=16, action_dims=7, proprio_dims=8)
+    TinyVLA(cfg).save_pretrained(path)
+    save_tokenizer(build_word_tokenizer(words), path)
+    return path
+
+
+def test_dagger_collection_keeps_the_experts_labels_of_the_policys_states(tmp_path):
+    """`dtp collect --policy`: the policy moves the robot, the file holds the expert's labels, a failed
+    episode is kept (and trained on), and the settings are the collection's."""
+    from dtp.cli import main
+    from dtp.envs.demos import load_episode
+    from dtp.tinyvla.data import load_episodes
+
+    ck = tiny_libero_policy(tmp_path / "ck")
+    out = tmp_path / "dagger"
+    args = ["collect", "--tasks", "libero_object/0", "--episodes", "1", "--image-size", "64", "--max-steps", "12",
+            "--out", str(out)]
+    assert main(args + ["--policy", str(ck), "--beta", "0.25"]) == 0
+    (path,) = (out / "libero_object" / "0").glob("ep_*.h5")
+    ep = load_episode(path)
+    assert ep["labels"] == "expert" and ep["beta"] == 0.25 and not ep["success"] and ep["n_steps"] == 12
+    assert len(load_episodes(out, 64)) == 1  # a relabelled failure is training data
+
+    # the first label is the expert's own first action from that reset; the expert alone would then
+    # have moved elsewhere than the recorded states (the policy drove most steps)
+    from dtp.envs.benchmark import make_env
+
+    env = make_env("libero_object/0", image_size=64, max_steps=12)
+    try:
+        obs, _ = env.reset(seed=int(ep["seed"]))
+        np.testing.assert_allclose(ep["actions"][0], env.expert_action(recover=True), atol=1e-6)
+        expert_proprio = [obs["proprio"]]
+        for _ in range(11):
+            obs, *_ = env.step(env.expert_action(recover=True))
+            expert_proprio.append(obs["proprio"])
+    finally:
+        env.close()
+    assert np.abs(np.stack(expert_proprio) - ep["proprio"]).max() > 1e-3
+    assert main(args + ["--policy", str(ck), "--beta", "1.5"]) == 2  # a bad beta is a one-line error
+
+
 @pytest.mark.slow
 def test_eval_and_audit_run_on_libero_with_a_7_dim_policy(tmp_path):
     """dtp eval renders at the model's own size; dtp audit pairs a _with_* task with its base suite's twin."""
     import json
 
-    import torch
-
     from dtp.cli import main
-    from dtp.tinyvla import TinyVLA, TinyVLAConfig, build_word_tokenizer, save_tokenizer
 
-    torch.manual_seed(0)
-    words = "pick the chocolate pudding and place it in basket".split()
-    cfg = TinyVLAConfig(image_size=64, patch_size=16, num_words=len(words) + 3, hidden_size=32, num_layers=2,
-                        num_heads=2, intermediate_size=64, vision_width=16, action_dims=7, proprio_dims=8)
-    ck = tmp_path / "ck"
-    TinyVLA(cfg).save_pretrained(ck)
-    save_tokenizer(build_word_tokenizer(words), ck)
+    ck = tiny_libero_policy(tmp_path / "ck")
     out = tmp_path / "audit"
     assert main(["audit", "--model", str(ck), "--tasks", "libero_object_with_mug/3", "--episodes", "1",
                  "--max-steps", "2", "--tau", "0.5", "--out", str(out)]) == 0

@@ -49,3 +49,35 @@ def test_expert_solves_flat_box_beside_a_tall_neighbour():
     expert, ok = _roll(1, seed=1000)
     assert expert.obj == "cream_cheese_1"
     assert ok
+
+
+def _carrying_expert(recover: bool):
+    """A PickPlaceExpert in its carry phase, without a simulator (only the recovery rule is exercised)."""
+    from dtp.envs.libero.expert import PickPlaceExpert
+
+    expert = object.__new__(PickPlaceExpert)
+    expert.recover, expert.lost, expert.phase = recover, 0, "carry"
+    expert.count, expert.stall, expert.last_z, expert.r_hold = 7, 0, None, object()
+    return expert
+
+
+def test_a_recovering_expert_starts_over_only_after_the_object_stays_out_of_hand():
+    import numpy as np
+
+    from dtp.envs.libero.expert import RECOVER_AFTER
+
+    eef, in_hand, dropped = np.array([0.0, 0.0, 0.3]), np.array([0.01, 0.0, 0.25]), np.array([0.2, 0.1, 0.02])
+    expert = _carrying_expert(recover=True)
+    for _ in range(RECOVER_AFTER):
+        expert._recover_if_dropped(eef, dropped)
+    assert expert.phase == "carry"  # a brief slip is not a drop
+    expert._recover_if_dropped(eef, in_hand)
+    assert expert.phase == "carry" and expert.lost == 0
+    for _ in range(RECOVER_AFTER + 1):
+        expert._recover_if_dropped(eef, dropped)
+    assert expert.phase == "above" and expert.r_hold is None and expert.count == 0
+    approaching = _carrying_expert(recover=True)
+    approaching.phase = "descend"  # before the grasp the object is never "in hand": nothing to recover
+    for _ in range(3 * RECOVER_AFTER):
+        approaching._recover_if_dropped(eef, dropped)
+    assert approaching.phase == "descend"

@@ -26,6 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_variant_option(p, lookalikes=False)
     p.add_argument("--workers", type=o.positive, default=2, help="processes (1: in this process; LIBERO runs in one)")
     p.add_argument("--wrist", action="store_true", help="LIBERO: record the wrist camera too (wrist_images)")
+    p.add_argument("--policy", default=None,
+                   help="LIBERO, DAgger: this checkpoint moves the robot and the expert labels every step it reaches "
+                        "(episodes kept whether they succeed or not)")
+    p.add_argument("--beta", type=float, default=0.0,
+                   help="with --policy: probability that a step executes the expert's action instead (default: 0)")
+    p.add_argument("--max-steps", type=o.positive, default=None,
+                   help="LIBERO: step limit of an episode (default: the suite's own, e.g. 280 on LIBERO-Object)")
     p.add_argument("--no-antialias", action="store_true",
                    help="LIBERO: render without multisampling (about half the rendering time; train and test alike)")
 
@@ -39,13 +46,15 @@ def run(args: argparse.Namespace) -> int:
     if libero:
         from ..envs.libero.collect import collect_libero_demos
 
-        summary = collect_libero_demos(args.out, args.tasks, args.episodes, seed=args.seed,
-                                       image_size=args.image_size or 128, wrist=args.wrist,
-                                       antialias=not args.no_antialias)
+        image_size = args.image_size or 128
+        driver = policy_driver(args.policy, args.beta, image_size) if args.policy else None
+        summary = collect_libero_demos(args.out, args.tasks, args.episodes, seed=args.seed, image_size=image_size,
+                                       wrist=args.wrist, antialias=not args.no_antialias, driver=driver,
+                                       max_steps=args.max_steps)
         print(json.dumps(summary, default=str))
         return 0
-    if args.wrist or args.no_antialias:
-        raise ConfigError("--wrist and --no-antialias are for LIBERO tasks")
+    if args.wrist or args.no_antialias or args.policy or args.beta or args.max_steps:
+        raise ConfigError("--wrist, --no-antialias, --policy, --beta and --max-steps are for LIBERO tasks")
     from ..envs.demos import collect_demos
 
     summary = collect_demos(
@@ -55,6 +64,23 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary, default=str))
     return 0
+
+
+def policy_driver(policy: str, beta: float, image_size: int):
+    """DAgger's driver: the checkpoint's baseline policy (DTP off), checked to read `image_size` px."""
+    from ..config import DTPConfig
+    from ..envs.libero.collect import PolicyDriver
+    from ..models import load
+    from ..models.base import declared_image_size
+    from ..policy import DTPPolicy
+
+    if not 0.0 <= beta < 1.0:
+        raise ConfigError(f"--beta (the expert's share of executed steps) must lie in [0, 1), got {beta}")
+    adapter = load(policy)
+    size = declared_image_size(adapter)
+    if size is not None and size != image_size:
+        raise ConfigError(f"{policy} reads {size} px images; collect with --image-size {size}")
+    return PolicyDriver(DTPPolicy(adapter, DTPConfig(enabled=False)), beta, str(policy))
 
 
 def on_interrupt(args: argparse.Namespace) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..envs.libero.names import is_libero
 from ..errors import ConfigError
+from ..models.base import declared_image_size  # noqa: F401  (re-exported: the CLI imports it from here)
 from .runner import EvalSpec, _load_adapter, _make_env
 
 RUNNERS = ("local", "ray")
@@ -56,12 +57,6 @@ def check_tasks(tasks: tuple[str, ...]) -> tuple[str, ...]:
         return expand_tasks(tasks)
     except ValueError as e:  # UnknownTaskError lists the known names
         raise ConfigError(str(e)) from None
-
-
-def declared_image_size(adapter: Any) -> int | None:
-    """The square image size a model's config fixes (TinyVLA's `image_size`), else None (it resizes itself)."""
-    size = getattr(getattr(getattr(adapter, "model", None), "config", None), "image_size", None)
-    return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
 def prepare_run(spec: EvalSpec, adapter: Any = None) -> tuple[EvalSpec, Any]:

@@ -23,6 +23,7 @@ __all__ = [
     "Generation",
     "VLAAdapter",
     "check_observation",
+    "declared_image_size",
 ]
 
 
@@ -151,3 +152,9 @@ class VLAAdapter(Protocol):
     ) -> Generation: ...
 
     def decode(self, action_bins: torch.Tensor) -> np.ndarray: ...
+
+
+def declared_image_size(adapter: Any) -> int | None:
+    """The square image size a model's config fixes (TinyVLA's `image_size`), else None (it resizes itself)."""
+    size = getattr(getattr(getattr(adapter, "model", None), "config", None), "image_size", None)
+    return size if isinstance(size, int) and not isinstance(size, bool) else None

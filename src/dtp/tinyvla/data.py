@@ -57,6 +57,7 @@ class Episode:
     proprio: np.ndarray  # (T, P) float32
     actions: np.ndarray  # (T, A) float32 in [-1, 1]
     path: Path
+    relabelled: bool = False  # actions are an expert's labels of states another policy reached (DAgger)
 
     @property
     def n_steps(self) -> int:
@@ -163,6 +164,7 @@ def _read_episode(path: Path, image_size: int) -> Episode:
         proprio=proprio,
         actions=actions,
         path=path,
+        relabelled=text(attrs.get("labels", "")) == "expert",
     )
 
 
@@ -185,11 +187,12 @@ def demo_variant(data_dir: str | Path) -> str:
 def load_episodes(
     data_dir: str | Path, image_size: int, *, tasks: tuple[str, ...] | None = None, only_success: bool = True
 ) -> list[Episode]:
-    """Read every episode file (resizing images to image_size); skip failed demos if only_success."""
+    """Read every episode file (resizing images to image_size); skip failed demos if only_success
+    (not DAgger's relabelled episodes: their actions are the expert's, whatever the outcome)."""
     episodes, skipped = [], 0
     for path in find_episode_files(data_dir, tasks):
         ep = _read_episode(path, image_size)
-        if only_success and not ep.success:
+        if only_success and not ep.success and not ep.relabelled:  # a relabelled failure still holds good labels
             skipped += 1
             continue
         if not ep.instruction.strip():

@@ -198,16 +198,17 @@ class LiberoEnv(gym.Env):
         labels[geom] = self._labels[ids[geom]]
         return np.ascontiguousarray(labels[:, ::-1])  # MuJoCo's rows run bottom-up: this is the 180-degree turn
 
-    def expert_action(self) -> np.ndarray:
+    def expert_action(self, *, recover: bool = False) -> np.ndarray:
         """The privileged pick-and-place expert's next action, float32 (7,) (dtp.envs.libero.expert);
-        a ConfigError for a task whose goal is not a pick-and-place (open, turn on)."""
+        a ConfigError for a task whose goal is not a pick-and-place (open, turn on). recover: the expert
+        starts over when the object is out of hand mid-carry (fixed at an episode's first call)."""
         if self._raw_obs is None:
             raise RuntimeError("call reset() before expert_action()")
         if self._expert is None:
             from .expert import PickPlaceExpert
 
             try:
-                self._expert = PickPlaceExpert(self.robosuite_env)
+                self._expert = PickPlaceExpert(self.robosuite_env, recover=recover)
             except ValueError as e:
                 raise ConfigError(f"{self.task_name}: no scripted expert for this goal ({e})") from None
         return np.clip(np.asarray(self._expert.act(self._raw_obs), dtype=np.float32), -1.0, 1.0)

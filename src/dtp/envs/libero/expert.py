@@ -23,6 +23,8 @@ BAND = 0.025  # height of the finger pads' contact band
 OPEN_WIDTH = 0.075  # widest band the open fingers can straddle
 HAND_U, HAND_V, HAND_Z = 0.11, 0.04, 0.024  # hand half-extents along/across the closing axis, bottom above grip
 FINGER_U, FINGER_V = 0.07, 0.015  # open fingers' half-extents along/across the closing axis
+HELD_XY, HELD_Z = 0.06, 0.20  # an object within this of the grip site (horizontally, below it) is in hand
+RECOVER_AFTER = 5  # steps out of hand before a recovering expert starts over
 
 
 def goal_pick_place(robosuite_env) -> tuple[str, str]:
@@ -137,10 +139,18 @@ def desired_rotation(theta: float, r_cur: np.ndarray) -> np.ndarray:
 
 
 class PickPlaceExpert:
-    """Phase machine: turn and go above the grasp, descend, grasp, lift, above target, lower, release."""
+    """Phase machine: turn and go above the grasp, descend, grasp, lift, above target, lower, release.
 
-    def __init__(self, robosuite_env):
+    recover=True (for labelling states another policy reached, DAgger): while lifting, carrying or
+    lowering, an object that is not between the fingers for RECOVER_AFTER steps sends the machine back
+    to the approach, so the labels say "go and grasp it again", not "carry nothing to the basket".
+    Off (the default) the machine is the one that recorded the demonstrations.
+    """
+
+    def __init__(self, robosuite_env, recover: bool = False):
         self.env = robosuite_env
+        self.recover = recover
+        self.lost = 0  # consecutive steps with the object out of hand while it should be held
         self.obj, self.target = goal_pick_place(robosuite_env)
         self.phase = "above"
         self.count = 0
@@ -176,6 +186,8 @@ class PickPlaceExpert:
         # carry high enough that the hanging object clears every other object, and lower it into the target
         lift_z = max(tgt[2] + LIFT, self.clear_z + self.hang + 0.03)
         lower_z = max(tgt[2] + 0.15, self.target_top - 0.06 + self.hang)
+        if self.recover:
+            self._recover_if_dropped(eef, obj)
         p = self.phase
         if p in ("above", "descend"):
             offset, theta, tip = self._plan(obj)
@@ -215,6 +227,13 @@ class PickPlaceExpert:
         else:
             goal, grip = eef, -1.0
         return self._move(eef, goal, grip, rot)
+
+    def _recover_if_dropped(self, eef, obj) -> None:
+        """Back to the approach when the object has not been in hand for RECOVER_AFTER steps of a carry."""
+        in_hand = np.linalg.norm(obj[:2] - eef[:2]) < HELD_XY and -0.02 < eef[2] - obj[2] < HELD_Z
+        self.lost = 0 if (in_hand or self.phase not in ("lift", "carry", "lower")) else self.lost + 1
+        if self.lost > RECOVER_AFTER:
+            self.phase, self.count, self.stall, self.last_z, self.r_hold, self.lost = "above", 0, 0, None, None, 0
 
     def _descend(self, eef, goal, rot):
         """Descend at a steady speed (a P-controller's slow tail would read as a stall), xy held on the grasp."""
