@@ -3,6 +3,8 @@
 pass 1 (capture) -> r -> G -> A -> D -> pass 2 (keep = ~D) -> decoded action.
 With DTP disabled one plain pass runs through the same code (the baseline); `observe=True`
 also captures during that pass so the baseline logs r, G, A and irrelevant attention.
+`step_batch` runs B observations (each from its own EpisodeState) through one batched pass 1 and
+one batched pass 2 over the samples that fired (dtp.batching, dtp.models.batch).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import core, fast
+from . import batching, core, fast
 from .config import DTPConfig
 from .regions import region_source
 from .robot_mask import MotionRobotMask, segmentation_robot_patches
@@ -22,7 +24,7 @@ from .errors import AttentionError, InputError, UnsupportedModelError
 from .models.base import Generation, Observation, VLAAdapter
 from .models.common import capture_spec_for
 
-__all__ = ["DTPPolicy", "StepRecord", "StepResult"]
+__all__ = ["DTPPolicy", "EpisodeState", "StepRecord", "StepResult"]
 
 
 @dataclass
@@ -134,6 +136,19 @@ class StepResult:
     record: StepRecord
 
 
+@dataclass
+class EpisodeState:
+    """What a policy carries from one step of an episode to the next (one per episode, or per served client).
+
+    seed: the episode's seed (the random ablations draw from (config seed, seed, step));
+    step: steps taken so far; motion: the motion estimate's frames (keep_robot="motion"; None otherwise).
+    """
+
+    seed: int = 0
+    step: int = 0
+    motion: MotionRobotMask | None = None
+
+
 def mean_entropy(logits: torch.Tensor) -> float:
     """Mean entropy (nats) of the action-token distributions (T, bins); NaN for a head without tokens."""
     if logits.numel() == 0:
@@ -161,16 +176,18 @@ class DTPPolicy:
             adapter.num_layers, getattr(adapter, "default_relevance_layers", None)
         )
         self.region_source = region_source(self.config.region)  # where G comes from (dtp.regions)
+        self.episode = self.new_episode()  # the state `step` reads and advances
+        # why the last step_batch ran as a per-sample loop (None: it ran batched; see dtp.batching)
+        self.batch_fallback: str | None = None
+
+    def new_episode(self, seed: int = 0) -> EpisodeState:
+        """A fresh episode's state: pass one per observation to `step_batch` (e.g. one per served client)."""
         # where the robot is, for an embodiment-aware G (dtp.robot_mask; keep_robot "off" has none)
-        self._motion = MotionRobotMask() if self.config.keep_robot == "motion" else None
-        self._step = 0
-        self._episode_seed = 0
+        motion = MotionRobotMask() if self.config.keep_robot == "motion" else None
+        return EpisodeState(seed=int(seed), motion=motion)
 
     def reset(self, seed: int = 0) -> None:
-        self._step = 0
-        self._episode_seed = int(seed)
-        if self._motion is not None:
-            self._motion.reset()
+        self.episode = self.new_episode(seed)
         reset_adapter = getattr(self.adapter, "reset", None)  # optional hook (pi0: reseeds its noise)
         if reset_adapter is not None:
             reset_adapter(seed)
@@ -179,10 +196,72 @@ class DTPPolicy:
         return self.step(obs).action
 
     def step(self, obs: Observation | dict) -> StepResult:
+        return self._step_episode(obs, self.episode)
+
+    def step_batch(self, observations: list[Observation | dict], episodes: list[EpisodeState] | None = None) -> list[StepResult]:
+        """`step` on each observation, batched: one pass 1 over all, one pass 2 over the samples that fired.
+
+        episodes[i] (from `new_episode`) is the episode observation i belongs to; each sample reads and
+        advances its own, so results equal `step` of a policy in that episode state (same pruned set, same
+        action tokens, logits within float rounding). episodes=None means `[self.episode]` and takes one
+        observation. An adapter without `supports_batch` (or a pass2 reuse mode) runs a per-sample loop
+        instead: logged once, and `self.batch_fallback` names why (None after a batched call).
+        Timings of a batched sample are the whole batch's wall times (it waited for all of it).
+        """
+        obs, episodes = batching.check_batch(observations, episodes, self.episode)
+        if not obs:
+            return []
+        self.batch_fallback = batching.batch_refusal(self.adapter, self.pass2)
+        if self.batch_fallback is not None:
+            batching.announce_fallback(self.batch_fallback)
+            return [self._step_episode(o, e) for o, e in zip(obs, episodes)]
+        return self._step_batched(obs, episodes)
+
+    def _step_batched(self, obs: list[Observation], episodes: list[EpisodeState]) -> list[StepResult]:
+        cfg, adapter = self.config, self.adapter
+        capture = cfg.enabled or self.observe
+        recs = [StepRecord(step=e.step) for e in episodes]
+        t0 = time.perf_counter()
+        inputs = [adapter.prepare(o) for o in obs]
+        t_prepare = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        gens = adapter.generate_batch(
+            inputs, capture=capture, relevance_layers=self.relevance_layers if capture else (),
+            hidden_states=capture and self.region_source.needs_hidden_states,
+        )
+        t_pass1 = time.perf_counter() - t0
+        for rec, gen, o, ep, inp in zip(recs, gens, obs, episodes, inputs):
+            rec.timings.update(prepare_s=t_prepare, pass1_s=t_pass1)
+            rec.tokens_pass1 = gen.action_bins.tolist()
+            rec.action_pass1 = adapter.decode(gen.output)
+            rec.entropy_pass1 = mean_entropy(gen.action_logits)
+            if capture:
+                t0 = time.perf_counter()
+                self._analyse(gen, inp.layout.grid, rec, o, ep)
+                rec.timings["dtp_math_s"] = time.perf_counter() - t0
+        finals = list(gens)
+        fired = [i for i, rec in enumerate(recs) if cfg.enabled and rec.n_pruned > 0]
+        if fired:
+            t0 = time.perf_counter()
+            keeps = [core.keep_mask(recs[i].pruned) for i in fired]
+            for i, gen in zip(fired, adapter.generate_batch([inputs[i] for i in fired], keeps=keeps)):
+                finals[i] = gen
+            for i in fired:
+                recs[i].timings["pass2_s"] = time.perf_counter() - t0
+        out = []
+        for rec, final, ep in zip(recs, finals, episodes):
+            rec.tokens = final.action_bins.tolist()
+            rec.action = adapter.decode(final.output)
+            rec.entropy = mean_entropy(final.action_logits)
+            ep.step += 1
+            out.append(StepResult(action=rec.action, record=rec))
+        return out
+
+    def _step_episode(self, obs: Observation | dict, episode: EpisodeState) -> StepResult:
         if isinstance(obs, dict):
             obs = Observation.from_dict(obs)
         cfg = self.config
-        rec = StepRecord(step=self._step)
+        rec = StepRecord(step=episode.step)
         t0 = time.perf_counter()
         inputs = self.adapter.prepare(obs)
         rec.timings["prepare_s"] = time.perf_counter() - t0
@@ -203,7 +282,7 @@ class DTPPolicy:
 
         if capture:
             t0 = time.perf_counter()
-            self._analyse(gen1, inputs.layout.grid, rec, obs)
+            self._analyse(gen1, inputs.layout.grid, rec, obs, episode)
             rec.timings["dtp_math_s"] = time.perf_counter() - t0
             if cfg.enabled and rec.n_pruned > 0:
                 t0 = time.perf_counter()
@@ -212,10 +291,10 @@ class DTPPolicy:
         rec.tokens = final.action_bins.tolist()
         rec.action = self.adapter.decode(final.output)
         rec.entropy = mean_entropy(final.action_logits)
-        self._step += 1
+        episode.step += 1
         return StepResult(action=rec.action, record=rec)
 
-    def _robot_patches(self, obs: Observation | None, grid: tuple[int, int]) -> torch.Tensor:
+    def _robot_patches(self, obs: Observation | None, grid: tuple[int, int], episode: EpisodeState) -> torch.Tensor:
         """(h, w) bool: the robot's patches from the configured source (dtp.robot_mask)."""
         if obs is None:
             raise InputError(f"keep_robot={self.config.keep_robot!r} reads the observation; pass it")
@@ -224,11 +303,14 @@ class DTPPolicy:
                 raise InputError("keep_robot='segmentation' needs the simulator's segmentation with each observation "
                                  "(obs['segmentation']; dtp eval supplies it on the benchmark)")
             return segmentation_robot_patches(obs.segmentation, grid)
-        return self._motion.update(obs.image, grid)
+        return episode.motion.update(obs.image, grid)
 
-    def _analyse(self, gen: Generation, grid: tuple[int, int], rec: StepRecord, obs: Observation | None = None) -> None:
-        """r, G, A, D and the diagnostics of one step into `rec`; `obs` feeds region sources that read it."""
+    def _analyse(self, gen: Generation, grid: tuple[int, int], rec: StepRecord, obs: Observation | None = None,
+                 episode: EpisodeState | None = None) -> None:
+        """r, G, A, D and the diagnostics of one step into `rec`; `obs` feeds region sources that read it,
+        `episode` (default: the policy's own) holds the step's episode state."""
         cfg = self.config
+        episode = self.episode if episode is None else episode
         trace = gen.trace
         if trace is None:
             raise AttentionError("the adapter returned no trace from a capture pass")
@@ -237,7 +319,7 @@ class DTPPolicy:
         region = self.region_source.compute(obs, trace, grid, cfg)
         r, g = region.relevance, region.region
         if cfg.keep_robot != "off":
-            rec.robot = self._robot_patches(obs, grid)
+            rec.robot = self._robot_patches(obs, grid, episode)
             g = g | rec.robot  # embodiment-aware G: the robot's own patches are never distracting
         a = core.attention_map(trace.action_rows, grid, cfg.aggregation)
         d = core.distracting_mask(a, g, cfg.tau)
@@ -245,7 +327,7 @@ class DTPPolicy:
         pruned = d
         pruner = PRUNERS.get(cfg.ablation)
         if pruner is not None:
-            gen_seed = (cfg.seed * 1_000_003 + self._episode_seed * 10_007 + self._step) % (2**63)
+            gen_seed = (cfg.seed * 1_000_003 + episode.seed * 10_007 + episode.step) % (2**63)
             pruned = pruner(PruneInputs(cfg, g, d, prompt_r, torch.Generator().manual_seed(gen_seed)))
         if prompt_r is not None:
             rec.prompt_argmax = int(torch.argmax(prompt_r.flatten()))  # first maximum

@@ -135,6 +135,10 @@ class VLAAdapter(Protocol):
     DTPPolicy uses when DTPConfig.relevance_layers is None (the shipped TinyVLA stores its own),
     and `reset(seed)`, which DTPPolicy.reset calls at each episode (pi0 reseeds its noise there).
     `decode` takes `Generation.output`: the bins of a token head, the chunk of a continuous one.
+    An adapter that batches sets `supports_batch = True` and implements
+    `generate_batch(inputs, *, keeps=None, capture=False, relevance_layers=(), hidden_states=False)
+    -> list[Generation]`: `generate` on each input (keeps[i] its keep mask; capture=True records DTP's
+    rows for every sample) in one pass. Without it DTPPolicy.step_batch loops (dtp.batching).
     """
 
     num_layers: int

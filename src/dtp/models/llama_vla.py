@@ -4,7 +4,8 @@ Sequence: [BOS] [image x N] [registers x R] [instruction words x P] [proprio] ->
 The prompt comes after the image, so prompt tokens attend to image tokens (relevance).
 Registers (R >= 0) sit outside the image span: never pruned, never scored.
 Pruning hides image tokens through the padding mask while every token keeps its
-original position id, which is exactly removal (tested).
+original position id, which is exactly removal (tested). `generate_batch` runs B observations
+right-padded in one pass (dtp.models.batch), each sample with its own keep mask.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..capture import AttentionCapture, CaptureSpec
 from ..tinyvla.modeling import DEFAULT_LAYERS_KEY, VARIANT_KEY, TinyVLA
 from ..tinyvla.tokenizer import encode_instruction, load_tokenizer
 from .base import Generation, Observation, PreparedInputs, TokenLayout, check_observation
+from .batch import batch_capture_spec, batch_mask, greedy_action_decode_batch, last_positions, pad_right, sample_trace
 from .common import greedy_action_decode, hidden_trace, padding_mask_with_holes, trace_from_capture
 
 __all__ = ["LlamaVLAAdapter"]
@@ -29,6 +31,8 @@ __all__ = ["LlamaVLAAdapter"]
 
 class LlamaVLAAdapter:
     """Wraps a TinyVLA (patch encoder -> projector -> LlamaForCausalLM) and its word tokenizer."""
+
+    supports_batch = True  # generate_batch: B observations in one pass (DTPPolicy.step_batch)
 
     def __init__(self, model: TinyVLA, tokenizer: Tokenizer, binner: ActionBinner | None = None):
         self.model = model.eval()
@@ -84,14 +88,95 @@ class LlamaVLAAdapter:
         """
         mi = inputs.model_inputs
         src = (mi["pixels"], mi["ids"], mi["proprio"])
-        memo = mi.get("_embeds")
-        if memo is not None and all(a is b for a, b in zip(memo[0], src)):
-            return memo[1]
+        if self._memo_valid(mi):
+            return mi["_embeds"][1]
         param = next(self.model.parameters())  # the model's device and dtype (bf16 / CUDA for the bench)
         pixels, ids, proprio = src[0].to(param.device, param.dtype), src[1].to(param.device), src[2].to(param.device, param.dtype)
         embeds = self.model.sequence_embeddings(pixels, ids, proprio)  # shared with training
         mi["_embeds"] = (src, embeds)
         return embeds
+
+    @torch.inference_mode()
+    def embed_batch(self, inputs: list[PreparedInputs]) -> torch.Tensor:
+        """(B, S_max, D) right-padded prefill embeddings; row i's first seq_len entries are embed(inputs[i]).
+
+        Samples not embedded yet are encoded together, and each keeps its row (as `embed` memoises),
+        so the batch's pass 2 does not run the image encoder again.
+        """
+        todo = [x for x in inputs if not self._memo_valid(x.model_inputs)]
+        if todo:
+            param = next(self.model.parameters())
+            mis = [x.model_inputs for x in todo]
+            lengths = torch.tensor([mi["ids"].shape[1] - 1 for mi in mis])
+            ids = pad_right([mi["ids"] for mi in mis], int(lengths.max()) + 1).to(param.device)  # 0 = [PAD]
+            pixels = torch.cat([mi["pixels"] for mi in mis]).to(param.device, param.dtype)
+            proprio = torch.cat([mi["proprio"] for mi in mis]).to(param.device, param.dtype)
+            embeds = self.model.sequence_embeddings(pixels, ids, proprio, word_lengths=lengths)
+            for j, x in enumerate(todo):
+                mi = x.model_inputs
+                mi["_embeds"] = ((mi["pixels"], mi["ids"], mi["proprio"]), embeds[j : j + 1, : x.layout.seq_len])
+        width = max(x.layout.seq_len for x in inputs)
+        return pad_right([self.embed(x) for x in inputs], width)
+
+    @staticmethod
+    def _memo_valid(mi: dict) -> bool:
+        memo = mi.get("_embeds")
+        return memo is not None and all(a is b for a, b in zip(memo[0], (mi["pixels"], mi["ids"], mi["proprio"])))
+
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        inputs: list[PreparedInputs],
+        *,
+        keeps: list[torch.Tensor | None] | None = None,
+        capture: bool = False,
+        relevance_layers: tuple[int, ...] = (),
+        hidden_states: bool = False,
+    ) -> list[Generation]:
+        """`generate` on each input, in one right-padded pass; keeps[i] (N,) bool hides sample i's pruned tokens.
+
+        capture=True records the rows of DTP's capture spec for every sample (Generation.trace per sample).
+        """
+        if hidden_states and not capture:
+            raise ValueError("hidden_states=True needs a capture too (similarity relevance is computed in pass 1)")
+        layouts = [x.layout for x in inputs]
+        embeds = self.embed_batch(inputs)
+        dev = embeds.device
+        b, width = embeds.shape[:2]
+        state: dict = {"mask": batch_mask(layouts, keeps).to(dev)}
+        last = last_positions(layouts).to(dev)
+        cache = DynamicCache(config=self.lm.config)
+        ctx = AttentionCapture(self.lm.config, batch_capture_spec(layouts)) if capture else nullcontext()
+
+        def prefill() -> torch.Tensor:
+            out = self.lm(
+                inputs_embeds=embeds,
+                attention_mask=state["mask"],
+                position_ids=torch.arange(width, device=dev).expand(b, width),
+                cache=cache,
+                use_cache=True,
+                output_hidden_states=hidden_states,
+                logits_to_keep=last.view(b, 1),  # each sample's own last position
+            )
+            state["hidden"] = out.hidden_states
+            return out.logits[:, 0]
+
+        def step(tokens: torch.Tensor, t: int) -> torch.Tensor:
+            state["mask"] = torch.cat([state["mask"], torch.ones(b, 1, dtype=torch.long, device=dev)], dim=1)
+            out = self.lm(input_ids=tokens, attention_mask=state["mask"], position_ids=(last + 1 + t).view(b, 1),
+                          cache=cache, use_cache=True)
+            return out.logits[:, -1]
+
+        with ctx as cap:
+            bins, logits = greedy_action_decode_batch(prefill, step, self._action_ids, self.n_action_tokens)
+        out = []
+        for i, layout in enumerate(layouts):
+            trace = None
+            if capture:
+                trace = sample_trace(cap, i, layout, width, self.n_action_tokens, relevance_layers, self.num_layers, b,
+                                     state["hidden"] if hidden_states else None)
+            out.append(Generation(action_bins=bins[i], action_logits=logits[i], trace=trace, extras={"batch": b}))
+        return out
 
     @torch.inference_mode()
     def generate(
