@@ -101,22 +101,23 @@ def sample_trace(
 def greedy_action_decode_batch(
     prefill: Callable[[], torch.Tensor],
     step: Callable[[torch.Tensor, int], torch.Tensor],
-    action_token_ids: torch.Tensor,
+    action_token_ids: torch.Tensor | None,
     n_tokens: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding constrained to the action vocabulary, B samples in step (common.greedy_action_decode per row).
 
     prefill() -> (B, V) logits of each sample's last prefill position; step(ids (B, 1), t) -> (B, V)
-    after feeding the t-th generated tokens. Returns (bins (B, T), logits over bins (B, T, bins)).
+    after feeding the t-th generated tokens. action_token_ids None: the whole vocabulary (index = id).
+    Returns (bins (B, T), logits over bins (B, T, bins)).
     """
     logits = prefill()
-    ids = action_token_ids.to(logits.device)
+    ids = None if action_token_ids is None else action_token_ids.to(logits.device)
     bins, logits_out = [], []
     for t in range(n_tokens):
-        lb = logits[:, ids].float()  # (B, bins)
+        lb = (logits if ids is None else logits[:, ids]).float()  # (B, bins)
         b = torch.argmax(lb, dim=-1)  # first maximum per row, as the unbatched argmax
         bins.append(b.cpu())
         logits_out.append(lb.cpu())
         if t + 1 < n_tokens:
-            logits = step(ids[b].view(-1, 1), t)
+            logits = step((b if ids is None else ids[b]).view(-1, 1), t)
     return torch.stack(bins, dim=1), torch.stack(logits_out, dim=1)

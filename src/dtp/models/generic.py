@@ -37,6 +37,7 @@ from ..capture import AttentionCapture, CaptureSpec
 from ..errors import ConfigError, LayoutError, UnsupportedModelError
 from .base import Generation, Observation, PreparedInputs, TokenLayout, check_observation
 from .common import hidden_trace, padding_mask_with_holes, trace_from_capture
+from .generic_batch import hf_generate_batch
 
 __all__ = [
     "ActionDecodingError",
@@ -235,6 +236,8 @@ class HFVLAAdapter:
     """
 
     family = "transformers"
+    # whether this family's inputs join into one right-padded batch (generate_batch); see supports_batch
+    family_batches = False
     default_prompt = "What action should the robot take to {instruction}?"
     # Whether VLAs of this family use the 256-bin scheme by default; if not, a reason to say when none is given.
     default_bins_refusal: str | None = None
@@ -460,6 +463,17 @@ class HFVLAAdapter:
             extras={"token_ids": self.actions.ids_of(bins).tolist()},
         )
 
+    @property
+    def supports_batch(self) -> bool:
+        """Whether generate_batch applies: a family that declares it, decoding a fixed number of tokens."""
+        return self.family_batches and not self.actions.stop_token_ids
+
+    def generate_batch(self, inputs: list[PreparedInputs], **kwargs: Any) -> list[Generation]:
+        """`generate` on each input in one right-padded pass (dtp.models.generic_batch; DTPPolicy.step_batch)."""
+        if not self.supports_batch:
+            raise UnsupportedModelError(f"{type(self).__name__} does not batch; run generate per observation")
+        return hf_generate_batch(self, inputs, **kwargs)
+
     def decode(self, action_bins: torch.Tensor) -> np.ndarray:
         return self.actions.decode(action_bins)
 
@@ -472,4 +486,5 @@ class GenericVLAAdapter(HFVLAAdapter):
     """
 
     family = "generic"
+    family_batches = True  # default positions and prompts: right padding keeps every sample's numbers
     model_types: tuple[str, ...] = ("llava", "gemma3", "idefics3")
