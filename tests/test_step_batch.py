@@ -173,6 +173,15 @@ def test_an_adapter_that_cannot_batch_falls_back_visibly(tiny_adapter, caplog):
     assert sum("does not batch" in r.message for r in caplog.records) <= 1  # once per reason per process
     for i, (o, res) in enumerate(zip(obs, results)):
         _assert_same(res.record, _alone(tiny_adapter, cfg, o, i))
-    fast = DTPPolicy(tiny_adapter, cfg, pass2="exact_prefix")
-    fast.step_batch(obs, [fast.new_episode(i) for i in range(2)])
-    assert "exact_prefix" in fast.batch_fallback
+
+
+@pytest.mark.parametrize("pass2", ["exact_prefix", "approx_image"])
+def test_batch_with_a_pass2_reuse_mode_equals_step(tiny_adapter, pass2):
+    """dtp.fast's modes: batched pass 1, each fired sample's pass 2 from its row of the shared cache."""
+    cfg = DTPConfig(region="mask", tau=0.2)
+    obs = [_obs(s, INSTRUCTIONS[s], fires=s != 1) for s in range(4)]
+    pol = DTPPolicy(tiny_adapter, cfg, pass2=pass2)
+    results = pol.step_batch(obs, [pol.new_episode(i) for i in range(4)])
+    assert pol.batch_fallback is None and [r.record.fired for r in results] == [True, False, True, True]
+    for i, (o, res) in enumerate(zip(obs, results)):
+        _assert_same(res.record, _alone(tiny_adapter, cfg, o, i, pass2=pass2))

@@ -7,8 +7,9 @@ an `EpisodeState`, one per episode, passed beside each observation. A server kee
 a vectorised rollout one per env. Adapter-level state (pi0's noise generator) is not per episode.
 
 An adapter batches when it says so (`supports_batch = True` and a `generate_batch` method, see
-models/base.py); otherwise, and for the pass-2 reuse modes of dtp.fast, step_batch runs a per-sample
-loop, logs why once per reason, and leaves the reason in `policy.batch_fallback`.
+models/base.py); otherwise step_batch runs a per-sample loop, logs why once per reason, and leaves
+the reason in `policy.batch_fallback`. With a pass-2 reuse mode of dtp.fast, pass 1 is batched and
+each fired sample's pass 2 runs alone from its row of the shared cache.
 """
 
 from __future__ import annotations
@@ -43,12 +44,10 @@ def check_batch(observations: Sequence[Any], episodes: Sequence[Any] | None, def
     return obs, episodes
 
 
-def batch_refusal(adapter: Any, pass2: str) -> str | None:
-    """Why this adapter and pass-2 mode cannot run a batch in one pass (None: they can)."""
+def batch_refusal(adapter: Any) -> str | None:
+    """Why this adapter cannot run a batch in one pass (None: it can)."""
     if not getattr(adapter, "supports_batch", False) or not callable(getattr(adapter, "generate_batch", None)):
         return f"{type(adapter).__name__} does not batch (no supports_batch/generate_batch); step_batch loops per sample"
-    if pass2 != "exact":
-        return f"pass2={pass2!r} reuses each sample's own pass-1 cache; step_batch loops per sample"
     return None
 
 

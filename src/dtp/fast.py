@@ -17,7 +17,8 @@ language model the keys and values of a position depend only on the positions be
   `dtp bench` measures how often its actions equal "exact".
 
 Both reuse modes need an adapter whose pass 1 returns `extras["cache"]` (the filled
-DynamicCache) and `extras["embeds"]` (the prefill embeddings) and whose language model is a
+DynamicCache; a batched pass 1 shares one right-padded cache and names the sample's row in
+`extras["batch_index"]`) and `extras["embeds"]` (the prefill embeddings) and whose language model is a
 causal transformers LM reachable as `adapter.lm`: today `LlamaVLAAdapter` (our TinyVLA).
 PaliGemma's image+prompt prefix is bidirectional, so nothing before a pruned token is safe
 to reuse there (DESIGN.md).
@@ -97,17 +98,19 @@ def reuse_plan(layout: TokenLayout, keep: torch.Tensor, mode: str) -> ReusePlan:
     return ReusePlan(cached=cached, computed=computed, exact=mode == "exact_prefix")
 
 
-def _cache_subset(pass1_cache: DynamicCache, positions: torch.Tensor, config) -> DynamicCache:
+def _cache_subset(pass1_cache: DynamicCache, positions: torch.Tensor, config, row: int | None = None) -> DynamicCache:
     """A fresh DynamicCache holding pass 1's keys/values at `positions`.
 
     Consumes `pass1_cache` layer by layer (each layer is dropped once copied), so that at most one
-    layer exists twice.
+    layer exists twice; a batch's shared cache (`row` = the sample's batch row) is read, not consumed.
     """
     out = DynamicCache(config=config)
     n = positions.numel()
     contiguous = n > 0 and int(positions[-1]) - int(positions[0]) + 1 == n
     for layer_idx, layer in enumerate(pass1_cache.layers):
         k, v = layer.keys, layer.values  # (B, H_kv, S_seen, d), positions are sequence indices
+        if row is not None:
+            k, v = k[row : row + 1], v[row : row + 1]
         if contiguous:
             a, b = int(positions[0]), int(positions[-1]) + 1
             k, v = k[:, :, a:b], v[:, :, a:b]
@@ -115,7 +118,8 @@ def _cache_subset(pass1_cache: DynamicCache, positions: torch.Tensor, config) ->
             idx = positions.to(k.device)
             k, v = k.index_select(2, idx), v.index_select(2, idx)
         out.update(k, v, layer_idx)  # copies
-        layer.keys = layer.values = None
+        if row is None:
+            layer.keys = layer.values = None
     return out
 
 
@@ -146,7 +150,8 @@ def second_pass(
     layout = inputs.layout
     plan = reuse_plan(layout, keep, mode)
     lm = adapter.lm
-    cache = _cache_subset(pass1.extras.pop("cache"), plan.cached, lm.config)  # a copy; pass 1's is freed
+    row = pass1.extras.get("batch_index")  # a batched pass 1: its shared cache, this sample's row
+    cache = _cache_subset(pass1.extras.pop("cache"), plan.cached, lm.config, row)  # a copy; pass 1's is freed
     s = layout.seq_len
     dev = embeds.device
     computed = plan.computed.to(dev)

@@ -204,14 +204,15 @@ class DTPPolicy:
         episodes[i] (from `new_episode`) is the episode observation i belongs to; each sample reads and
         advances its own, so results equal `step` of a policy in that episode state (same pruned set, same
         action tokens, logits within float rounding). episodes=None means `[self.episode]` and takes one
-        observation. An adapter without `supports_batch` (or a pass2 reuse mode) runs a per-sample loop
-        instead: logged once, and `self.batch_fallback` names why (None after a batched call).
+        observation. An adapter without `supports_batch` runs a per-sample loop instead: logged once,
+        and `self.batch_fallback` names why (None after a batched call). With a pass2 reuse mode,
+        each fired sample's pass 2 runs alone from its row of pass 1's shared cache (dtp.fast).
         Timings of a batched sample are the whole batch's wall times (it waited for all of it).
         """
         obs, episodes = batching.check_batch(observations, episodes, self.episode)
         if not obs:
             return []
-        self.batch_fallback = batching.batch_refusal(self.adapter, self.pass2)
+        self.batch_fallback = batching.batch_refusal(self.adapter)
         if self.batch_fallback is not None:
             batching.announce_fallback(self.batch_fallback)
             return [self._step_episode(o, e) for o, e in zip(obs, episodes)]
@@ -244,9 +245,12 @@ class DTPPolicy:
         if fired:
             t0 = time.perf_counter()
             keeps = [core.keep_mask(recs[i].pruned) for i in fired]
-            for i, gen in zip(fired, adapter.generate_batch([inputs[i] for i in fired], keeps=keeps)):
+            if self.pass2 == "exact":
+                second = adapter.generate_batch([inputs[i] for i in fired], keeps=keeps)
+            else:
+                second = [fast.second_pass(adapter, inputs[i], gens[i], k, self.pass2) for i, k in zip(fired, keeps)]
+            for i, gen in zip(fired, second):
                 finals[i] = gen
-            for i in fired:
                 recs[i].timings["pass2_s"] = time.perf_counter() - t0
         out = []
         for rec, final, ep in zip(recs, finals, episodes):

@@ -175,7 +175,9 @@ class LlamaVLAAdapter:
             if capture:
                 trace = sample_trace(cap, i, layout, width, self.n_action_tokens, relevance_layers, self.num_layers, b,
                                      state["hidden"] if hidden_states else None)
-            out.append(Generation(action_bins=bins[i], action_logits=logits[i], trace=trace, extras={"batch": b}))
+            # the shared cache and this sample's row let dtp.fast's reuse modes run its pass 2
+            extras = {"batch": b, "batch_index": i, "cache": cache, "embeds": self.embed(inputs[i])}
+            out.append(Generation(action_bins=bins[i], action_logits=logits[i], trace=trace, extras=extras))
         return out
 
     @torch.inference_mode()
