@@ -203,3 +203,30 @@ def test_a_builder_registers_a_model_family(monkeypatch):
     bench.BenchConfig(models=("my-family",))  # accepted
     bm = bench.build_model("my-family", seed=3)
     assert calls == [("my-family", 3, "cpu", torch.float32)] and bm.adapter.lm.config.hidden_size == 64
+
+
+def test_batch_rows_give_per_sample_throughput_of_each_variant(tiny_result):
+    b = tiny_result["batch"]
+    assert b["sizes"] == [1, 4, 8, 16] and b["fired"]["1"] == 1
+    for v in ("plain", "dtp", "naive"):
+        assert b[v]["1"]["speedup"] == 1.0
+        assert all(b[v][str(s)]["ms_per_sample"] > 0 for s in b["sizes"])
+    assert "per sample at batch 1, 4, 8, 16" in bench.format_report({"tiny": tiny_result})
+
+
+def test_naive_batch_equals_naive_per_sample(tiny_adapter):
+    from dtp.bench.batched import naive_step_batch
+    from dtp.bench.variants import naive_step
+
+    rng = np.random.default_rng(3)
+    obs = [Observation(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), text, rng.normal(size=4).astype(np.float32))
+           for text in ("push the red puck to the goal", "open drawer", "press the button")]
+    policy = DTPPolicy(tiny_adapter, DTPConfig(tau=0.5))
+    for o, rec in zip(obs, naive_step_batch(policy, obs)):
+        alone = naive_step(policy, o)
+        assert torch.equal(rec.pruned, alone.pruned) and rec.tokens == alone.tokens and rec.tokens_pass1 == alone.tokens_pass1
+
+
+def test_bad_batch_sizes_raise():
+    with pytest.raises(ConfigError, match="batch sizes"):
+        bench.BenchConfig(batch_sizes=(0, 4))

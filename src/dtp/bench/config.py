@@ -25,7 +25,8 @@ class BenchConfig:
     (None: torch's default). device: None = "cuda" when available, else "cpu". dtype: None = bfloat16 on CUDA,
     float32 on the CPU. agreement_steps: frames on which approx_image is compared with exact (the "tinyvla" model
     only). episodes: rollouts per setting (DTP off / on) for the throughput table ("tinyvla", needs dtp.envs).
-    count_work: count FLOPs and operator calls (one more call of each variant)."""
+    count_work: count FLOPs and operator calls (one more call of each variant). batch_sizes: per-sample throughput of
+    plain, DTP and naive stepping that many observations at once (dtp.bench.batched; () skips it)."""
 
     models: tuple[str, ...] = DEFAULT_MODELS
     repeats: int = 5
@@ -40,6 +41,7 @@ class BenchConfig:
     device: str | None = None
     dtype: str | None = None
     count_work: bool = True
+    batch_sizes: tuple[int, ...] = (1, 4, 8, 16)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -56,6 +58,8 @@ class BenchConfig:
             raise ConfigError(f"tau must be >= 0, got {self.tau}")
         if self.agreement_steps < 0 or self.episodes < 0:
             raise ConfigError("agreement_steps and episodes must be >= 0")
+        if any(int(b) < 1 for b in self.batch_sizes):
+            raise ConfigError(f"batch sizes must be >= 1, got {list(self.batch_sizes)}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.device is not None:

@@ -87,6 +87,8 @@ def format_report(results: dict[str, Any]) -> str:
             + "; ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in t.items())
             + f" (b/a {r['capture_ratio']:.3f}, c/a {r['dtp_ratio']:.3f}, capture {100 * r['capture_fraction']:.2f}%)"
         )
+        if "batch" in r:
+            lines += batch_lines(r["batch"])
         if "agreement" in r:
             a = r["agreement"]
             lines.append(
@@ -114,3 +116,19 @@ def format_report(results: dict[str, Any]) -> str:
                              "episode's last state, physics = env.step - render)")
         lines.append("")
     return "\n".join(lines)
+
+
+def batch_lines(b: dict[str, Any]) -> list[str]:
+    """The per-sample throughput table of run_bench's "batch" entry (dtp.bench.batched)."""
+    sizes = b["sizes"]
+    fired = ", ".join(f"{b['fired'][str(s)]}/{s}" for s in sizes)
+    lines = [f"   per sample at batch {', '.join(map(str, sizes))} ({b['timed_rounds']} interleaved rounds; frames: "
+             f"{b['frames']}; DTP fired on {fired})"]
+    lines.append(f"   {'variant':10s}" + "".join(f" {'B=' + str(s) + ' ms':>10s}" for s in sizes)
+                 + "".join(f" {'x@' + str(s):>7s}" for s in sizes[1:]))
+    for v in ("plain", "dtp", "naive"):
+        row = b[v]
+        lines.append(f"   {v:10s}" + "".join(f" {row[str(s)]['ms_per_sample']:10.2f}" for s in sizes)
+                     + "".join(f" {row[str(s)]['speedup']:7.2f}" for s in sizes[1:]))
+    lines.append(f"   (x@B: samples/s per sample at batch B over batch {sizes[0]}, same variant)")
+    return lines

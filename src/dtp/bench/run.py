@@ -13,6 +13,7 @@ import torch
 
 from .. import core
 from .agreement import agreement
+from .batched import batch_throughput
 from .config import TARGETS, BenchConfig
 from .models import BenchModel, build_model, env_frames, random_observation, shape_of
 from .profiling import work_and_memory_fields
@@ -84,6 +85,11 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
         "dtp_ratio<=2.1": res["dtp_ratio"] <= TARGETS["dtp_ratio"],
         "capture_bytes<=1%naive": res["capture_fraction"] <= TARGETS["capture_fraction"],
     }
+    if cfg.batch_sizes and getattr(adapter, "supports_batch", False):
+        log.info("%s: per-sample throughput at batch sizes %s", bm.name, list(cfg.batch_sizes))
+        batch_obs, source = _batch_observations(bm, obs, max(cfg.batch_sizes), cfg.seed)
+        res["batch"] = batch_throughput(adapter, batch_obs, dtp_cfg, cfg.batch_sizes, cfg)
+        res["batch"]["frames"] = source
     if bm.name == "tinyvla" and cfg.agreement_steps:
         log.info("%s: pass-2 agreement on %d frames", bm.name, cfg.agreement_steps)
         res["agreement"] = agreement(adapter, dtp_cfg, cfg.agreement_steps, cfg.seed, bm.instruction)
@@ -95,6 +101,20 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
         except Exception as e:  # no simulator here: say so
             res["throughput"] = {"skipped": f"{type(e).__name__}: {e}"}
     return res
+
+
+def _batch_observations(bm: BenchModel, obs, n: int, seed: int) -> tuple[list, str]:
+    """(n observations for the batch rows, where they come from): Meta-World frames for tinyvla where the
+    simulator runs, else the bench frame and random images."""
+    if bm.name == "tinyvla":
+        try:
+            return list(env_frames(bm.adapter, n, seed)), "Meta-World frames (consecutive steps of the first episodes)"
+        except Exception as e:  # no simulator or no GL here
+            note = f" (simulator unavailable: {type(e).__name__})"
+    else:
+        note = ""
+    rng = np.random.default_rng(seed + 1)
+    return [obs] + [random_observation(bm.adapter, bm.instruction, rng) for _ in range(n - 1)], f"the bench frame and random images{note}"
 
 
 def machine(device: torch.device | None = None) -> dict[str, Any]:

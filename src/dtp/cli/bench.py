@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frames on which approx_image is compared with exact (tinyvla)")
     p.add_argument("--episodes", type=int, default=BenchConfig.episodes,
                    help="rollouts per setting for the throughput line (tinyvla, needs the simulator)")
+    p.add_argument("--batch-sizes", default=",".join(map(str, BenchConfig.batch_sizes)),
+                   help="per-sample throughput of plain, DTP and naive stepping this many observations at once, "
+                        "comma-separated ('' skips it)")
     p.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
 
 
@@ -51,8 +54,17 @@ def config_from_args(args: argparse.Namespace):
         models=tuple(models + list(args.model_config)), device=args.device, dtype=args.dtype,
         count_work=not args.no_work, repeats=args.repeats, warmup=args.warmup, min_seconds=args.min_seconds,
         threads=args.threads, seed=args.seed, tau=args.tau, memory=not args.no_memory,
-        agreement_steps=args.agreement_steps, episodes=args.episodes,
+        agreement_steps=args.agreement_steps, episodes=args.episodes, batch_sizes=_sizes(args.batch_sizes),
     )
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    from ..errors import ConfigError
+
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--batch-sizes takes comma-separated integers, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
