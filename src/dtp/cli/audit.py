@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     dtp = check_dtp(o.dtp_config(args))
     cluttered, clean, twins = audit_specs(o.run_fields(args), dtp)
     out = Path(args.out)
-    kw = dict(runner=args.runner, address=args.address, workers=args.workers)
+    kw = o.runner_kwargs(args)
     clean_store = run_eval(clean, out / "clean", **kw) if clean is not None else None  # its one config: baseline
     cluttered_store = run_eval(cluttered, out / "cluttered", only=args.only, **kw)
     summary = write_audit(out, cluttered_store, clean_store, twins, f"{args.model} on {','.join(args.tasks)}")

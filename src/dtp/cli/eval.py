@@ -39,8 +39,7 @@ def run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict |
 
     spec = EvalSpec(configs=configs, episodes_by_config=episodes_by_config or {}, record_maps=args.record_maps,
                     **o.run_fields(args))
-    store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers,
-                     only=args.only)
+    store = run_eval(spec, args.out, only=args.only, **o.runner_kwargs(args))
     store.to_parquet()
     print(summary_table(store.episodes()))
     print(f"results: {args.out}/episodes.jsonl, steps.jsonl (+ .parquet); next: dtp analyze {args.out}")

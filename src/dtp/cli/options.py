@@ -322,6 +322,9 @@ def add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=positive, default=None,
                    help=f"Ray workers (--runner ray only; default: {RAY_WORKERS})")
     p.add_argument("--threads", type=positive, default=1, help="torch threads per runner process")
+    p.add_argument("--batch", type=positive, default=1,
+                   help="episodes each runner steps together, one batched policy call per config and step "
+                        "(the same episodes as --batch 1; 1: one at a time)")
     p.add_argument("--only", type=names, default=None, metavar="CONFIGS",
                    help="run only these configs now, comma-separated (e.g. the headline ones first); "
                         "the rest stay to do and a rerun without --only completes the run")
@@ -331,6 +334,11 @@ def add_record_maps_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record-maps", action="store_true",
                    help="keep each episode's camera frames and r, G, A, D per step in RUN/maps (about 0.5 MB an "
                         "episode of 150 steps at 96 px) for dtp view")
+
+
+def runner_kwargs(args: argparse.Namespace) -> dict:
+    """run_eval's runner arguments from the runner options (after check_runner_flags)."""
+    return dict(runner=args.runner, address=args.address, workers=args.workers, batch=args.batch)
 
 
 def check_runner_flags(args: argparse.Namespace) -> None:

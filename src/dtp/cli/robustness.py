@@ -28,8 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     o.check_runner_flags(args)
     spec = EvalSpec(configs=robustness_configs(args.fraction), **o.run_fields(args))
-    store = run_eval(spec, args.out, runner=args.runner, address=args.address, workers=args.workers,
-                     progress=not args.json, only=args.only)
+    store = run_eval(spec, args.out, progress=not args.json, only=args.only, **o.runner_kwargs(args))
     summary = robustness_summary(store.episodes(), store.steps(), sink_every=args.sink_every)
     summary.update(fraction=args.fraction, seed=args.seed, variant=args.variant, run_dir=str(args.out))
     print(format_summary(summary))

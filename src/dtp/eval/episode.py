@@ -123,6 +123,73 @@ def region_scores(rec: StepRecord, seg: np.ndarray, object_labels: tuple[int, ..
     return out
 
 
+class EpisodeRun:
+    """One rollout advanced a step at a time, so that a runner can step several together (`--batch`):
+    `observation()` gives the policy's input, `advance(result)` scores and records it and steps the env.
+
+    `episode` is this rollout's own policy state (DTPPolicy.new_episode) for `step_batch`;
+    `run_episode` drives one run with `policy.step` instead.
+    """
+
+    def __init__(self, policy: DTPPolicy, env: Any, seed: int, *, score_regions: bool = False,
+                 on_step: Callable[[int, dict, StepRecord], None] | None = None,
+                 recorder: MapRecorder | None = None) -> None:
+        obs_field = policy.region_source.obs_field
+        if obs_field not in ENV_FIELDS:
+            raise ConfigError(
+                f"region={policy.config.region!r} reads obs[{obs_field!r}], which the benchmark env does not supply"
+            )
+        self.env, self.seed, self.score_regions, self.on_step, self.recorder = env, seed, score_regions, on_step, recorder
+        self.supply_seg = obs_field == "segmentation" or policy.config.keep_robot == "segmentation"
+        self.object_labels = named_object_labels(env)
+        self.obs, _ = env.reset(seed=seed)
+        self.episode = policy.new_episode(seed)
+        self.rows: list[dict[str, Any]] = []
+        self.seconds = {"policy_s": 0.0, "env_s": 0.0, "segmentation_s": 0.0}
+        self.success, self.length, self.done = False, 0, False
+        self._seg: np.ndarray | None = None
+
+    def observation(self) -> dict:
+        """The current observation, with the frame's segmentation when the policy reads it."""
+        self._seg = None
+        if not self.supply_seg:
+            return self.obs
+        t0 = time.perf_counter()
+        self._seg = self.env.segmentation()
+        self.seconds["segmentation_s"] += time.perf_counter() - t0
+        return {**self.obs, "segmentation": self._seg}
+
+    def advance(self, res: Any, obs: dict) -> bool:
+        """Score and record the policy's result on `obs` (what observation() gave), step the env with its
+        action; True when the episode has ended."""
+        row = res.record.scalars()
+        truth, seg = None, self._seg
+        if self.score_regions and res.record.region is not None:
+            t0 = time.perf_counter()
+            seg = self.env.segmentation() if seg is None else seg
+            row.update(region_scores(res.record, seg, self.object_labels))
+            if self.recorder is not None:
+                grid = tuple(res.record.region.shape)
+                truth = {g: patch_labels(seg, grid, labels).numpy() for g, labels in TRUTH_GROUPS.items()}
+            self.seconds["segmentation_s"] += time.perf_counter() - t0
+        if self.recorder is not None:
+            self.recorder.add(obs["image"], res.record, truth)
+        if self.on_step is not None:
+            self.on_step(self.length, obs, res.record)
+        t0 = time.perf_counter()
+        self.obs, _, terminated, truncated, info = self.env.step(res.action)
+        self.seconds["env_s"] += time.perf_counter() - t0
+        self.length += 1
+        row["action"] = [float(x) for x in np.asarray(res.action).reshape(-1)]
+        self.rows.append(row)
+        if terminated or truncated:
+            self.success, self.done = bool(info.get("success", terminated)), True
+        return self.done
+
+    def outcome(self) -> EpisodeOutcome:
+        return EpisodeOutcome(success=self.success, length=self.length, steps=self.rows, seconds=dict(self.seconds))
+
+
 def run_episode(
     policy: DTPPolicy,
     env: Any,
@@ -139,54 +206,12 @@ def run_episode(
     When the policy's region source reads the segmentation (region="oracle"), each observation
     carries the env's segmentation of the same frame; scoring reuses it.
     """
-    obs_field = policy.region_source.obs_field
-    if obs_field not in ENV_FIELDS:
-        raise ConfigError(
-            f"region={policy.config.region!r} reads obs[{obs_field!r}], which the benchmark env does not supply"
-        )
-    supply_seg = obs_field == "segmentation" or policy.config.keep_robot == "segmentation"
-    object_labels = named_object_labels(env)
-    obs, _ = env.reset(seed=seed)
+    run = EpisodeRun(policy, env, seed, score_regions=score_regions, on_step=on_step, recorder=recorder)
     policy.reset(seed)
-    rows: list[dict[str, Any]] = []
-    t_policy = t_env = t_seg = 0.0
-    success, length = False, 0
     while True:
-        seg = None
-        if supply_seg:
-            t0 = time.perf_counter()
-            seg = env.segmentation()
-            obs = {**obs, "segmentation": seg}
-            t_seg += time.perf_counter() - t0
+        obs = run.observation()
         t0 = time.perf_counter()
         res = policy.step(obs)
-        t_policy += time.perf_counter() - t0
-        row = res.record.scalars()
-        truth = None
-        if score_regions and res.record.region is not None:
-            t0 = time.perf_counter()
-            seg = env.segmentation() if seg is None else seg
-            row.update(region_scores(res.record, seg, object_labels))
-            if recorder is not None:
-                grid = tuple(res.record.region.shape)
-                truth = {g: patch_labels(seg, grid, labels).numpy() for g, labels in TRUTH_GROUPS.items()}
-            t_seg += time.perf_counter() - t0
-        if recorder is not None:
-            recorder.add(obs["image"], res.record, truth)
-        if on_step is not None:
-            on_step(length, obs, res.record)
-        t0 = time.perf_counter()
-        obs, _, terminated, truncated, info = env.step(res.action)
-        t_env += time.perf_counter() - t0
-        length += 1
-        row["action"] = [float(x) for x in np.asarray(res.action).reshape(-1)]
-        rows.append(row)
-        if terminated or truncated:
-            success = bool(info.get("success", terminated))
-            break
-    return EpisodeOutcome(
-        success=success,
-        length=length,
-        steps=rows,
-        seconds={"policy_s": t_policy, "env_s": t_env, "segmentation_s": t_seg},
-    )
+        run.seconds["policy_s"] += time.perf_counter() - t0
+        if run.advance(res, obs):
+            return run.outcome()

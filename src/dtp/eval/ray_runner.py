@@ -29,23 +29,27 @@ class EpisodeWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, jobs: list[tuple[str, str, int]]) -> list[tuple[dict, list[dict], dict | None]]:
+    def run(self, jobs: list[tuple[str, str, int]], batch: int = 1) -> list[tuple[dict, list[dict], dict | None]]:
         from .runner import _load_adapter
 
         if self.adapter is None:
             self.adapter = _load_adapter(self.spec.model)
-        return list(run_jobs(self.spec, [Job(*j) for j in jobs], adapter=self.adapter))
+        return list(run_jobs(self.spec, [Job(*j) for j in jobs], adapter=self.adapter, batch=batch))
 
 
-def chunk_by_scene(jobs: list[Job]) -> list[list[Job]]:
+def chunk_by_scene(jobs: list[Job], scenes: int = 1) -> list[list[Job]]:
+    """Chunks of `scenes` scenes (task, seed) x every config, in run order (a batched worker steps a
+    chunk's episodes together)."""
     chunks: OrderedDict[tuple[str, int], list[Job]] = OrderedDict()
     for j in jobs:
         chunks.setdefault((j.task, j.seed), []).append(j)
-    return list(chunks.values())
+    per_scene = list(chunks.values())
+    return [[j for chunk in per_scene[i:i + scenes] for j in chunk] for i in range(0, len(per_scene), scenes)]
 
 
 def run_jobs_ray(
-    spec: EvalSpec, jobs: list[Job], *, address: str | None = None, workers: int = 2, max_chunk_retries: int = 3
+    spec: EvalSpec, jobs: list[Job], *, address: str | None = None, workers: int = 2, max_chunk_retries: int = 3,
+    batch: int = 1,
 ) -> Iterator[tuple[dict, list[dict], dict | None]]:
     import ray
 
@@ -57,7 +61,8 @@ def run_jobs_ray(
     try:
         actor_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(EpisodeWorker)
         pool = [actor_cls.remote(spec.to_dict()) for _ in range(max(1, workers))]
-        pending = chunk_by_scene(jobs)
+        configs = max(1, len(spec.configs))
+        pending = chunk_by_scene(jobs, scenes=max(1, batch // configs))  # about `batch` episodes a chunk
         pending.reverse()  # pop() from the end keeps the run order
         in_flight: dict = {}
         tries: dict[int, int] = {}
@@ -65,7 +70,7 @@ def run_jobs_ray(
         def submit(actor) -> None:
             if pending:
                 chunk = pending.pop()
-                ref = actor.run.remote([(j.config, j.task, j.seed) for j in chunk])
+                ref = actor.run.remote([(j.config, j.task, j.seed) for j in chunk], batch)
                 in_flight[ref] = (actor, chunk)
 
         for actor in pool:

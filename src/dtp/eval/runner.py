@@ -211,9 +211,10 @@ def _make_env(spec: EvalSpec, task: str):
                          max_steps=spec.max_steps, variant=spec.variant, lookalikes=spec.lookalikes)
 
 
-def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[dict, list[dict], dict | None]]:
-    """Run jobs in order, yielding (episode row, step rows, maps) per finished episode; maps are the
-    arrays of dtp.eval.maps with spec.record_maps, else None."""
+def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None, batch: int = 1) -> Iterator[tuple[dict, list[dict], dict | None]]:
+    """Run jobs, yielding (episode row, step rows, maps) per finished episode; maps are the arrays of
+    dtp.eval.maps with spec.record_maps, else None. batch > 1 steps that many episodes together
+    (`_run_batched`): the same episodes, yielded as they finish."""
     from ..policy import DTPPolicy
     from .episode import run_episode
     from .maps import MapRecorder
@@ -221,48 +222,114 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None) -> Iterator[tuple[di
     import torch
 
     adapter = adapter if adapter is not None else _load_adapter(spec.model)
-    envs: dict[str, Any] = {}  # one env per task: scene-major jobs switch task every few episodes
+    envs = _EnvPool(spec)
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(spec.threads)  # same numerics in every runner; restored below
     try:
+        if batch > 1:
+            yield from _run_batched(spec, jobs, adapter, envs, batch)
+            return
         for job in jobs:
-            if job.task not in envs:
-                envs[job.task] = _make_env(spec, job.task)
-            env = envs[job.task]
-            cfg = spec.configs[job.config]
-            policy = DTPPolicy(adapter, cfg, observe=spec.observe)
+            env = envs.take(job.task)
+            policy = DTPPolicy(adapter, spec.configs[job.config], observe=spec.observe)
             recorder = MapRecorder() if spec.record_maps else None
             t0 = time.perf_counter()
             out = run_episode(policy, env, job.seed, score_regions=spec.score_regions, recorder=recorder)
-            wall = time.perf_counter() - t0
-            steps = out.steps
-            fired = [s["fired"] for s in steps]
-            row = {
-                "key": job.key,
-                "config": job.config,
-                "task": job.task,
-                "seed": job.seed,
-                "success": out.success,
-                "length": out.length,
-                "tau": cfg.tau if cfg.enabled and math.isfinite(cfg.tau) else None,
-                "dtp_enabled": cfg.enabled,
-                "ablation": cfg.ablation,
-                "region": cfg.region,
-                "instruction": getattr(env.unwrapped, "instruction", ""),
-                "wall_s": wall,
-                **out.seconds,
-                "fired_share": sum(fired) / len(fired) if fired else 0.0,
-                "mean_pruned": sum(s["n_pruned"] for s in steps) / len(steps) if steps else 0.0,
-                "mean_irrelevant_fraction": nanmean([s["irrelevant_fraction"] for s in steps]),
-                "mean_irrelevant_attention": nanmean([s["irrelevant_attention"] for s in steps]),
-            }
-            step_rows = [{**s, "config": job.config, "task": job.task, "seed": job.seed,
-                          "t_norm": s["step"] / max(1, out.length - 1), "tau": row["tau"]} for s in steps]
-            yield row, step_rows, (recorder.arrays() if recorder is not None else None)
+            envs.give_back(job.task, env)
+            yield episode_rows(spec, job, env, out, time.perf_counter() - t0, recorder)
     finally:
         torch.set_num_threads(saved_threads)
-        for env in envs.values():
+        envs.close()
+
+
+def _run_batched(spec: EvalSpec, jobs: list[Job], adapter, envs: "_EnvPool", batch: int
+                 ) -> Iterator[tuple[dict, list[dict], dict | None]]:
+    """Up to `batch` episodes at once: at each step, one `step_batch` per config over its live episodes
+    (each with its own episode state), then every env steps; a finished episode's slot takes the next job."""
+    from ..policy import DTPPolicy
+    from .episode import EpisodeRun
+    from .maps import MapRecorder
+
+    if getattr(adapter, "reset", None) is not None:  # pi0 reseeds one noise generator per episode
+        raise ConfigError(f"{type(adapter).__name__} keeps per-episode state in the adapter (reset); run with --batch 1")
+    policies = {name: DTPPolicy(adapter, cfg, observe=spec.observe) for name, cfg in spec.configs.items()}
+    queue = list(reversed(jobs))  # pop() from the end keeps the run order
+    live: list[tuple[Job, EpisodeRun, float]] = []
+    while queue or live:
+        while queue and len(live) < batch:
+            job = queue.pop()
+            recorder = MapRecorder() if spec.record_maps else None
+            run = EpisodeRun(policies[job.config], envs.take(job.task), job.seed, score_regions=spec.score_regions,
+                             recorder=recorder)
+            live.append((job, run, time.perf_counter()))
+        for name, policy in policies.items():
+            group = [run for job, run, _ in live if job.config == name]
+            if not group:
+                continue
+            obs = [run.observation() for run in group]
+            t0 = time.perf_counter()
+            results = policy.step_batch(obs, [run.episode for run in group])
+            share = (time.perf_counter() - t0) / len(group)
+            for run, o, res in zip(group, obs, results):
+                run.seconds["policy_s"] += share
+                run.advance(res, o)
+        for job, run, start in [entry for entry in live if entry[1].done]:
+            envs.give_back(job.task, run.env)
+            yield episode_rows(spec, job, run.env, run.outcome(), time.perf_counter() - start, run.recorder)
+        live = [entry for entry in live if not entry[1].done]
+
+
+class _EnvPool:
+    """Envs by task, reused: an episode takes a free one (or a new one) and gives it back when it ends."""
+
+    def __init__(self, spec: EvalSpec) -> None:
+        self.spec = spec
+        self.free: dict[str, list[Any]] = {}
+        self.all: list[Any] = []
+
+    def take(self, task: str):
+        free = self.free.setdefault(task, [])
+        if free:
+            return free.pop()
+        env = _make_env(self.spec, task)
+        self.all.append(env)
+        return env
+
+    def give_back(self, task: str, env) -> None:
+        self.free[task].append(env)
+
+    def close(self) -> None:
+        for env in self.all:
             env.close()
+
+
+def episode_rows(spec: EvalSpec, job: Job, env, out, wall: float, recorder) -> tuple[dict, list[dict], dict | None]:
+    """The episode row, its step rows and its maps, as the run folder stores them."""
+    cfg = spec.configs[job.config]
+    steps = out.steps
+    fired = [s["fired"] for s in steps]
+    row = {
+        "key": job.key,
+        "config": job.config,
+        "task": job.task,
+        "seed": job.seed,
+        "success": out.success,
+        "length": out.length,
+        "tau": cfg.tau if cfg.enabled and math.isfinite(cfg.tau) else None,
+        "dtp_enabled": cfg.enabled,
+        "ablation": cfg.ablation,
+        "region": cfg.region,
+        "instruction": getattr(env.unwrapped, "instruction", ""),
+        "wall_s": wall,
+        **out.seconds,
+        "fired_share": sum(fired) / len(fired) if fired else 0.0,
+        "mean_pruned": sum(s["n_pruned"] for s in steps) / len(steps) if steps else 0.0,
+        "mean_irrelevant_fraction": nanmean([s["irrelevant_fraction"] for s in steps]),
+        "mean_irrelevant_attention": nanmean([s["irrelevant_attention"] for s in steps]),
+    }
+    step_rows = [{**s, "config": job.config, "task": job.task, "seed": job.seed,
+                  "t_norm": s["step"] / max(1, out.length - 1), "tau": row["tau"]} for s in steps]
+    return row, step_rows, (recorder.arrays() if recorder is not None else None)
 
 
 def run_eval(
@@ -275,9 +342,11 @@ def run_eval(
     progress: bool = True,
     adapter=None,
     only: tuple[str, ...] | None = None,
+    batch: int = 1,
 ) -> RunStore:
     """Run every job not yet in `out_dir`, appending each episode as it finishes; `only` runs just
-    those configs now (the rest of the run stays to do, e.g. the headline configs first).
+    those configs now (the rest of the run stays to do, e.g. the headline configs first). batch > 1:
+    each runner steps that many episodes together (one batched policy call per config and step).
 
     Everything is checked first (runner, folder, model, tasks, DTP settings; see
     dtp.eval.preflight), so a bad setting writes nothing; config.json records the resolved spec.
@@ -285,6 +354,8 @@ def run_eval(
     from .preflight import check_runner, check_writable_dir, prepare_run
 
     check_runner(runner)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch must be a positive integer, got {batch!r}")
     check_writable_dir(out_dir, "run folder")
     spec.jobs(only)  # ConfigError for a name not in the run, before anything loads or is written
     spec, adapter = prepare_run(spec, adapter)
@@ -301,9 +372,9 @@ def run_eval(
         if runner == "ray":
             from .ray_runner import run_jobs_ray
 
-            results = run_jobs_ray(spec, todo, address=address, workers=workers)
+            results = run_jobs_ray(spec, todo, address=address, workers=workers, batch=batch)
         else:
-            results = run_jobs(spec, todo, adapter=adapter)
+            results = run_jobs(spec, todo, adapter=adapter, batch=batch)
         for row, steps, maps in results:
             store.append(row, steps, maps=maps)
             bar.update(1)
