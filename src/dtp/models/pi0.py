@@ -163,10 +163,10 @@ def denoise(
 ) -> torch.Tensor:
     """pi0's Euler flow-matching loop over a filled prefix cache, with explicit expert positions.
 
-    prefix_mask: (1, S) long, 0 at padding and hidden tokens; suffix_positions: (1, C + 1) position
-    ids of [state, a_1..a_C]; noise: (1, C, A) the chunk at t = 1. on_step(k) -> context manager
-    wrapped around step k (the capture). Mirrors PI0ForConditionalGeneration.sample_actions /
-    PI0Model.forward step for step; returns the chunk at t = 0, (1, C, A).
+    prefix_mask: (B, S) long, 0 at padding and hidden tokens; suffix_positions: (B, C + 1) position
+    ids of [state, a_1..a_C]; noise: (B, C, A) the chunk at t = 1 (B = 1 for one observation, more for
+    a batch). on_step(k) -> context manager wrapped around step k (the capture). Mirrors
+    PI0ForConditionalGeneration.sample_actions / PI0Model.forward step for step; returns the chunk at t = 0, (B, C, A).
     """
     from transformers.masking_utils import create_causal_mask
 
@@ -174,15 +174,16 @@ def denoise(
     prefix_len = cache.get_seq_length()
     if prefix_mask.shape[-1] != prefix_len:
         raise LayoutError(f"prefix mask has {prefix_mask.shape[-1]} entries, the prefix cache holds {prefix_len} tokens")
-    chunk = noise.shape[1]
+    b, chunk = noise.shape[:2]
     dev = noise.device
-    dit_mask = torch.cat([prefix_mask, torch.ones(1, chunk + 1, dtype=prefix_mask.dtype, device=dev)], dim=1)
-    # prefix + state: block 0 (causal); actions: block 1 (bidirectional among themselves), (1, S + C + 1)
-    blocks = torch.cat([torch.zeros(prefix_len + 1, dtype=torch.long), torch.ones(chunk, dtype=torch.long)])[None].to(dev)
+    dit_mask = torch.cat([prefix_mask, torch.ones(b, chunk + 1, dtype=prefix_mask.dtype, device=dev)], dim=1)
+    # prefix + state: block 0 (causal); actions: block 1 (bidirectional among themselves), (B, S + C + 1)
+    blocks = torch.cat([torch.zeros(prefix_len + 1, dtype=torch.long), torch.ones(chunk, dtype=torch.long)])
+    blocks = blocks[None].expand(b, -1).to(dev)
     x = noise
     dt = -1.0 / num_steps
     for k in range(num_steps):
-        t = torch.full((1,), 1.0 + k * dt, dtype=torch.float32, device=dev)
+        t = torch.full((b,), 1.0 + k * dt, dtype=torch.float32, device=dev)
         with on_step(k) if on_step is not None else nullcontext():
             embeds = model.embed_action_time(state, x, t)  # (1, C + 1, D_expert)
             mask = create_causal_mask(
@@ -209,6 +210,7 @@ class PI0Adapter:
     family = "pi0"
     model_types = ("pi0",)
     default_relevance_layers = None
+    supports_batch = True  # generate_batch (dtp.models.pi0_batch): B observations in one prefix and one denoising loop
 
     def __init__(
         self,
@@ -427,7 +429,7 @@ class PI0Adapter:
             prompt_rows = None
             if relevance_layers:
                 prompt_rows = pre_cap.rows_at(layout.prompt_positions, layers=list(relevance_layers))[:, 0]
-            action_rows = sums["rows"] / sums["n"]  # (L_expert, H, C, N), mean over the recorded steps
+            action_rows = sums["rows"][:, 0] / sums["n"]  # (L_expert, H, C, N), mean over the recorded steps
             nbytes = (pre_cap.nbytes() if relevance_layers else 0) + action_rows.numel() * action_rows.element_size()
             trace = Trace(prompt_rows=prompt_rows, action_rows=action_rows, capture_bytes=nbytes)
             if hidden_states:
@@ -439,6 +441,12 @@ class PI0Adapter:
             actions=chunk[0].float().cpu(),
             extras={"noise": mi["noise"]},
         )
+
+    def generate_batch(self, inputs: list[PreparedInputs], **kwargs: Any) -> list[Generation]:
+        """`generate` on each input, in one batched prefix and denoising loop (dtp.models.pi0_batch)."""
+        from .pi0_batch import pi0_generate_batch
+
+        return pi0_generate_batch(self, inputs, **kwargs)
 
     def decode(self, actions: torch.Tensor) -> np.ndarray:
         """(C, max_action_dim) model-space chunk -> actions: first action_dim columns, un-normalised.
@@ -473,6 +481,6 @@ class _ExpertStep:
     def __exit__(self, exc_type, exc, tb):
         self.cap.__exit__(exc_type, exc, tb)
         if exc_type is None:
-            rows = self.cap.rows_at(self.queries, layers=list(range(self.n_layers)))[:, 0]  # (L, H, C, N)
+            rows = self.cap.rows_at(self.queries, layers=list(range(self.n_layers)))  # (L, B, H, C, N)
             self.sums["rows"] = rows if self.sums["rows"] is None else self.sums["rows"] + rows
             self.sums["n"] += 1
