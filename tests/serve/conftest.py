@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -95,3 +97,24 @@ def dtp_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None) ->
 def start_server():
     """`with start_server(tmp_path, "--protocol", "openpi") as server:` (see dtp_server)."""
     return dtp_server
+
+
+def read_recorded_steps(output_dir: Path, bench: dict) -> dict[int, list[dict]]:
+    """episode_idx -> step rows, from the recording vla-eval wrote (episodes named by its results)."""
+    episodes = {ep["eid"]: ep["episode_idx"] for task in bench["tasks"] for ep in task["episodes"]}
+    (db,) = output_dir.glob("recording-*.sqlite")
+    con = sqlite3.connect(db)
+    try:
+        out: dict[int, list[dict]] = {}
+        for eid, _, fields in con.execute("SELECT eid, step_id, fields FROM step_rows ORDER BY eid, step_id"):
+            out.setdefault(episodes[eid], []).append(json.loads(fields))
+    finally:
+        con.close()
+    return out
+
+
+@pytest.fixture(scope="session")
+def recorded_steps():
+    """`recorded_steps(output_dir, bench)` (see read_recorded_steps); a fixture, since test modules
+    must not import from conftest (another folder's conftest may hold that module name)."""
+    return read_recorded_steps

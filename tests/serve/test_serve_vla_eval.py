@@ -7,9 +7,6 @@ come back as vla-eval ERROR messages and the server keeps serving.
 
 from __future__ import annotations
 
-import json
-import sqlite3
-
 import numpy as np
 import pytest
 import torch
@@ -32,21 +29,7 @@ MAX_STEPS = 4
 EPISODES = 2
 
 
-def recorded_steps(output_dir, bench: dict) -> dict[int, list[dict]]:
-    """episode_idx -> step rows, from the recording vla-eval wrote (episodes named by its results)."""
-    episodes = {ep["eid"]: ep["episode_idx"] for task in bench["tasks"] for ep in task["episodes"]}
-    (db,) = output_dir.glob("recording-*.sqlite")
-    con = sqlite3.connect(db)
-    try:
-        out: dict[int, list[dict]] = {}
-        for eid, step, fields in con.execute("SELECT eid, step_id, fields FROM step_rows ORDER BY eid, step_id"):
-            out.setdefault(episodes[eid], []).append(json.loads(fields))
-    finally:
-        con.close()
-    return out
-
-
-def test_vla_eval_runs_our_benchmark_against_dtp_serve(tmp_path, start_server):
+def test_vla_eval_runs_our_benchmark_against_dtp_serve(tmp_path, start_server, recorded_steps):
     torch.set_num_threads(1)
     config = {
         "render": "cpu",

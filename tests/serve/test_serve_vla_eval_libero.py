@@ -8,9 +8,6 @@ from the same fixed initial states (test scenes 0 and 1), token for token.
 
 from __future__ import annotations
 
-import json
-import sqlite3
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -53,21 +50,8 @@ def libero_checkpoint(tmp_path_factory):
     return path
 
 
-def recorded_steps(output_dir, bench: dict) -> dict[int, list[dict]]:
-    episodes = {ep["eid"]: ep["episode_idx"] for task in bench["tasks"] for ep in task["episodes"]}
-    (db,) = output_dir.glob("recording-*.sqlite")
-    con = sqlite3.connect(db)
-    try:
-        out: dict[int, list[dict]] = {}
-        for eid, _, fields in con.execute("SELECT eid, step_id, fields FROM step_rows ORDER BY eid, step_id"):
-            out.setdefault(episodes[eid], []).append(json.loads(fields))
-    finally:
-        con.close()
-    return out
-
-
 @pytest.mark.slow
-def test_vla_eval_libero_benchmark_drives_dtp_serve(tmp_path, start_server, libero_checkpoint):
+def test_vla_eval_libero_benchmark_drives_dtp_serve(tmp_path, start_server, libero_checkpoint, recorded_steps):
     torch.set_num_threads(1)
     config = {
         "render": "gpu",  # vla-eval's "cpu" switches MuJoCo to OSMesa; "gpu" keeps our EGL (Mesa on this machine)
