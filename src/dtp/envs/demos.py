@@ -233,6 +233,165 @@ class _TaskProgress:
     in_flight: int = 0
 
 
+def _record_settings(
+    tasks: list[str], seed: int, image_size: int, distractor_count_range: tuple[int, int], palette: Any,
+    camera: str | None, max_steps: int | None, post_success_steps: int, variant: str,
+) -> RecordSettings:
+    """Check the collection's arguments and fill in the defaults, before anything is written."""
+    from dtp.envs.distractors import DistractorConfig
+    from dtp.envs.metaworld_env import DEFAULT_MAX_STEPS
+    from dtp.envs.rendering import DEFAULT_CAMERA
+
+    for t in tasks:
+        demo_seed(seed, t, 0)  # validates the task name and the base seed
+    lo, hi = distractor_count_range
+    if not 0 <= lo <= hi:
+        raise ConfigError(f"distractor_count_range must satisfy 0 <= lo <= hi, got {distractor_count_range}")
+    from dtp.envs.variants import get_variant
+
+    get_variant(variant)  # validates the name
+    palette = DistractorConfig(count=hi, palette=palette).palette  # validated (a mapping is copied)
+    return RecordSettings(
+        image_size=int(image_size),
+        distractor_count_range=(int(lo), int(hi)),
+        palette=palette,
+        camera=camera or DEFAULT_CAMERA,
+        max_steps=int(max_steps or DEFAULT_MAX_STEPS),
+        post_success_steps=int(post_success_steps),
+        variant=variant,
+    )
+
+
+def _open_collection(out_dir: str | Path, settings: RecordSettings, seed: int, tasks: list[str]) -> Path:
+    """Create the folder and its collection.json, refusing a file or a folder of other settings."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder; name a folder for the demonstrations")
+    record = {**asdict(settings), "distractor_count_range": list(settings.distractor_count_range),
+              "seed": int(seed), "tasks": sorted(tasks)}
+    check_same_collection(out, record)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / COLLECTION).is_file():
+        (out / COLLECTION).write_text(json.dumps(record, indent=2))
+    return out
+
+
+class _Scheduler:
+    """Which seeds to run next per task, and the bookkeeping of finished episodes (files, failures)."""
+
+    def __init__(self, out: Path, tasks: list[str], episodes_per_task: int, seed: int, batch_size: int,
+                 max_failures: int, bar: Any) -> None:
+        self.out, self.tasks, self.seed, self.batch_size = out, tasks, seed, batch_size
+        self.max_failures, self.bar = max_failures, bar
+        self.failed_seen = _read_failed(out)
+        self.state = {t: _TaskProgress(target=int(episodes_per_task)) for t in tasks}
+        self.episode_seconds: list[float] = []
+
+    def next_batch(self, task: str) -> list[int]:
+        """Seeds to run next for `task`; counts files already on disk as done."""
+        st, batch = self.state[task], []
+        while (
+            len(batch) < self.batch_size
+            and st.done + st.in_flight + len(batch) < st.target
+            and st.failed < self.max_failures
+            and st.next_index < MAX_INDEX
+        ):
+            s = demo_seed(self.seed, task, st.next_index)
+            st.next_index += 1
+            if episode_path(self.out, task, s).exists():
+                st.done += 1
+                st.existing += 1
+                self.bar.update(1)
+            elif (task, s) not in self.failed_seen:
+                batch.append(s)
+        st.in_flight += len(batch)
+        return batch
+
+    def batches(self) -> Iterator[tuple[str, list[int]]]:
+        """The next batch of every task that still needs episodes, in task order."""
+        for t in self.tasks:
+            b = self.next_batch(t)
+            if b:
+                yield t, b
+
+    def handle(self, task: str, results: list[EpisodeResult]) -> None:
+        """Count a finished batch; failed seeds are appended to failed.jsonl so a rerun skips them."""
+        st = self.state[task]
+        st.in_flight -= len(results)
+        for r in results:
+            self.episode_seconds.append(r.seconds)
+            if r.success:
+                st.done += 1
+                st.new += 1
+                self.bar.update(1)
+            else:
+                st.failed += 1
+                log.warning("expert failed on %s seed %d after %d steps", task, r.seed, r.n_steps)
+                with open(self.out / FAILED_LOG, "a") as f:
+                    f.write(json.dumps({"task": task, "seed": r.seed, "n_steps": r.n_steps}) + "\n")
+
+
+def _run_in_process(sched: _Scheduler, settings: RecordSettings) -> None:
+    """workers <= 1: record every batch in this process, task by task, until none is left."""
+    pending = list(sched.batches())
+    while pending:
+        for task, seeds in pending:
+            sched.handle(task, _record_batch(str(sched.out), task, seeds, settings))
+        pending = list(sched.batches())
+
+
+def _run_in_pool(sched: _Scheduler, settings: RecordSettings, workers: int) -> None:
+    """workers > 1: spawned processes, a few batches queued per worker; Ctrl-C stops them at once."""
+    ctx = multiprocessing.get_context("spawn")
+    before = set(multiprocessing.active_children())
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
+        futures: dict[cf.Future, str] = {}
+
+        def submit_all() -> None:
+            # keep a few batches queued per worker so no process idles
+            while len(futures) < 2 * workers:
+                nxt = next(sched.batches(), None)
+                if nxt is None:
+                    return
+                task, seeds = nxt
+                futures[pool.submit(_record_batch, str(sched.out), task, seeds, settings)] = task
+
+        try:
+            submit_all()
+            while futures:
+                finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    sched.handle(futures.pop(fut), fut.result())
+                submit_all()
+        except KeyboardInterrupt:
+            # Ctrl-C: stop our workers now rather than wait for their batches (episode files
+            # are renamed into place whole, so a killed worker leaves no half episode)
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in set(multiprocessing.active_children()) - before:
+                proc.terminate()
+            raise
+
+
+def _summary(sched: _Scheduler, elapsed: float) -> dict[str, Any]:
+    """The run's summary (per task counts, timings); warns of tasks short of their count."""
+    state, episode_seconds = sched.state, sched.episode_seconds
+    summary = {
+        "out_dir": str(sched.out),
+        "tasks": {
+            t: {"episodes": st.done, "new": st.new, "existing": st.existing, "failed": st.failed}
+            for t, st in state.items()
+        },
+        "seconds": round(elapsed, 2),
+        "episode_seconds_mean": round(float(np.mean(episode_seconds)), 3) if episode_seconds else None,
+        "wall_seconds_per_new_episode": round(elapsed / max(1, sum(st.new for st in state.values())), 3),
+    }
+    for t, st in state.items():
+        if st.done < st.target:
+            log.warning("%s: only %d of %d episodes (%d failures)", t, st.done, st.target, st.failed)
+    log.info("demo collection: %s", summary)
+    return summary
+
+
 def collect_demos(
     out_dir: str | Path,
     tasks: Sequence[str],
@@ -260,142 +419,22 @@ def collect_demos(
     variant: the benchmark variant ("grounded" or "plain", see dtp.envs.variants).
     Returns a summary: per task episodes/new/existing/failed, seconds, seconds per episode.
     """
-    from dtp.envs.distractors import DistractorConfig
-    from dtp.envs.metaworld_env import DEFAULT_MAX_STEPS
-    from dtp.envs.rendering import DEFAULT_CAMERA
-
     tasks = list(dict.fromkeys(tasks))
-    for t in tasks:
-        demo_seed(seed, t, 0)  # validates the task name and the base seed
-    lo, hi = distractor_count_range
-    if not 0 <= lo <= hi:
-        raise ConfigError(f"distractor_count_range must satisfy 0 <= lo <= hi, got {distractor_count_range}")
-    from dtp.envs.variants import get_variant
-
-    get_variant(variant)  # validates the name
-    palette = DistractorConfig(count=hi, palette=palette).palette  # validated (a mapping is copied)
-    settings = RecordSettings(
-        image_size=int(image_size),
-        distractor_count_range=(int(lo), int(hi)),
-        palette=palette,
-        camera=camera or DEFAULT_CAMERA,
-        max_steps=int(max_steps or DEFAULT_MAX_STEPS),
-        post_success_steps=int(post_success_steps),
-        variant=variant,
-    )
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} is a file, not a folder; name a folder for the demonstrations")
-    record = {**asdict(settings), "distractor_count_range": list(settings.distractor_count_range),
-              "seed": int(seed), "tasks": sorted(tasks)}
-    check_same_collection(out, record)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / COLLECTION).is_file():
-        (out / COLLECTION).write_text(json.dumps(record, indent=2))
-    failed_seen = _read_failed(out)
+    settings = _record_settings(tasks, seed, image_size, distractor_count_range, palette, camera, max_steps,
+                                post_success_steps, variant)
+    out = _open_collection(out_dir, settings, seed, tasks)
     max_failures = max_failures_per_task if max_failures_per_task is not None else max(10, episodes_per_task)
-    state = {t: _TaskProgress(target=int(episodes_per_task)) for t in tasks}
     bar = tqdm(total=len(tasks) * episodes_per_task, disable=not progress, desc="demos", unit="ep")
-
-    def next_batch(task: str) -> list[int]:
-        """Seeds to run next for `task`; counts files already on disk as done."""
-        st, batch = state[task], []
-        while (
-            len(batch) < batch_size
-            and st.done + st.in_flight + len(batch) < st.target
-            and st.failed < max_failures
-            and st.next_index < MAX_INDEX
-        ):
-            s = demo_seed(seed, task, st.next_index)
-            st.next_index += 1
-            if episode_path(out, task, s).exists():
-                st.done += 1
-                st.existing += 1
-                bar.update(1)
-            elif (task, s) not in failed_seen:
-                batch.append(s)
-        st.in_flight += len(batch)
-        return batch
-
+    sched = _Scheduler(out, tasks, episodes_per_task, seed, batch_size, max_failures, bar)
     start = time.perf_counter()
-    episode_seconds: list[float] = []
-
-    def handle(task: str, results: list[EpisodeResult]) -> None:
-        st = state[task]
-        st.in_flight -= len(results)
-        for r in results:
-            episode_seconds.append(r.seconds)
-            if r.success:
-                st.done += 1
-                st.new += 1
-                bar.update(1)
-            else:
-                st.failed += 1
-                log.warning("expert failed on %s seed %d after %d steps", task, r.seed, r.n_steps)
-                with open(out / FAILED_LOG, "a") as f:
-                    f.write(json.dumps({"task": task, "seed": r.seed, "n_steps": r.n_steps}) + "\n")
-
-    def batches() -> Iterator[tuple[str, list[int]]]:
-        for t in tasks:
-            b = next_batch(t)
-            if b:
-                yield t, b
-
     try:
         if workers <= 1:
-            pending = list(batches())
-            while pending:
-                for task, seeds in pending:
-                    handle(task, _record_batch(str(out), task, seeds, settings))
-                pending = list(batches())
+            _run_in_process(sched, settings)
         else:
-            ctx = multiprocessing.get_context("spawn")
-            before = set(multiprocessing.active_children())
-            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
-                futures: dict[cf.Future, str] = {}
-
-                def submit_all() -> None:
-                    # keep a few batches queued per worker so no process idles
-                    while len(futures) < 2 * workers:
-                        nxt = next(batches(), None)
-                        if nxt is None:
-                            return
-                        task, seeds = nxt
-                        futures[pool.submit(_record_batch, str(out), task, seeds, settings)] = task
-
-                try:
-                    submit_all()
-                    while futures:
-                        finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-                        for fut in finished:
-                            handle(futures.pop(fut), fut.result())
-                        submit_all()
-                except KeyboardInterrupt:
-                    # Ctrl-C: stop our workers now rather than wait for their batches (episode files
-                    # are renamed into place whole, so a killed worker leaves no half episode)
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    for proc in set(multiprocessing.active_children()) - before:
-                        proc.terminate()
-                    raise
+            _run_in_pool(sched, settings, workers)
     finally:
         bar.close()
-
-    elapsed = time.perf_counter() - start
-    summary = {
-        "out_dir": str(out),
-        "tasks": {
-            t: {"episodes": st.done, "new": st.new, "existing": st.existing, "failed": st.failed}
-            for t, st in state.items()
-        },
-        "seconds": round(elapsed, 2),
-        "episode_seconds_mean": round(float(np.mean(episode_seconds)), 3) if episode_seconds else None,
-        "wall_seconds_per_new_episode": round(elapsed / max(1, sum(st.new for st in state.values())), 3),
-    }
-    for t, st in state.items():
-        if st.done < st.target:
-            log.warning("%s: only %d of %d episodes (%d failures)", t, st.done, st.target, st.failed)
-    log.info("demo collection: %s", summary)
-    return summary
+    return _summary(sched, time.perf_counter() - start)
 
 
 def iter_demo_files(out_dir: str | Path, tasks: Sequence[str] | None = None) -> Iterator[Path]:
