@@ -121,3 +121,10 @@ def test_pi0_shape_json_overrides_a_named_shape(tmp_path):
     bad.write_text(json.dumps({"base": "pi0-tiny", "vlm_layers": 1}))  # the expert reads the prefix cache layer by layer
     with pytest.raises(ConfigError, match="expert_layers"):
         bench.BenchConfig(models=(str(bad),))
+
+
+def test_pi0_batch_rows_have_plain_and_dtp(pi0_result):
+    b = pi0_result["pi0-tiny"]["batch"]
+    assert b["sizes"] == [1, 4, 8, 16] and "naive" not in b
+    assert all(b[v][str(s)]["ms_per_sample"] > 0 for v in ("plain", "dtp") for s in b["sizes"])
+    assert "per sample at batch 1, 4, 8, 16" in bench.format_report(pi0_result)

@@ -96,7 +96,8 @@ def naive_step_batch(policy: DTPPolicy, obs: Sequence[Observation]) -> list[Step
     return recs
 
 
-def _batch_steps(adapter, obs: Sequence[Observation], dtp_cfg: DTPConfig, sizes: Sequence[int]) -> dict[tuple[str, int], Callable[[], Any]]:
+def _batch_steps(adapter, obs: Sequence[Observation], dtp_cfg: DTPConfig, sizes: Sequence[int],
+                 naive: bool) -> dict[tuple[str, int], Callable[[], Any]]:
     plain = DTPPolicy(adapter, DTPConfig(enabled=False))
     dtp = DTPPolicy(adapter, dtp_cfg)
     fns: dict[tuple[str, int], Callable[[], Any]] = {}
@@ -104,19 +105,22 @@ def _batch_steps(adapter, obs: Sequence[Observation], dtp_cfg: DTPConfig, sizes:
         batch = list(obs[:b])
         fns[("plain", b)] = lambda batch=batch: plain.step_batch(batch, [plain.new_episode(i) for i in range(len(batch))])
         fns[("dtp", b)] = lambda batch=batch: dtp.step_batch(batch, [dtp.new_episode(i) for i in range(len(batch))])
-        fns[("naive", b)] = lambda batch=batch: naive_step_batch(dtp, batch)
+        if naive:
+            fns[("naive", b)] = lambda batch=batch: naive_step_batch(dtp, batch)
     return fns
 
 
-def batch_throughput(adapter, obs: Sequence[Observation], dtp_cfg: DTPConfig, sizes: Sequence[int], cfg) -> dict[str, Any]:
+def batch_throughput(adapter, obs: Sequence[Observation], dtp_cfg: DTPConfig, sizes: Sequence[int], cfg,
+                     naive: bool = True) -> dict[str, Any]:
     """{variant: {B: per-sample figures}} for plain, dtp and naive at each batch size, timed interleaved.
 
-    obs: at least max(sizes) observations (batch B takes the first B); cfg: the BenchConfig (rounds, device).
+    obs: at least max(sizes) observations (batch B takes the first B); cfg: the BenchConfig (rounds, device);
+    naive=False leaves the naive rows out (a family without a batched naive reference: pi0).
     """
     sizes = sorted(set(int(b) for b in sizes))
     if len(obs) < sizes[-1]:
         raise ValueError(f"batch {sizes[-1]} needs {sizes[-1]} observations, got {len(obs)}")
-    fns = _batch_steps(adapter, obs, dtp_cfg, sizes)
+    fns = _batch_steps(adapter, obs, dtp_cfg, sizes, naive)
     named = {f"{v}@{b}": fn for (v, b), fn in fns.items()}
     device = cfg.torch_device()
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
@@ -125,7 +129,7 @@ def batch_throughput(adapter, obs: Sequence[Observation], dtp_cfg: DTPConfig, si
     fired = {str(b): sum(r.record.fired for r in probe.step_batch(list(obs[:b]), [probe.new_episode(i) for i in range(b)]))
              for b in sizes}
     out: dict[str, Any] = {"sizes": sizes, "fired": fired, "timed_rounds": len(times[f"plain@{sizes[0]}"])}
-    for v in BATCH_VARIANTS:
+    for v in BATCH_VARIANTS if naive else BATCH_VARIANTS[:2]:
         row = {}
         base = statistics.median(times[f"{v}@{sizes[0]}"]) / sizes[0]
         for b in sizes:

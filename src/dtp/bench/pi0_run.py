@@ -8,12 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import DTPConfig
+from .batched import batch_throughput
 from .config import TARGETS, BenchConfig
 from .models import BenchModel
 from .pi0_models import pi0_observation
 from .pi0_variants import check_agreement, naive_generate, variant_steps
 from .profiling import work_and_memory_fields
-from .report import format_bytes, register_formatter
+from .report import batch_lines, format_bytes, register_formatter
 from .timing import timing_fields
 from .variants import timed_variants
 
@@ -83,6 +85,12 @@ def bench_pi0(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
         "dtp_ratio<=2.1": res["dtp_ratio"] <= TARGETS["dtp_ratio"],
         "capture_bytes<=1%naive": res["capture_fraction"] <= TARGETS["capture_fraction"],
     }
+    if cfg.batch_sizes:
+        log.info("%s: per-sample throughput at batch sizes %s (plain and DTP)", bm.name, list(cfg.batch_sizes))
+        rng = np.random.default_rng(cfg.seed + 1)
+        batch_obs = [obs] + [pi0_observation(adapter, bm.instruction, rng) for _ in range(max(cfg.batch_sizes) - 1)]
+        res["batch"] = batch_throughput(adapter, batch_obs, DTPConfig(tau=tau), cfg.batch_sizes, cfg, naive=False)
+        res["batch"]["frames"] = "the bench frame and random images and states; naive not batched for pi0"
     adapter.reset(cfg.seed)
     return res
 
@@ -148,6 +156,8 @@ def format_pi0(name: str, r: dict[str, Any]) -> list[str]:
         "   targets: " + "; ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in t.items())
         + f" (b/a {r['capture_ratio']:.3f}, c/a {r['dtp_ratio']:.3f}, capture {100 * r['capture_fraction']:.2f}%)"
     )
+    if "batch" in r:
+        lines += batch_lines(r["batch"])
     lines.append("")
     return lines
 

@@ -127,6 +127,8 @@ def batch_lines(b: dict[str, Any]) -> list[str]:
     lines.append(f"   {'variant':10s}" + "".join(f" {'B=' + str(s) + ' ms':>10s}" for s in sizes)
                  + "".join(f" {'x@' + str(s):>7s}" for s in sizes[1:]))
     for v in ("plain", "dtp", "naive"):
+        if v not in b:
+            continue
         row = b[v]
         lines.append(f"   {v:10s}" + "".join(f" {row[str(s)]['ms_per_sample']:10.2f}" for s in sizes)
                      + "".join(f" {row[str(s)]['speedup']:7.2f}" for s in sizes[1:]))
