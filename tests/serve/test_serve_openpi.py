@@ -87,9 +87,11 @@ def test_cli_refuses_remote_host_in_one_line(capsys):
 
 
 # -- a running server ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def openpi_server(tmp_path_factory, start_server):
-    with start_server(tmp_path_factory.mktemp("openpi"), "--protocol", "openpi") as server:
+@pytest.fixture(scope="module", params=["1", "4"], ids=["unbatched", "max-batch-4"])
+def openpi_server(request, tmp_path_factory, start_server):
+    """The same tests against each request stepped alone and against batches of up to 4 (a 50 ms window)."""
+    with start_server(tmp_path_factory.mktemp("openpi"), "--protocol", "openpi", "--max-batch", request.param,
+                      "--batch-window-ms", "50") as server:
         yield server
 
 
@@ -147,6 +149,7 @@ def test_metadata_and_healthz(openpi_server):
         meta = unpackb(ws.recv(timeout=60))
     assert meta["model"] == "tinyvla" and meta["keys"]["observation/image"] == "image"
     assert meta["dtp_config"]["tau"] == 1.0
+    assert meta["max_batch"] in (1, 4) and meta["live_sessions"] >= 1  # this connection's own session
 
 
 def test_bad_messages_get_error_replies_and_the_server_keeps_serving(openpi_server, frames):

@@ -22,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diagnostics", action="store_true", help="add DTP's per-step diagnostics to every reply")
     p.add_argument("--no-dtp", action="store_true", help="serve the plain policy (one pass, the baseline)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--max-batch", type=o.positive, default=1, metavar="N",
+                   help="step up to N clients' concurrent requests together in one batched DTP step "
+                        "(default 1: each request alone)")
+    p.add_argument("--batch-window-ms", type=o.non_negative_float, default=5.0, metavar="MS",
+                   help="with --max-batch > 1: how long the first request waits for others to join (default 5)")
     o.add_dtp_options(p)
 
 
@@ -31,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models import SHIPPED_MODELS, load
-    from ..serve import ServedPolicy, check_bind, serve
+    from ..serve import ServedPolicy, check_batching, check_bind, serve
 
     check_bind(args.host, args.allow_remote, warn=False)  # before loading the model
+    check_batching(args.max_batch, args.batch_window_ms)
     torch.set_num_threads(args.threads)
     dtp = o.dtp_config(args)
     if args.no_dtp:
@@ -48,5 +54,6 @@ def run(args: argparse.Namespace) -> int:
         require_vla_eval()
         action_spec = METAWORLD_ACTION_SPEC
     serve(served, protocol=args.protocol, host=args.host, port=args.port, allow_remote=args.allow_remote,
-          api_key=os.environ.get("DTP_SERVE_API_KEY") or None, diagnostics=args.diagnostics, action_spec=action_spec)
+          api_key=os.environ.get("DTP_SERVE_API_KEY") or None, diagnostics=args.diagnostics, action_spec=action_spec,
+          max_batch=args.max_batch, batch_window_ms=args.batch_window_ms)
     return 0

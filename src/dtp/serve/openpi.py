@@ -14,7 +14,9 @@ Observation keys are mapped onto dtp's `Observation` by `OPENPI_KEYS` (LIBERO-st
 send exactly these); other keys (wrist images, ...) are ignored. Control keys, all optional:
 "dtp/reset" (start a new episode on this connection), "dtp/seed" (its seed),
 "dtp/diagnostics" (add DTP's per-step facts to the reply under "dtp").
-Each connection is one session: its own DTPPolicy over the shared model.
+Each connection is one session: its own episode state over the shared model, freed when it closes.
+With `max_batch` > 1, concurrent connections' requests are stepped together (dtp.serve.batcher):
+the reply's "server_timing" then also says the "batch_size" it was stepped in.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import DTPError, InputError
+from ..models.base import Observation
+from .batcher import Batcher
 from .session import ServedPolicy, Session, make_observation
 
 log = logging.getLogger(__name__)
@@ -122,16 +126,28 @@ class OpenpiServer:
     """openpi-protocol WebSocket server over a ServedPolicy; one Session per connection."""
 
     def __init__(self, served: ServedPolicy, *, api_key: str | None = None, diagnostics: bool = False,
-                 keys: dict[str, str] = OPENPI_KEYS):
+                 keys: dict[str, str] = OPENPI_KEYS, max_batch: int = 1, batch_window_s: float = 0.005):
         self.served = served
         self.api_key = api_key or None
         self.always_diagnostics = diagnostics
         self.keys = dict(keys)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dtp-serve")  # one model, one step at a time
+        # max_batch 1: each request steps alone, as before batching existed
+        self._batcher = None if max_batch == 1 else Batcher(
+            self._step_batch, max_batch=max_batch, window_s=batch_window_s, executor=self._executor)
 
     def metadata(self) -> dict[str, Any]:
         return {**self.served.metadata(), "protocol": "openpi", "keys": dict(self.keys),
-                "control_keys": list(CONTROL_KEYS), "actions_shape": "(1, action_dim)"}
+                "control_keys": list(CONTROL_KEYS), "actions_shape": "(1, action_dim)",
+                "max_batch": 1 if self._batcher is None else self._batcher.max_batch,
+                "live_sessions": len(self.served.sessions)}
+
+    def _step_batch(self, items: list[tuple[Session, Observation, bool]]) -> list[tuple[Any, Any, float, int]]:
+        """(action, diagnostics, the batch's ms, batch size) per (session, observation, wants diagnostics)."""
+        t0 = time.perf_counter()
+        replies = self.served.step_sessions(*map(list, zip(*items)))
+        infer_ms = 1000 * (time.perf_counter() - t0)
+        return [(action, diag, infer_ms, len(items)) for action, diag in replies]
 
     def process_request(self, connection: Any, request: Any) -> Any:
         """HTTP before the WebSocket handshake: /healthz, and the API key when one is set."""
@@ -150,21 +166,26 @@ class OpenpiServer:
         loop = asyncio.get_running_loop()
         session = self.served.open_session()
         try:
-            await ws.send(packb(self.metadata()))
-            async for message in ws:
-                try:
-                    reply = await self._reply(loop, session, message)
-                except (DTPError, ValueError) as e:
-                    log.info("error reply: %s", e)
-                    await ws.send(f"dtp serve: error: {e}")
-                    continue
-                except Exception as e:  # a bug or a model failure: tell the client, keep serving
-                    log.exception("step failed")
-                    await ws.send(f"dtp serve: internal error: {type(e).__name__}: {e}")
-                    continue
-                await ws.send(packb(reply))
+            await self._serve_session(loop, ws, session)
         except ConnectionClosed:
             pass
+        finally:
+            session.close()
+
+    async def _serve_session(self, loop: asyncio.AbstractEventLoop, ws: Any, session: Session) -> None:
+        await ws.send(packb(self.metadata()))
+        async for message in ws:
+            try:
+                reply = await self._reply(loop, session, message)
+            except (DTPError, ValueError) as e:
+                log.info("error reply: %s", e)
+                await ws.send(f"dtp serve: error: {e}")
+                continue
+            except Exception as e:  # a bug or a model failure: tell the client, keep serving
+                log.exception("step failed")
+                await ws.send(f"dtp serve: internal error: {type(e).__name__}: {e}")
+                continue
+            await ws.send(packb(reply))
 
     async def _reply(self, loop: asyncio.AbstractEventLoop, session: Session, message: Any) -> dict[str, Any]:
         request = decode_request(message)
@@ -177,13 +198,17 @@ class OpenpiServer:
                 return {"reset": True}
         obs = to_observation(request, self.keys)
         want = self.always_diagnostics or bool(request.get("dtp/diagnostics", False))
-        t0 = time.perf_counter()
-        action, diag = await loop.run_in_executor(
-            self._executor, functools.partial(session.step, obs, want_diagnostics=want)
-        )
-        infer_ms = 1000 * (time.perf_counter() - t0)
+        if self._batcher is not None:
+            action, diag, infer_ms, size = await self._batcher.submit(session, (session, obs, want))
+            timing = {"infer_ms": infer_ms, "batch_size": size}
+        else:
+            t0 = time.perf_counter()
+            action, diag = await loop.run_in_executor(
+                self._executor, functools.partial(session.step, obs, want_diagnostics=want)
+            )
+            timing = {"infer_ms": 1000 * (time.perf_counter() - t0)}
         # openpi replies with a chunk: (1, A); "server_timing" as openpi's own server reports it
-        reply: dict[str, Any] = {"actions": action[None, :], "server_timing": {"infer_ms": infer_ms}}
+        reply: dict[str, Any] = {"actions": action[None, :], "server_timing": timing}
         if diag is not None:
             reply["dtp"] = diag
         return reply
@@ -205,10 +230,15 @@ class OpenpiServer:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if self._batcher is not None:
+                await self._batcher.close()
             self._executor.shutdown(wait=True)
 
 
 def run_openpi(served: ServedPolicy, host: str, port: int, on_listening: Callable[[int], None], *,
-               api_key: str | None = None, diagnostics: bool = False, action_spec: Any = None) -> None:
+               api_key: str | None = None, diagnostics: bool = False, action_spec: Any = None,
+               max_batch: int = 1, batch_window_s: float = 0.005) -> None:
     """Serve until SIGTERM or SIGINT (`action_spec` is unused: openpi's protocol has none)."""
-    asyncio.run(OpenpiServer(served, api_key=api_key, diagnostics=diagnostics).serve(host, port, on_listening))
+    server = OpenpiServer(served, api_key=api_key, diagnostics=diagnostics, max_batch=max_batch,
+                          batch_window_s=batch_window_s)
+    asyncio.run(server.serve(host, port, on_listening))

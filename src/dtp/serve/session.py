@@ -1,7 +1,8 @@
-"""What every protocol serves: one shared model, one DTPPolicy (episode state) per client session.
+"""What every protocol serves: one shared model and DTPPolicy, one EpisodeState per client session.
 
 The protocol layers (dtp.serve.openpi, dtp.serve.vlaeval) only translate wire messages into
-`Observation`s and replies; all DTP work happens in `Session.step`, i.e. in `DTPPolicy.step`.
+`Observation`s and replies; all DTP work happens in `Session.step` (`DTPPolicy.step` in the
+session's episode) or, batched across sessions, in `ServedPolicy.step_sessions` (`step_batch`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import numpy as np
 from ..config import DTPConfig
 from ..errors import InputError
 from ..models.base import Observation, VLAAdapter
-from ..policy import DTPPolicy, StepRecord
+from ..policy import DTPPolicy, EpisodeState, StepRecord, StepResult
 
 __all__ = ["ServedPolicy", "Session", "diagnostics", "make_observation"]
+
+Reply = tuple[np.ndarray, "dict[str, Any] | None"]  # (action float32 (A,), diagnostics or None)
 
 # The maps a reply carries when diagnostics are asked for: (h, w) patch grids, small.
 MAP_FIELDS = ("relevance", "region", "attention", "pruned")
@@ -29,6 +32,7 @@ class ServedPolicy:
 
     The model is shared, so steps from different sessions run one at a time (`lock`); the
     capture installs and removes its attention hook inside each step, which must not overlap.
+    `sessions` holds the open sessions (each one EpisodeState); a closed session is forgotten.
     """
 
     adapter: VLAAdapter
@@ -38,10 +42,20 @@ class ServedPolicy:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
-        DTPPolicy(self.adapter, self.config, observe=self.observe)  # validate the config against the model now
+        self.policy = DTPPolicy(self.adapter, self.config, observe=self.observe)  # validates the config now
+        self.sessions: set[Session] = set()
 
     def open_session(self, seed: int = 0) -> "Session":
-        return Session(self, seed)
+        session = Session(self, seed)
+        self.sessions.add(session)
+        return session
+
+    def step_sessions(self, sessions: list["Session"], observations: list[Observation],
+                      wants: list[bool]) -> list[Reply]:
+        """One `step_batch` over several sessions' observations, each in its own episode (one per session)."""
+        with self.lock:
+            results = self.policy.step_batch(observations, [s.episode for s in sessions])
+        return [reply(r, w) for r, w in zip(results, wants)]
 
     def metadata(self) -> dict[str, Any]:
         """What a client learns on connect: the model and the DTP settings it is served with."""
@@ -57,22 +71,39 @@ class ServedPolicy:
 
 
 class Session:
-    """One client's episode: its own DTPPolicy over the shared adapter (step counter, episode seed)."""
+    """One client's episode over the shared policy: its EpisodeState (step counter, seed, motion estimate)."""
 
     def __init__(self, served: ServedPolicy, seed: int = 0):
         self.served = served
-        self.policy = DTPPolicy(served.adapter, served.config, observe=served.observe)
+        self.episode: EpisodeState
         self.reset(seed)
 
     def reset(self, seed: int = 0) -> None:
-        self.policy.reset(int(seed))
+        """A fresh episode, as DTPPolicy.reset: new state, and the adapter's own reset hook (pi0 reseeds its noise)."""
+        self.episode = self.served.policy.new_episode(int(seed))
+        reset_adapter = getattr(self.served.adapter, "reset", None)
+        if reset_adapter is not None:
+            reset_adapter(int(seed))
 
-    def step(self, obs: Observation, *, want_diagnostics: bool = False) -> tuple[np.ndarray, dict[str, Any] | None]:
-        """(action float32 (A,), diagnostics or None); raises InputError on a bad observation."""
+    def step(self, obs: Observation, *, want_diagnostics: bool = False) -> Reply:
+        """`DTPPolicy.step` in this session's episode; raises InputError on a bad observation."""
         with self.served.lock:
-            result = self.policy.step(obs)
-        action = np.asarray(result.action, dtype=np.float32).reshape(-1)
-        return action, (diagnostics(result.record) if want_diagnostics else None)
+            policy = self.served.policy
+            idle, policy.episode = policy.episode, self.episode
+            try:
+                result = policy.step(obs)
+            finally:
+                policy.episode = idle  # the shared policy keeps no client's state alive
+        return reply(result, want_diagnostics)
+
+    def close(self) -> None:
+        """The client is gone: forget its episode state."""
+        self.served.sessions.discard(self)
+
+
+def reply(result: StepResult, want_diagnostics: bool) -> Reply:
+    action = np.asarray(result.action, dtype=np.float32).reshape(-1)
+    return action, (diagnostics(result.record) if want_diagnostics else None)
 
 
 def diagnostics(rec: StepRecord) -> dict[str, Any]:

@@ -8,6 +8,9 @@ Each episode gets its own DTPPolicy, reset with the task's "seed" when the bench
 (ours does), so a run equals in-process `run_episode` on the same seeds. An observation may ask
 for diagnostics with {"dtp_diagnostics": True}; the reply is {"actions": float32 (A,)} plus
 {"dtp": {...}} when asked (or when the server was started with diagnostics on).
+With `max_batch` > 1, concurrent episodes' observations are stepped together through dtp's own
+gathering queue (dtp.serve.batcher, not vla-eval's predict_batch dispatch, which fails a whole
+batch on one bad observation); the reply's "server_timing" then also says its "batch_size".
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from ..errors import ConfigError, InputError
+from ..models.base import Observation
+from .batcher import Batcher
 from .session import ServedPolicy, Session, make_observation
 
 log = logging.getLogger(__name__)
@@ -45,13 +51,36 @@ if PredictModelServer is not None:
         """A DTP-wrapped policy as a vla-eval model server (single predict, no chunking)."""
 
         def __init__(self, served: ServedPolicy, *, camera: str | None = None, diagnostics: bool = False,
-                     action_spec: dict[str, DimSpec] | None = None):
+                     action_spec: dict[str, DimSpec] | None = None, max_batch: int = 1, batch_window_s: float = 0.005):
             super().__init__()
             self.served = served
             self.camera = camera  # which of obs["images"] the model sees; None: the first one
             self.always_diagnostics = diagnostics
             self.action_spec = dict(action_spec or {})
             self._sessions: dict[tuple[str, str], Session] = {}  # (session id, episode id) -> episode state
+            # max_batch 1: vla-eval's own dispatch calls predict, one observation at a time
+            self._batcher = None if max_batch == 1 else Batcher(
+                self._step_batch, max_batch=max_batch, window_s=batch_window_s,
+                executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="dtp-serve"))
+
+        async def on_observation(self, obs: Any, ctx: Any) -> None:
+            if self._batcher is None:
+                return await super().on_observation(obs, ctx)
+            session, observation, want = self._parse(obs, ctx)  # a bad one fails here, alone
+            await ctx.send_action(await self._batcher.submit(session, (session, observation, want)))
+
+        def _step_batch(self, items: list[tuple[Session, Observation, bool]]) -> list[dict[str, Any]]:
+            t0 = time.perf_counter()
+            replies = self.served.step_sessions(*map(list, zip(*items)))
+            timing = {"infer_ms": 1000 * (time.perf_counter() - t0), "batch_size": len(items)}
+            return [self._reply(action, diag, timing) for action, diag in replies]
+
+        @staticmethod
+        def _reply(action: Any, diag: dict[str, Any] | None, timing: dict[str, Any]) -> dict[str, Any]:
+            reply: dict[str, Any] = {"actions": action, "server_timing": dict(timing)}
+            if diag is not None:
+                reply["dtp"] = diag
+            return reply
 
         async def on_episode_start(self, config: dict[str, Any], ctx: Any) -> None:
             await super().on_episode_start(config, ctx)
@@ -59,13 +88,26 @@ if PredictModelServer is not None:
             seed = task.get("seed", 0)
             if isinstance(seed, bool) or not isinstance(seed, int):
                 seed = 0  # other benchmarks' tasks need not carry our scene seed
+            old = self._sessions.pop((ctx.session_id, ctx.episode_id), None)
+            if old is not None:
+                old.close()
             self._sessions[(ctx.session_id, ctx.episode_id)] = self.served.open_session(seed)
 
         async def on_episode_end(self, result: dict[str, Any], ctx: Any) -> None:
+            """An episode ends (or its client disconnects: vla-eval calls this then too): free its state."""
             await super().on_episode_end(result, ctx)
-            self._sessions.pop((ctx.session_id, ctx.episode_id), None)
+            session = self._sessions.pop((ctx.session_id, ctx.episode_id), None)
+            if session is not None:
+                session.close()
 
         def predict(self, obs: dict[str, Any], ctx: Any) -> dict[str, Any]:
+            session, observation, want = self._parse(obs, ctx)
+            t0 = time.perf_counter()
+            action, diag = session.step(observation, want_diagnostics=want)
+            return self._reply(action, diag, {"infer_ms": 1000 * (time.perf_counter() - t0)})
+
+        def _parse(self, obs: Any, ctx: Any) -> tuple[Session, Observation, bool]:
+            """(the episode's session, the observation, whether diagnostics are wanted); InputError if malformed."""
             session = self._sessions.get((ctx.session_id, ctx.episode_id))
             if session is None:
                 raise InputError("observation outside an episode: send episode_start first")
@@ -80,13 +122,7 @@ if PredictModelServer is not None:
             if "task_description" not in obs:
                 raise InputError("the observation has no 'task_description'")
             observation = make_observation(image, obs["task_description"], obs.get("state"))
-            want = self.always_diagnostics or bool(obs.get("dtp_diagnostics", False))
-            t0 = time.perf_counter()
-            action, diag = session.step(observation, want_diagnostics=want)
-            reply: dict[str, Any] = {"actions": action, "server_timing": {"infer_ms": 1000 * (time.perf_counter() - t0)}}
-            if diag is not None:
-                reply["dtp"] = diag
-            return reply
+            return session, observation, self.always_diagnostics or bool(obs.get("dtp_diagnostics", False))
 
         def get_action_spec(self) -> dict[str, DimSpec]:
             return dict(self.action_spec)
@@ -103,7 +139,7 @@ else:  # pragma: no cover - only without the optional dependency
 
 def run_vla_eval(served: ServedPolicy, host: str, port: int, on_listening: Callable[[int], None], *,
                  api_key: str | None = None, diagnostics: bool = False,
-                 action_spec: dict[str, Any] | None = None) -> None:
+                 action_spec: dict[str, Any] | None = None, max_batch: int = 1, batch_window_s: float = 0.005) -> None:
     """Serve with vla-eval's own `serve_async` until SIGTERM or SIGINT."""
     require_vla_eval()
     if api_key:
@@ -111,7 +147,8 @@ def run_vla_eval(served: ServedPolicy, host: str, port: int, on_listening: Calla
     import anyio
     from vla_eval.model_servers.serve import serve_async
 
-    server = DTPModelServer(served, diagnostics=diagnostics, action_spec=action_spec)
+    server = DTPModelServer(served, diagnostics=diagnostics, action_spec=action_spec, max_batch=max_batch,
+                            batch_window_s=batch_window_s)
 
     async def main() -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
