@@ -263,19 +263,8 @@ def _fmt(x: Any, pct: bool = False) -> str:
     return str(x)
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write report.md, stats.json and PNG figures; return the report's path."""
-    run = Path(run_dir)
-    store = RunStore(run)
-    if not (run / "episodes.jsonl").exists():
-        raise ConfigError(f"{run} has no episodes.jsonl: run `dtp eval` or `dtp sweep` with --out {run} first")
-    out = Path(out_dir) if out_dir else run / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    eps, steps = store.episodes(), store.steps()
-    res = analyse(run)
-    (out / "stats.json").write_text(json.dumps(res, indent=1, default=float))
-    figs = _plots(res, eps, steps, out)
-    cfg = store.config()
+def _success_section(run: Path, eps: list[dict], cfg: dict, res: dict) -> list[str]:
+    """Markdown lines: the run's title and settings, success per config with its interval, per task."""
     md = [f"# DTP report: `{run}`", "",
           f"{len(eps)} episodes; model `{cfg.get('model')}`; tasks {', '.join(cfg.get('tasks', []))}; "
           f"{cfg.get('distractors')} distractors ({cfg.get('palette')} palette); seed set {cfg.get('seed')}.", "",
@@ -288,6 +277,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         md.append(f"| {r['config']} | {regions.get(r['config'], '-')} | {r['successes']} / {r['episodes']} | "
                   f"{_fmt(r['rate'], True)} | {_fmt(r['ci_low'], True)} - {_fmt(r['ci_high'], True)} |")
     md += ["", "### Per task", "", "```", summary_table(eps), "```", ""]
+    return md
+
+
+def _paired_sections(res: dict) -> list[str]:
+    """Markdown lines: McNemar pairs with the baseline and with DTP at the same tau (if any ran)."""
+    md: list[str] = []
     if res["paired_vs_baseline"]:
         md += ["## Paired with the baseline (same seeds, exact McNemar)", "",
                "| config | pairs | baseline | config | rel. change | only config succeeded | only baseline succeeded | p |",
@@ -305,29 +300,45 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
             md.append(f"| {c} | {m['dtp']} | {m['pairs']} | {_fmt(m['dtp_rate'], True)} | {_fmt(m['config_rate'], True)} | "
                       f"{m['b_only']} | {m['a_only']} | {_fmt(m['p_value'])} |")
         md.append("")
-    if res.get("best_tau"):
-        b = res["best_tau"]
-        md += ["## tau sweep", "", f"Best tau {b['tau']:g} ({b['region']} region): {_fmt(b['rate'], True)} "
-               f"(baseline {_fmt(b['baseline_rate'], True)}), on the {b['scenes']} scenes every tau and the baseline ran. "
-               "Picking the best tau on the same seeds it is scored on is the paper's 'upper bound', not a held-out result.", "",
-               "| region source | tau | scenes | rate | mean action-token entropy (nats) |", "|---|---|---|---|---|"]
-        for r in res["tau_curve"]:
-            md.append(f"| {r['region']} | {r['tau']:g} | {r['scenes']} | {_fmt(r['rate'], True)} | "
-                      f"{_fmt(r['mean_entropy'])} |")
-        md.append("")
-    md += ["## Irrelevant attention: failed vs successful episodes (Mann-Whitney U, one-sided: failures higher)", "",
-           "| config / task | n fail | n success | mean fail | mean success | U | p |", "|---|---|---|---|---|---|---|"]
+    return md
+
+
+def _tau_section(res: dict) -> list[str]:
+    """Markdown lines: the tau sweep's curve and its best tau, flagged as an upper bound ([] if no sweep)."""
+    if not res.get("best_tau"):
+        return []
+    b = res["best_tau"]
+    md = ["## tau sweep", "", f"Best tau {b['tau']:g} ({b['region']} region): {_fmt(b['rate'], True)} "
+          f"(baseline {_fmt(b['baseline_rate'], True)}), on the {b['scenes']} scenes every tau and the baseline ran. "
+          "Picking the best tau on the same seeds it is scored on is the paper's 'upper bound', not a held-out result.", "",
+          "| region source | tau | scenes | rate | mean action-token entropy (nats) |", "|---|---|---|---|---|"]
+    for r in res["tau_curve"]:
+        md.append(f"| {r['region']} | {r['tau']:g} | {r['scenes']} | {_fmt(r['rate'], True)} | "
+                  f"{_fmt(r['mean_entropy'])} |")
+    md.append("")
+    return md
+
+
+def _attention_section(res: dict, cfg: dict) -> list[str]:
+    """Markdown lines: irrelevant attention of failed vs successful episodes (Mann-Whitney U)."""
+    md = ["## Irrelevant attention: failed vs successful episodes (Mann-Whitney U, one-sided: failures higher)", "",
+          "| config / task | n fail | n success | mean fail | mean success | U | p |", "|---|---|---|---|---|---|---|"]
     for k, m in res["mann_whitney"].items():
         md.append(f"| {k} | {m['n_fail']} | {m['n_success']} | {_fmt(m['mean_fail'])} | {_fmt(m['mean_success'])} | "
                   f"{_fmt(m['U'])} | {_fmt(m['p_greater'])} |")
     if not cfg.get("observe", True):
         md += ["", "Configs with DTP off ran without capture (observe off, as `dtp demo` runs its baseline), so they "
                    "have no irrelevant attention here; `dtp eval --out RUN` captures it."]
-    md += ["", "## Diagnostics per config", "",
-           "| config | fired | pruned when fired | firings within 0.05 of threshold | action changed when fired | "
-           "L2 change when fired | firings that prune a task patch | G covers task patches | "
-           "G covers the named object | D covers distractor patches | D covers lookalike patches |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    return md
+
+
+def _diagnostics_section(res: dict, steps: list[dict], cfg: dict) -> list[str]:
+    """Markdown lines: per config firing and region-coverage diagnostics, empty cells explained."""
+    md = ["", "## Diagnostics per config", "",
+          "| config | fired | pruned when fired | firings within 0.05 of threshold | action changed when fired | "
+          "L2 change when fired | firings that prune a task patch | G covers task patches | "
+          "G covers the named object | D covers distractor patches | D covers lookalike patches |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     marks = NoteMarks()
     for c, d in res["diagnostics"].items():
         if d:
@@ -345,6 +356,24 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     md += ["", "Ground truth from the simulator's segmentation mapped to patches (a patch counts if any of its "
            "pixels shows the part): task patches = task object, goal and gripper; the named object = the task "
            "object (reach: its target ball); lookalikes = the grounded variant's copies of the named parts in other colours. Shares are means over logged steps where the part is visible."]
+    return md
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write report.md, stats.json and PNG figures; return the report's path."""
+    run = Path(run_dir)
+    store = RunStore(run)
+    if not (run / "episodes.jsonl").exists():
+        raise ConfigError(f"{run} has no episodes.jsonl: run `dtp eval` or `dtp sweep` with --out {run} first")
+    out = Path(out_dir) if out_dir else run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    eps, steps = store.episodes(), store.steps()
+    res = analyse(run)
+    (out / "stats.json").write_text(json.dumps(res, indent=1, default=float))
+    figs = _plots(res, eps, steps, out)
+    cfg = store.config()
+    md = _success_section(run, eps, cfg, res) + _paired_sections(res) + _tau_section(res)
+    md += _attention_section(res, cfg) + _diagnostics_section(res, steps, cfg)
     md += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
     md += ["", f"Numbers from `dtp analyze {run}`; raw rows in `{run}/episodes.jsonl` and `steps.jsonl`; all statistics in `stats.json`."]
     path = out / "report.md"
