@@ -29,6 +29,49 @@ def _mark_pruned(image: np.ndarray, pruned) -> np.ndarray:
 SHOW_FILES = ("step_*.png", "rollout_strip.png", "rollout.gif")  # what show_episode writes (and clears first)
 
 
+def _pick_episode(episodes: list[dict], spec: EvalSpec, run_dir: str | Path, key: str | None) -> dict:
+    """The episode row to replay: `key`, or else the run's first episode with DTP on (any if none)."""
+    if key is None:
+        cands = [e for e in episodes if spec.configs[e["config"]].enabled] or episodes
+        if not cands:
+            raise ConfigError(f"{run_dir} has no finished episodes to show")
+        key = cands[0]["key"]
+    row = next((e for e in episodes if e["key"] == key), None)
+    if row is None:
+        raise ConfigError(f"no episode {key!r} in {run_dir}; keys look like 'config|task|seed'")
+    return row
+
+
+def _save_strip(frames: list[tuple[np.ndarray, object]], title: str, path: Path, strip_frames: int) -> Path:
+    """Rollout strip: evenly spaced frames with the pruned patches tinted, to see the episode at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = np.linspace(0, len(frames) - 1, min(strip_frames, len(frames))).round().astype(int)
+    fig, axes = plt.subplots(1, len(idx), figsize=(1.6 * len(idx), 1.9))
+    for ax, i in zip(np.atleast_1d(axes), idx):
+        img, rec = frames[i]
+        ax.imshow(_mark_pruned(img, rec.pruned if rec.n_pruned else None))
+        ax.set_title(f"t={i} pruned {rec.n_pruned}", fontsize=7)  # pruned patches tinted magenta
+        ax.axis("off")
+    fig.suptitle(f"{title}; pruned patches (D) tinted magenta", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _save_gif(frames: list[tuple[np.ndarray, object]], path: Path) -> Path:
+    """Every frame, pruned patches tinted, enlarged to 192 px as an animated GIF."""
+    from PIL import Image
+
+    ims = [Image.fromarray(_mark_pruned(img, rec.pruned if rec.n_pruned else None)).resize((192, 192), Image.NEAREST) for img, rec in frames]
+    ims[0].save(path, save_all=True, append_images=ims[1:], duration=80, loop=0)
+    return path
+
+
 def show_episode(run_dir: str | Path, *, key: str | None = None, steps: list[int] | None = None,
                  out_dir: str | Path | None = None, gif: bool = False, strip_frames: int = 8, adapter=None,
                  progress: bool = True) -> list[str]:
@@ -45,15 +88,8 @@ def show_episode(run_dir: str | Path, *, key: str | None = None, steps: list[int
         raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG}); make one with dtp eval --out {run_dir}")
     store = RunStore(run_dir)
     spec = EvalSpec.from_dict(store.config())
-    episodes = store.episodes()
-    if key is None:
-        cands = [e for e in episodes if spec.configs[e["config"]].enabled] or episodes
-        if not cands:
-            raise ConfigError(f"{run_dir} has no finished episodes to show")
-        key = cands[0]["key"]
-    row = next((e for e in episodes if e["key"] == key), None)
-    if row is None:
-        raise ConfigError(f"no episode {key!r} in {run_dir}; keys look like 'config|task|seed'")
+    row = _pick_episode(store.episodes(), spec, run_dir, key)
+    key = row["key"]
     out = Path(out_dir) if out_dir else Path(run_dir) / "show"
     check_writable_dir(out, "show folder")
     if steps and any(not 0 <= s < int(row["length"]) for s in steps):
@@ -84,31 +120,8 @@ def show_episode(run_dir: str | Path, *, key: str | None = None, steps: list[int
         image, rec = frames[s]
         ctx = StepContext.from_episode({**row, "success": result.success})  # the replay's outcome
         paths.append(str(save_step_heatmap(image, rec, out / f"step_{s:03d}.png", ctx)))
-    # rollout strip: evenly spaced frames with the pruned tokens tinted
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    idx = np.linspace(0, len(frames) - 1, min(strip_frames, len(frames))).round().astype(int)
-    fig, axes = plt.subplots(1, len(idx), figsize=(1.6 * len(idx), 1.9))
-    for ax, i in zip(np.atleast_1d(axes), idx):
-        img, rec = frames[i]
-        ax.imshow(_mark_pruned(img, rec.pruned if rec.n_pruned else None))
-        ax.set_title(f"t={i} pruned {rec.n_pruned}", fontsize=7)  # pruned patches tinted magenta
-        ax.axis("off")
-    fig.suptitle(f"{key}: {'success' if result.success else 'failure'} in {result.length} steps; "
-                 "pruned patches (D) tinted magenta", fontsize=8)
-    fig.tight_layout()
-    strip = out / "rollout_strip.png"
-    fig.savefig(strip, dpi=110)
-    plt.close(fig)
-    paths.append(str(strip))
+    paths.append(str(_save_strip(frames, f"{key}: {'success' if result.success else 'failure'} in "
+                                          f"{result.length} steps", out / "rollout_strip.png", strip_frames)))
     if gif:
-        from PIL import Image
-
-        ims = [Image.fromarray(_mark_pruned(img, rec.pruned if rec.n_pruned else None)).resize((192, 192), Image.NEAREST) for img, rec in frames]
-        gif_path = out / "rollout.gif"
-        ims[0].save(gif_path, save_all=True, append_images=ims[1:], duration=80, loop=0)
-        paths.append(str(gif_path))
+        paths.append(str(_save_gif(frames, out / "rollout.gif")))
     return paths
