@@ -15,7 +15,8 @@ from .models import BenchModel
 from .pi0_models import pi0_observation
 from .pi0_variants import check_agreement, naive_generate, variant_steps
 from .profiling import work_and_memory_fields
-from .report import batch_lines, format_bytes, register_formatter
+from .report import (batch_lines, format_bytes, gpu_memory_lines, machine_lines, register_formatter, targets_line,
+                     timing_table)
 from .timing import timing_fields
 from .variants import timed_variants
 
@@ -105,8 +106,6 @@ ROWS = (
 
 def format_pi0(name: str, r: dict[str, Any]) -> list[str]:
     """The report lines of one pi0 result."""
-    m = r["machine"]
-    load = m["load_average_1min"]
     lines = [
         f"== {name}: {r['note']}",
         f"   prefix {r['layers']} layers x {r['width']}, {r['heads']} heads; sequence {r['seq_len']}: {r['image_tokens']} "
@@ -114,29 +113,10 @@ def format_pi0(name: str, r: dict[str, Any]) -> list[str]:
         f"{r['expert_layers']} layers x {r['expert_width']}, chunk {r['chunk']}, {r['denoising_steps']} denoising steps",
         f"   tau={r['tau']:g} prunes {r['tokens_pruned']}/{r['image_tokens']} image tokens; frame: {r['frame']}; "
         f"A from expert rows at steps {r['attention_steps']}",
-        f"   CPU: {m['cpu']}, {m['cpu_count']} cores (1-min load {load if load is None else round(load, 1)}), torch "
-        f"{m['torch']} with {r['threads']} threads; {r['timed_rounds']} interleaved rounds after {r['warmup']} warm-up rounds",
-        f"   device {r['device']}" + (f" ({m['gpu']}, CUDA {m['cuda']})" if "gpu" in m else "")
-        + f", {r['dtype']} weights and activations",
     ]
-    work = "plain_flops" in r
-    head = f"   {'variant':42s} {'median ms':>10s} {'IQR ms':>8s} {'x (a)':>7s} {'min ms':>8s} {'x (a)':>6s}"
-    if work:
-        head += f" {'GFLOP':>8s} {'aten ops':>8s}"
-    if "plain_peak_tensor_bytes" in r:
-        head += f" {'peak tensors':>14s}"
-    lines.append(head)
-    for key, label in ROWS:
-        row = (f"   {label:42s} {r[f'{key}_ms']:10.1f} {r[f'{key}_iqr_ms']:8.1f} {r[f'{key}_ms'] / r['plain_ms']:7.2f}"
-               f" {r[f'{key}_min_ms']:8.1f} {r['ratios_of_min'][key]:6.2f}")
-        if work:
-            row += f" {r[f'{key}_flops'] / 1e9:8.2f} {r[f'{key}_aten_ops']:8d}"
-        if f"{key}_peak_tensor_bytes" in r:
-            row += f" {format_bytes(r[f'{key}_peak_tensor_bytes']):>14s}"
-        lines.append(row)
+    lines += machine_lines(r) + timing_table(r, ROWS, label_width=42, gflop_width=8, gflop_digits=2)
     lines.append("   (pi0 has no fast pass 2: its prefix is bidirectional, a hidden token changes every position's cache)")
-    if "weights_bytes" in r:
-        lines.append(f"   GPU memory: weights {format_bytes(r['weights_bytes'])}, most allocated at once {format_bytes(r['cuda_max_allocated_bytes'])}")
+    lines += gpu_memory_lines(r)
     lines.append(
         f"   held attention: capture {format_bytes(r['capture_bytes'])} vs naive (prefix L x H x S x S + K x expert L x H x (C+1) x "
         f"(S+C+1)) = {format_bytes(r['naive_attention_bytes'])} ({100 * r['capture_fraction']:.2f}%)"
@@ -151,11 +131,7 @@ def format_pi0(name: str, r: dict[str, Any]) -> list[str]:
         f"   naive reference prunes the same tokens: {a['naive_same_pruned']}; its chunk differs from DTP's by up to "
         f"{a['naive_dtp_max_diff']:.2g} (pass 1: {a['naive_pass1_max_diff']:.2g}; eager vs SDPA rounding)"
     )
-    t = r["targets"]
-    lines.append(
-        "   targets: " + "; ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in t.items())
-        + f" (b/a {r['capture_ratio']:.3f}, c/a {r['dtp_ratio']:.3f}, capture {100 * r['capture_fraction']:.2f}%)"
-    )
+    lines.append(targets_line(r))
     if "batch" in r:
         lines += batch_lines(r["batch"])
     lines.append("")

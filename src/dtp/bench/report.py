@@ -11,7 +11,9 @@ _FORMATTERS: dict[str, Callable[[str, dict[str, Any]], list[str]]] = {}
 
 
 def register_formatter(family: str, fn: Callable[[str, dict[str, Any]], list[str]]) -> None:
+    """Let a model family (pi0) print its results its own way."""
     _FORMATTERS[family] = fn
+
 
 ROWS = (
     ("plain", "(a) plain: SDPA, no capture"),
@@ -30,91 +32,119 @@ def format_bytes(n: int) -> str:
     return f"{n / 1024:,.1f} KiB" if n < 1024**2 else f"{n / 1024**2:,.2f} MiB"
 
 
+def machine_lines(r: dict[str, Any]) -> list[str]:
+    """Report lines: the CPU, threads and rounds the times come from, and the device and dtype."""
+    m = r["machine"]
+    load = m["load_average_1min"]
+    return [
+        f"   CPU: {m['cpu']}, {m['cpu_count']} cores (1-min load {load if load is None else round(load, 1)}), "
+        f"torch {m['torch']} with {r['threads']} threads; {r['timed_rounds']} interleaved rounds after "
+        f"{r['warmup']} warm-up rounds",
+        f"   device {r.get('device', 'cpu')}" + (f" ({m['gpu']}, CUDA {m['cuda']})" if "gpu" in m else "")
+        + f", {r.get('dtype', 'float32')} weights and activations",
+    ]
+
+
+def timing_table(r: dict[str, Any], rows: tuple[tuple[str, str], ...], label_width: int = 40,
+                 gflop_width: int = 7, gflop_digits: int = 3) -> list[str]:
+    """Report lines: one row per variant (median, IQR, min ms and their ratios to plain; work and memory if counted)."""
+    work = "plain_flops" in r
+    head = f"   {'variant':{label_width}s} {'median ms':>10s} {'IQR ms':>8s} {'x (a)':>7s} {'min ms':>8s} {'x (a)':>6s}"
+    if work:
+        head += f" {'GFLOP':>{gflop_width}s} {'aten ops':>8s}"
+    if "plain_peak_tensor_bytes" in r:
+        head += f" {'peak tensors':>14s}"
+    lines = [head]
+    for key, label in rows:
+        ratio = r[f"{key}_ms"] / r["plain_ms"]
+        row = (f"   {label:{label_width}s} {r[f'{key}_ms']:10.1f} {r[f'{key}_iqr_ms']:8.1f} {ratio:7.2f}"
+               f" {r[f'{key}_min_ms']:8.1f} {r['ratios_of_min'][key]:6.2f}")
+        if work:
+            row += f" {r[f'{key}_flops'] / 1e9:{gflop_width}.{gflop_digits}f} {r[f'{key}_aten_ops']:8d}"
+        if f"{key}_peak_tensor_bytes" in r:
+            row += f" {format_bytes(r[f'{key}_peak_tensor_bytes']):>14s}"
+        lines.append(row)
+    return lines
+
+
+def gpu_memory_lines(r: dict[str, Any]) -> list[str]:
+    """Report line of the weights' and the peak allocated GPU memory ([] off the GPU)."""
+    if "weights_bytes" not in r:
+        return []
+    return [f"   GPU memory: weights {format_bytes(r['weights_bytes'])}, most allocated at once "
+            f"{format_bytes(r['cuda_max_allocated_bytes'])}"]
+
+
+def targets_line(r: dict[str, Any]) -> str:
+    """Report line: each target met or MISSED, with the ratios they are judged on."""
+    return ("   targets: " + "; ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in r["targets"].items())
+            + f" (b/a {r['capture_ratio']:.3f}, c/a {r['dtp_ratio']:.3f}, capture {100 * r['capture_fraction']:.2f}%)")
+
+
+def _agreement_line(a: dict[str, Any]) -> str:
+    """Report line: how often approx_image and exact_prefix give exact pass 2's actions on real frames."""
+    return (f"   approx_image vs exact on {a['steps']} frames ({a['steps_pruned']} pruned), {a['source']}, "
+            f"{a['weights']} weights: "
+            f"same actions {a['approx_image_same_actions']}/{a['steps_pruned']} "
+            f"(max logit diff {a['approx_image_max_logit_diff']:.3g}); exact_prefix same "
+            f"{a['exact_prefix_same_actions']}/{a['steps_pruned']} (max logit diff {a['exact_prefix_max_logit_diff']:.2g})")
+
+
+def _throughput_lines(tp: dict[str, Any]) -> list[str]:
+    """Report lines: rollout speed with DTP off and on, split into model, render, physics and other time."""
+    if "skipped" in tp:
+        return [f"   rollout throughput skipped: {tp['skipped']}"]
+    lines = []
+    for label in ("off", "on"):
+        x = tp[label]
+        lines.append(
+            f"   rollouts DTP {label:3s}: {x['steps_per_s']:.1f} env steps/s, {x['episodes_per_min']:.2f} "
+            f"episodes/min over {x['episodes']} episodes ({x['steps']} steps, pass 2 ran on "
+            f"{x['steps_pruned']}); per step: model "
+            f"{1e3 * x['model_s_per_step']:.1f} ms, render {1e3 * x['render_s_per_step']:.1f} ms, physics "
+            f"{1e3 * x['physics_s_per_step']:.1f} ms, other {1e3 * x['other_s_per_step']:.1f} ms"
+        )
+    lines.append(f"   (rollouts of {tp['task']} by {tp['rollout']}; render = median of 20 env.render() on each "
+                 "episode's last state, physics = env.step - render)")
+    return lines
+
+
+def _token_model_lines(name: str, r: dict[str, Any]) -> list[str]:
+    """The report lines of one token model's result (the families without their own formatter)."""
+    lines = [
+        f"== {name}: {r['note']}",
+        f"   {r['layers']} layers x {r['width']} wide, {r['heads']} heads; sequence {r['seq_len']} = "
+        f"{r['image_tokens']} image + {r['prompt_tokens']} prompt + BOS + proprio; {r['action_tokens']} action tokens",
+        f"   tau={r['tau']:g} prunes {r['tokens_pruned']}/{r['image_tokens']} image tokens "
+        f"(exact_prefix reuses {r['exact_prefix_reused_tokens']} positions); frame: {r['frame']}",
+    ]
+    lines += machine_lines(r) + timing_table(r, ROWS)
+    lines.append("   * approx_image is an approximation (kept image tokens keep pass 1's keys/values)")
+    lines += gpu_memory_lines(r)
+    lines.append(
+        f"   held attention: capture {format_bytes(r['capture_bytes'])} vs naive L x H x S x S = {format_bytes(r['naive_attention_bytes'])}"
+        f" ({100 * r['capture_fraction']:.2f}%); naive returned {format_bytes(r['naive_attention_bytes_held'])} in all"
+    )
+    lines.append(
+        f"   naive reference prunes the same tokens: {r['naive_same_pruned']}, same actions: {r['naive_same_actions']}"
+    )
+    lines.append(targets_line(r))
+    if "batch" in r:
+        lines += batch_lines(r["batch"])
+    if "agreement" in r:
+        lines.append(_agreement_line(r["agreement"]))
+    if "throughput" in r:
+        lines += _throughput_lines(r["throughput"])
+    lines.append("")
+    return lines
+
+
 def format_report(results: dict[str, Any]) -> str:
+    """The text `dtp bench` prints: each result by its family's formatter (token models by default)."""
     lines = []
     for name, r in results.items():
-        if r.get("family") in _FORMATTERS:
-            lines += _FORMATTERS[r["family"]](name, r)
-            continue
-        m = r["machine"]
-        lines.append(f"== {name}: {r['note']}")
-        lines.append(
-            f"   {r['layers']} layers x {r['width']} wide, {r['heads']} heads; sequence {r['seq_len']} = "
-            f"{r['image_tokens']} image + {r['prompt_tokens']} prompt + BOS + proprio; {r['action_tokens']} action tokens"
-        )
-        lines.append(
-            f"   tau={r['tau']:g} prunes {r['tokens_pruned']}/{r['image_tokens']} image tokens "
-            f"(exact_prefix reuses {r['exact_prefix_reused_tokens']} positions); frame: {r['frame']}"
-        )
-        load = m["load_average_1min"]
-        lines.append(
-            f"   CPU: {m['cpu']}, {m['cpu_count']} cores (1-min load {load if load is None else round(load, 1)}), "
-            f"torch {m['torch']} with {r['threads']} threads; {r['timed_rounds']} interleaved rounds after "
-            f"{r['warmup']} warm-up rounds"
-        )
-        lines.append(f"   device {r.get('device', 'cpu')}" + (f" ({m['gpu']}, CUDA {m['cuda']})" if "gpu" in m else "")
-                     + f", {r.get('dtype', 'float32')} weights and activations")
-        work = "plain_flops" in r
-        head = f"   {'variant':40s} {'median ms':>10s} {'IQR ms':>8s} {'x (a)':>7s} {'min ms':>8s} {'x (a)':>6s}"
-        if work:
-            head += f" {'GFLOP':>7s} {'aten ops':>8s}"
-        if "plain_peak_tensor_bytes" in r:
-            head += f" {'peak tensors':>14s}"
-        lines.append(head)
-        for key, label in ROWS:
-            ratio = r[f"{key}_ms"] / r["plain_ms"]
-            row = (f"   {label:40s} {r[f'{key}_ms']:10.1f} {r[f'{key}_iqr_ms']:8.1f} {ratio:7.2f}"
-                   f" {r[f'{key}_min_ms']:8.1f} {r['ratios_of_min'][key]:6.2f}")
-            if work:
-                row += f" {r[f'{key}_flops'] / 1e9:7.3f} {r[f'{key}_aten_ops']:8d}"
-            if f"{key}_peak_tensor_bytes" in r:
-                row += f" {format_bytes(r[f'{key}_peak_tensor_bytes']):>14s}"
-            lines.append(row)
-        lines.append("   * approx_image is an approximation (kept image tokens keep pass 1's keys/values)")
-        if "weights_bytes" in r:
-            lines.append(f"   GPU memory: weights {format_bytes(r['weights_bytes'])}, most allocated at once "
-                         f"{format_bytes(r['cuda_max_allocated_bytes'])}")
-        lines.append(
-            f"   held attention: capture {format_bytes(r['capture_bytes'])} vs naive L x H x S x S = {format_bytes(r['naive_attention_bytes'])}"
-            f" ({100 * r['capture_fraction']:.2f}%); naive returned {format_bytes(r['naive_attention_bytes_held'])} in all"
-        )
-        lines.append(
-            f"   naive reference prunes the same tokens: {r['naive_same_pruned']}, same actions: {r['naive_same_actions']}"
-        )
-        t = r["targets"]
-        lines.append(
-            "   targets: "
-            + "; ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in t.items())
-            + f" (b/a {r['capture_ratio']:.3f}, c/a {r['dtp_ratio']:.3f}, capture {100 * r['capture_fraction']:.2f}%)"
-        )
-        if "batch" in r:
-            lines += batch_lines(r["batch"])
-        if "agreement" in r:
-            a = r["agreement"]
-            lines.append(
-                f"   approx_image vs exact on {a['steps']} frames ({a['steps_pruned']} pruned), {a['source']}, "
-                f"{a['weights']} weights: "
-                f"same actions {a['approx_image_same_actions']}/{a['steps_pruned']} "
-                f"(max logit diff {a['approx_image_max_logit_diff']:.3g}); exact_prefix same "
-                f"{a['exact_prefix_same_actions']}/{a['steps_pruned']} (max logit diff {a['exact_prefix_max_logit_diff']:.2g})"
-            )
-        if "throughput" in r:
-            tp = r["throughput"]
-            if "skipped" in tp:
-                lines.append(f"   rollout throughput skipped: {tp['skipped']}")
-            else:
-                for label in ("off", "on"):
-                    x = tp[label]
-                    lines.append(
-                        f"   rollouts DTP {label:3s}: {x['steps_per_s']:.1f} env steps/s, {x['episodes_per_min']:.2f} "
-                        f"episodes/min over {x['episodes']} episodes ({x['steps']} steps, pass 2 ran on "
-                        f"{x['steps_pruned']}); per step: model "
-                        f"{1e3 * x['model_s_per_step']:.1f} ms, render {1e3 * x['render_s_per_step']:.1f} ms, physics "
-                        f"{1e3 * x['physics_s_per_step']:.1f} ms, other {1e3 * x['other_s_per_step']:.1f} ms"
-                    )
-                lines.append(f"   (rollouts of {tp['task']} by {tp['rollout']}; render = median of 20 env.render() on each "
-                             "episode's last state, physics = env.step - render)")
-        lines.append("")
+        fmt = _FORMATTERS.get(r.get("family"), _token_model_lines)
+        lines += fmt(name, r)
     return "\n".join(lines)
 
 
