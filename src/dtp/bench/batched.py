@@ -1,6 +1,7 @@
 """Throughput per sample at several batch sizes (issue 26): plain, DTP and naive, timed in one run.
 
-Each variant steps B observations (each from its own episode) per call:
+Each variant steps the same N = max(sizes) observations, B at a time (each from its own episode), so every
+batch size prunes the same tokens of the same samples:
   plain  DTPPolicy(DTPConfig(enabled=False)).step_batch: one batched SDPA pass, no capture
   dtp    DTPPolicy(dtp_cfg).step_batch: batched pass 1 with the capture, r/G/A/D per sample, one batched
          pass 2 over the samples that fired (pass2="exact")
@@ -96,17 +97,26 @@ def naive_step_batch(policy: DTPPolicy, obs: Sequence[Observation]) -> list[Step
     return recs
 
 
+def _chunks(obs: Sequence[Observation], b: int) -> list[list[Observation]]:
+    return [list(obs[i : i + b]) for i in range(0, len(obs), b)]
+
+
 def _batch_steps(adapter, obs: Sequence[Observation], dtp_cfg: DTPConfig, sizes: Sequence[int],
                  naive: bool) -> dict[tuple[str, int], Callable[[], Any]]:
+    """{(variant, B): step all of `obs`, B at a time}: every batch size does the same samples (the same firing)."""
     plain = DTPPolicy(adapter, DTPConfig(enabled=False))
     dtp = DTPPolicy(adapter, dtp_cfg)
+
+    def stepper(policy: DTPPolicy, b: int) -> Callable[[], Any]:
+        chunks = _chunks(obs, b)
+        return lambda: [policy.step_batch(c, [policy.new_episode(i) for i in range(len(c))]) for c in chunks]
+
     fns: dict[tuple[str, int], Callable[[], Any]] = {}
     for b in sizes:
-        batch = list(obs[:b])
-        fns[("plain", b)] = lambda batch=batch: plain.step_batch(batch, [plain.new_episode(i) for i in range(len(batch))])
-        fns[("dtp", b)] = lambda batch=batch: dtp.step_batch(batch, [dtp.new_episode(i) for i in range(len(batch))])
+        fns[("plain", b)] = stepper(plain, b)
+        fns[("dtp", b)] = stepper(dtp, b)
         if naive:
-            fns[("naive", b)] = lambda batch=batch: naive_step_batch(dtp, batch)
+            fns[("naive", b)] = lambda chunks=_chunks(obs, b): [naive_step_batch(dtp, c) for c in chunks]
     return fns
 
 
@@ -114,10 +124,12 @@ def batch_throughput(adapter, obs: Sequence[Observation], dtp_cfg: DTPConfig, si
                      naive: bool = True) -> dict[str, Any]:
     """{variant: {B: per-sample figures}} for plain, dtp and naive at each batch size, timed interleaved.
 
-    obs: at least max(sizes) observations (batch B takes the first B); cfg: the BenchConfig (rounds, device);
-    naive=False leaves the naive rows out (a family without a batched naive reference: pi0).
+    obs: the samples, max(sizes) of them; every batch size steps all of them, B at a time, so that each size
+    prunes the same tokens of the same samples. cfg: the BenchConfig (rounds, device); naive=False leaves the
+    naive rows out (a family without a batched naive reference: pi0).
     """
     sizes = sorted(set(int(b) for b in sizes))
+    obs = list(obs[: sizes[-1]])
     if len(obs) < sizes[-1]:
         raise ValueError(f"batch {sizes[-1]} needs {sizes[-1]} observations, got {len(obs)}")
     fns = _batch_steps(adapter, obs, dtp_cfg, sizes, naive)
@@ -126,14 +138,15 @@ def batch_throughput(adapter, obs: Sequence[Observation], dtp_cfg: DTPConfig, si
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     times = time_interleaved(named, cfg.repeats, cfg.warmup, cfg.min_seconds, sync=sync)
     probe = DTPPolicy(adapter, dtp_cfg)
-    fired = {str(b): sum(r.record.fired for r in probe.step_batch(list(obs[:b]), [probe.new_episode(i) for i in range(b)]))
-             for b in sizes}
-    out: dict[str, Any] = {"sizes": sizes, "fired": fired, "timed_rounds": len(times[f"plain@{sizes[0]}"])}
+    fired = {str(b): sum(r.record.fired for c in _chunks(obs, b)
+                         for r in probe.step_batch(c, [probe.new_episode(i) for i in range(len(c))])) for b in sizes}
+    n = len(obs)
+    out: dict[str, Any] = {"sizes": sizes, "samples": n, "fired": fired, "timed_rounds": len(times[f"plain@{sizes[0]}"])}
     for v in BATCH_VARIANTS if naive else BATCH_VARIANTS[:2]:
         row = {}
-        base = statistics.median(times[f"{v}@{sizes[0]}"]) / sizes[0]
+        base = statistics.median(times[f"{v}@{sizes[0]}"]) / n
         for b in sizes:
-            per_sample = statistics.median(times[f"{v}@{b}"]) / b
+            per_sample = statistics.median(times[f"{v}@{b}"]) / n
             # speedup: per-sample throughput at B over that at the smallest batch size (batch 1 by default)
             row[str(b)] = {"ms_per_sample": 1e3 * per_sample, "samples_per_s": 1.0 / per_sample, "speedup": base / per_sample}
         out[v] = row

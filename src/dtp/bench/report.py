@@ -151,9 +151,9 @@ def format_report(results: dict[str, Any]) -> str:
 def batch_lines(b: dict[str, Any]) -> list[str]:
     """The per-sample throughput table of run_bench's "batch" entry (dtp.bench.batched)."""
     sizes = b["sizes"]
-    fired = ", ".join(f"{b['fired'][str(s)]}/{s}" for s in sizes)
-    lines = [f"   per sample at batch {', '.join(map(str, sizes))} ({b['timed_rounds']} interleaved rounds; frames: "
-             f"{b['frames']}; DTP fired on {fired})"]
+    fired = ", ".join(str(b["fired"][str(s)]) for s in sizes)
+    lines = [f"   per sample at batch {', '.join(map(str, sizes))}: the same {b['samples']} samples B at a time "
+             f"({b['timed_rounds']} interleaved rounds; frames: {b['frames']}; DTP fired on {fired} of them)"]
     lines.append(f"   {'variant':10s}" + "".join(f" {'B=' + str(s) + ' ms':>10s}" for s in sizes)
                  + "".join(f" {'x@' + str(s):>7s}" for s in sizes[1:]))
     for v in ("plain", "dtp", "naive"):
