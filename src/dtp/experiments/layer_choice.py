@@ -100,6 +100,36 @@ class LayerChoice:
         }
 
 
+def _check_arguments(tasks: list[str], episodes: int, k: float | int, sigma: float, relevance: str) -> None:
+    """Refuse what would make the choice meaningless (no tasks, no episodes, a region that uses no layers)."""
+    DTPConfig(k=k, sigma=sigma, relevance=relevance)  # the same checks as any DTP run (ConfigError)
+    if relevance not in RELEVANCE_MODES:
+        raise ConfigError(f"layers are chosen for a relevance map {RELEVANCE_MODES}; region {relevance!r} uses no layers")
+    if episodes < 1:
+        raise ConfigError(f"episodes must be >= 1, got {episodes}")
+    if not tasks:
+        raise ConfigError("name at least one task")
+
+
+def _step_coverage(trace, seg: np.ndarray, grid: tuple[int, int], labels, candidates: dict[str, tuple[int, ...]],
+                   k: float | int, sigma: float, similarity: bool) -> dict[str, float] | None:
+    """One step's coverage of the patches showing `labels` per candidate; None where none is visible."""
+    patches = patch_labels(seg, grid, labels)
+    if not patches.any():
+        return None
+    return coverage_by_layers(
+        trace.prompt_rows, grid, patches, candidates, k, sigma,
+        prompt_hidden=trace.prompt_hidden if similarity else None,
+        image_hidden=trace.image_hidden if similarity else None,
+    )
+
+
+def _per_task_means(sums: dict[str, dict[str, float]], counts: dict[str, int],
+                    candidates: dict[str, tuple[int, ...]]) -> dict[str, dict[str, float]]:
+    """Mean coverage per task and candidate over the steps that scored it (NaN for a task with none)."""
+    return {t: {c: sums[t][c] / counts[t] if counts[t] else float("nan") for c in candidates} for t in sums}
+
+
 def choose_layers(
     adapter,
     make_env: Callable[[str], Any],
@@ -117,14 +147,8 @@ def choose_layers(
 
     relevance: the mode whose layers are chosen ("attention" or "similarity").
     """
-    DTPConfig(k=k, sigma=sigma, relevance=relevance)  # the same checks as any DTP run (ConfigError)
-    if relevance not in RELEVANCE_MODES:
-        raise ConfigError(f"layers are chosen for a relevance map {RELEVANCE_MODES}; region {relevance!r} uses no layers")
+    _check_arguments(tasks, episodes, k, sigma, relevance)
     similarity = relevance == "similarity"
-    if episodes < 1:
-        raise ConfigError(f"episodes must be >= 1, got {episodes}")
-    if not tasks:
-        raise ConfigError("name at least one task")
     from tqdm.auto import tqdm
 
     candidates = layer_candidates(adapter.num_layers)
@@ -149,16 +173,10 @@ def choose_layers(
                     grid = inputs.layout.grid
                     n_image = grid[0] * grid[1]
                     seg = env.segmentation()
-                    tr = gen.trace
                     for labels, total, count in ((TASK_LABELS, sums, counts), (NAMED_LABELS, named_sums, named_counts)):
-                        patches = patch_labels(seg, grid, labels)
-                        if not patches.any():
+                        cov = _step_coverage(gen.trace, seg, grid, labels, candidates, k, sigma, similarity)
+                        if cov is None:
                             continue
-                        cov = coverage_by_layers(
-                            tr.prompt_rows, grid, patches, candidates, k, sigma,
-                            prompt_hidden=tr.prompt_hidden if similarity else None,
-                            image_hidden=tr.image_hidden if similarity else None,
-                        )
                         for c, v in cov.items():
                             total[task][c] += v
                         count[task] += 1
@@ -169,11 +187,11 @@ def choose_layers(
         finally:
             env.close()
     bar.close()
-    per_task = {t: {c: sums[t][c] / counts[t] if counts[t] else float("nan") for c in candidates} for t in tasks}
+    per_task = _per_task_means(sums, counts, candidates)
     # every task weighs the same, however long its episodes ran
     coverage = {c: float(np.nanmean([per_task[t][c] for t in tasks])) for c in candidates}
-    named = {c: float(np.nanmean([named_sums[t][c] / named_counts[t] if named_counts[t] else float("nan")
-                                  for t in tasks])) for c in candidates}
+    named_per_task = _per_task_means(named_sums, named_counts, candidates)
+    named = {c: float(np.nanmean([named_per_task[t][c] for t in tasks])) for c in candidates}
     best_name = max(candidates, key=lambda c: (-math.inf if math.isnan(coverage[c]) else coverage[c], -len(candidates[c])))
     n_image = n_image or 1
     return LayerChoice(
