@@ -61,6 +61,23 @@ def test_a_full_batch_does_not_wait_for_the_window():
     assert run(main()) < 5.0
 
 
+def test_no_wait_once_every_open_session_has_a_request_queued():
+    rec = Recorder()
+
+    async def main():
+        open_sessions = [2]
+        b = Batcher(rec, max_batch=8, window_s=30.0, sessions=lambda: open_sessions[0])
+        t0 = time.perf_counter()
+        await asyncio.gather(b.submit("a", ("a", "ok")), b.submit("b", ("b", "ok")))
+        open_sessions[0] = 0  # e.g. all clients left: a request still goes, alone
+        await b.submit("c", ("c", "ok"))
+        await b.close()
+        return time.perf_counter() - t0
+
+    assert run(main()) < 5.0
+    assert [len(x) for x in rec.batches] == [2, 1]
+
+
 def test_a_lone_request_waits_at_most_the_window():
     async def main():
         b = Batcher(Recorder(), max_batch=8, window_s=0.05)

@@ -1,7 +1,8 @@
 """Gathering concurrent requests into one batched step (`dtp serve --max-batch N --batch-window-ms W`).
 
 Clients' requests wait in one queue. A dispatcher task takes up to `max_batch` of them, waiting at
-most `window_s` after the oldest arrived for more to join, and runs the batch in a worker thread,
+most `window_s` after the oldest arrived for more to join (no wait once every open session has a
+request queued: `sessions()` says how many are open), and runs the batch in a worker thread,
 one batch at a time, so the event loop keeps reading and answering sockets while the model works.
 Requests that arrive during a batch join the next one. Two requests with the same key (one
 episode) never share a batch: the later waits for the next. A failing batch is rerun one request
@@ -36,7 +37,7 @@ class Batcher:
     """
 
     def __init__(self, run_batch: Callable[[list[Any]], Sequence[Any]], *, max_batch: int, window_s: float,
-                 executor: Executor | None = None):
+                 executor: Executor | None = None, sessions: Callable[[], int] | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if window_s < 0:
@@ -45,6 +46,7 @@ class Batcher:
         self.max_batch = int(max_batch)
         self.window_s = float(window_s)
         self.executor = executor
+        self.sessions = sessions  # how many sessions (keys) could send now; None: unknown
         self.sizes: Counter[int] = Counter()  # batch size -> batches run (what the window achieved)
         self._pending: deque[_Pending] = deque()
         self._running: list[_Pending] = []  # the batch in the worker now
@@ -100,14 +102,18 @@ class Batcher:
         self._pending = rest
         return batch
 
+    def _target(self) -> int:
+        """The batch worth waiting for: max_batch, or fewer when fewer sessions are open."""
+        return self.max_batch if self.sessions is None else max(1, min(self.max_batch, self.sessions()))
+
     async def _gather(self) -> None:
-        """Wait for a first request, then until max_batch are ready or window_s has passed."""
+        """Wait for a first request, then until the target batch is ready or window_s has passed."""
         loop = asyncio.get_running_loop()
         while not self._ready():
             self._arrived.clear()
             await self._arrived.wait()
         deadline = loop.time() + self.window_s
-        while self._ready() < self.max_batch:
+        while self._ready() < self._target():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return

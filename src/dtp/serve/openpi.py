@@ -134,7 +134,8 @@ class OpenpiServer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dtp-serve")  # one model, one step at a time
         # max_batch 1: each request steps alone, as before batching existed
         self._batcher = None if max_batch == 1 else Batcher(
-            self._step_batch, max_batch=max_batch, window_s=batch_window_s, executor=self._executor)
+            self._step_batch, max_batch=max_batch, window_s=batch_window_s, executor=self._executor,
+            sessions=lambda: len(served.sessions))
 
     def metadata(self) -> dict[str, Any]:
         return {**self.served.metadata(), "protocol": "openpi", "keys": dict(self.keys),

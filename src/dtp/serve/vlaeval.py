@@ -61,7 +61,8 @@ if PredictModelServer is not None:
             # max_batch 1: vla-eval's own dispatch calls predict, one observation at a time
             self._batcher = None if max_batch == 1 else Batcher(
                 self._step_batch, max_batch=max_batch, window_s=batch_window_s,
-                executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="dtp-serve"))
+                executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="dtp-serve"),
+                sessions=lambda: len(served.sessions))
 
         async def on_observation(self, obs: Any, ctx: Any) -> None:
             if self._batcher is None:
