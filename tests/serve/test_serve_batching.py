@@ -1,5 +1,5 @@
 """Batched serving (issue 26 part 3): one EpisodeState per session, step_sessions equals each session's own
-step, sessions are freed, the flags are checked, vla-eval episodes at once are batched."""
+step, sessions are freed, the flags are checked, and a small loopback load test (`dtp.serve.loadtest`)."""
 
 from __future__ import annotations
 
@@ -100,6 +100,24 @@ def test_batching_flags_are_checked(capsys, tiny_adapter):
         main(["serve", "--help"])
     out = capsys.readouterr().out
     assert "--max-batch N" in out and "--batch-window-ms MS" in out
+
+
+@pytest.mark.slow
+def test_load_on_loopback_small(tiny_checkpoint):
+    """8 clients x 12 requests against `dtp serve` unbatched and --max-batch 8 (the full 16 x 200 is
+    `python -m dtp.serve.loadtest`, figures in docs/performance.md): no lost or mixed-up replies,
+    batches formed, every session freed after its client left, and RSS flat between N and 2N sessions."""
+    from dtp.serve.loadtest import format_report, measure
+
+    r = measure(str(tiny_checkpoint), clients=8, requests=12, max_batch=8, window_ms=5.0, threads=1, sessions=8)
+    print(format_report(r))
+    unbatched, batched = r["modes"]
+    for m in (unbatched, batched):
+        assert m["requests"] == 8 * 12 and m["lost"] == 0 and m["mismatched"] == 0
+        mem = m["memory"]
+        assert mem["open_after_load"] == mem["open_after_n"] == mem["open_after_2n"] == 0
+        assert mem["after_2n_mb"] - mem["after_n_mb"] < 32  # 8 more sessions: allocator noise, not state
+    assert unbatched["max_batch_seen"] == 1 and batched["max_batch_seen"] > 1
 
 
 def test_vla_eval_episodes_at_once_are_batched_and_equal_in_process(tmp_path, start_server, tiny_checkpoint):

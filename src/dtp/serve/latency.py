@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -40,9 +40,10 @@ def scene_frames(n: int, image_size: int = 96) -> list[dict[str, Any]]:
     return frames
 
 
-def spawn_server(protocol: str, model: str, threads: int) -> tuple[subprocess.Popen, int]:
+def spawn_server(protocol: str, model: str, threads: int, extra: Sequence[str] = ()) -> tuple[subprocess.Popen, int]:
+    """`dtp serve --protocol PROTOCOL --port 0 ... EXTRA` on loopback; (process, the port it printed)."""
     cmd = [sys.executable, "-m", "dtp.cli", "serve", "--protocol", protocol, "--port", "0", "--model", model,
-           "--threads", str(threads)]
+           "--threads", str(threads), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:  # blocks until the server prints its port (or exits)
         m = LISTENING.search(line)

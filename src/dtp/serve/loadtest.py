@@ -1,0 +1,258 @@
+"""Load test of `dtp serve --protocol openpi` on loopback: C clients x R requests, batched and unbatched.
+
+    python -m dtp.serve.loadtest [--model tinyvla] [--clients 16] [--requests 200] [--max-batch 16]
+                                 [--window-ms 5] [--threads 1] [--sessions 32] [--scenes] [--json]
+
+For each mode (--max-batch 1, then N) it starts `dtp serve` as a subprocess on 127.0.0.1, lets C
+client threads each run one episode of R requests at once (its own frames and instruction), and
+checks every reply against that client's sequential in-process `DTPPolicy.step` in its own
+episode (no lost or mixed-up replies). It reports p50/p99 latency, throughput and the batch sizes
+the server formed; then opens `sessions` more short sessions twice over and reports the server's
+RSS after each wave and the sessions still open (0 when disconnects free their state).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .latency import spawn_server, stop_server
+
+__all__ = ["client_frames", "reference_actions", "run_mode", "measure", "format_report"]
+
+
+def client_frames(clients: int, frames: int, image_size: int, proprio_dims: int, seed: int = 0) -> list[list[dict]]:
+    """Per client, `frames` random observations with its own instruction (different lengths across clients)."""
+    from ..envs.tasks import TASK_NAMES, instruction_for
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(clients):
+        instruction = instruction_for(TASK_NAMES[c % len(TASK_NAMES)], c)
+        out.append([{"image": rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8),
+                     "proprio": rng.uniform(-1, 1, proprio_dims).astype(np.float32),
+                     "instruction": instruction} for _ in range(frames)])
+    return out
+
+
+def scene_client_frames(clients: int, frames: int, image_size: int) -> list[list[dict]]:
+    """Per client, `frames` Meta-World frames along its own scene (task c mod 5, scene seed c), expert-driven."""
+    from ..envs.benchmark import benchmark_env
+    from ..envs.tasks import TASK_NAMES
+    from .benchmark import scene_seed
+
+    out = []
+    for c in range(clients):
+        env = benchmark_env(TASK_NAMES[c % len(TASK_NAMES)], distractors=3, palette="train", image_size=image_size,
+                            variant="plain")
+        try:
+            obs, _ = env.reset(seed=scene_seed(0, c))
+            seq = [obs]
+            while len(seq) < frames:
+                obs, *_ = env.step(env.expert_action())
+                seq.append(obs)
+        finally:
+            env.close()
+        out.append([{k: o[k] for k in ("image", "proprio", "instruction")} for o in seq])
+    return out
+
+
+def requests_of(frames: list[dict], n: int) -> list[dict]:
+    return [frames[r % len(frames)] for r in range(n)]
+
+
+def reference_actions(adapter: Any, frames: list[list[dict]], n: int) -> tuple[list[list[np.ndarray]], float, float]:
+    """Each client's actions from its own sequential in-process episode (policy.reset(c)), the seconds
+    taken, and the share of steps where DTP fired. DTP at its defaults, as `dtp serve` without DTP flags."""
+    from ..config import DTPConfig
+    from ..policy import DTPPolicy
+
+    policy = DTPPolicy(adapter, DTPConfig())
+    out, fired = [], 0
+    t0 = time.perf_counter()
+    for c, fr in enumerate(frames):
+        policy.reset(c)
+        results = [policy.step(o) for o in requests_of(fr, n)]
+        out.append([np.asarray(r.action, np.float32) for r in results])
+        fired += sum(r.record.fired for r in results)
+    return out, time.perf_counter() - t0, fired / max(1, len(frames) * n)
+
+
+def _client(url: str, c: int, frames: list[dict], n: int, start: threading.Barrier, out: dict) -> None:
+    from websockets.sync.client import connect
+
+    from .openpi import packb, unpackb
+
+    actions, latencies, sizes = [], [], []
+    try:
+        with connect(url, max_size=None, open_timeout=120) as ws:
+            ws.recv(timeout=120)  # metadata
+            ws.send(packb({"dtp/reset": True, "dtp/seed": c}))
+            ws.recv(timeout=120)
+            start.wait(timeout=600)
+            for o in requests_of(frames, n):
+                t0 = time.perf_counter()
+                ws.send(packb({"observation/image": o["image"], "observation/state": o["proprio"],
+                               "prompt": o["instruction"]}))
+                reply = ws.recv(timeout=600)
+                latencies.append(time.perf_counter() - t0)
+                if isinstance(reply, str):
+                    raise RuntimeError(reply)
+                reply = unpackb(reply)
+                actions.append(np.asarray(reply["actions"][0], np.float32))
+                sizes.append(int(reply["server_timing"].get("batch_size", 1)))
+    except BaseException as e:  # reported by run_mode
+        out[c] = e
+        return
+    out[c] = (actions, latencies, sizes)
+
+
+def open_sessions(url: str, count: int, frame: dict, requests: int = 2) -> None:
+    """`count` sessions of `requests` requests each, 16 at a time, each closed when done."""
+    from websockets.sync.client import connect
+
+    from .openpi import packb
+
+    def one() -> None:
+        with connect(url, max_size=None, open_timeout=120) as ws:
+            ws.recv(timeout=120)
+            for _ in range(requests):
+                ws.send(packb({"observation/image": frame["image"], "observation/state": frame["proprio"],
+                               "prompt": frame["instruction"]}))
+                ws.recv(timeout=600)
+
+    for k in range(0, count, 16):
+        threads = [threading.Thread(target=one) for _ in range(min(16, count - k))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def open_elsewhere(url: str) -> int:
+    """Sessions open on the server besides the one this call opens to ask (from its metadata)."""
+    from websockets.sync.client import connect
+
+    from .openpi import unpackb
+
+    with connect(url, max_size=None, open_timeout=120) as ws:
+        return int(unpackb(ws.recv(timeout=120))["live_sessions"]) - 1
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_mode(model: str, frames: list[list[dict]], n: int, expected: list[list[np.ndarray]], *, max_batch: int,
+             window_ms: float, threads: int, sessions: int) -> dict[str, Any]:
+    """One server (--max-batch max_batch): the timed load, the reply check, then the memory waves."""
+    extra = ["--max-batch", str(max_batch), "--batch-window-ms", str(window_ms)]
+    proc, port = spawn_server("openpi", model, threads, extra)
+    url = f"ws://127.0.0.1:{port}"
+    try:
+        open_sessions(url, 2, frames[0][0])  # warm-up
+        start = threading.Barrier(len(frames) + 1)
+        out: dict[int, Any] = {}
+        workers = [threading.Thread(target=_client, args=(url, c, fr, n, start, out)) for c, fr in enumerate(frames)]
+        for t in workers:
+            t.start()
+        start.wait(timeout=600)
+        t0 = time.perf_counter()
+        for t in workers:
+            t.join()
+        wall = time.perf_counter() - t0
+        errors = {c: repr(v) for c, v in out.items() if isinstance(v, BaseException)}
+        if errors or len(out) != len(frames):
+            raise RuntimeError(f"clients failed: {errors or 'missing replies'}")
+        mismatched = sum(not np.array_equal(a, b) for c in out for a, b in zip(out[c][0], expected[c]))
+        lost = sum(n - len(out[c][0]) for c in out)
+        latencies = sorted(x for c in out for x in out[c][1])
+        sizes = [s for c in out for s in out[c][2]]
+        memory = {"after_load_mb": rss_mb(proc.pid), "open_after_load": open_elsewhere(url)}
+        open_sessions(url, sessions, frames[0][0])
+        memory.update(after_n_mb=rss_mb(proc.pid), open_after_n=open_elsewhere(url))
+        open_sessions(url, sessions, frames[0][0])
+        memory.update(after_2n_mb=rss_mb(proc.pid), open_after_2n=open_elsewhere(url))
+    finally:
+        stop_server(proc)
+    return {
+        "max_batch": max_batch, "window_ms": window_ms, "requests": len(latencies), "lost": lost,
+        "mismatched": mismatched, "wall_s": wall, "throughput_rps": len(latencies) / wall,
+        "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "mean_batch": float(np.mean(sizes)), "max_batch_seen": max(sizes), "sessions": sessions, "memory": memory,
+    }
+
+
+def measure(model: str = "tinyvla", *, clients: int = 16, requests: int = 200, max_batch: int = 16,
+            window_ms: float = 5.0, threads: int = 1, sessions: int = 32, frames: int = 8,
+            scenes: bool = False) -> dict[str, Any]:
+    """Unbatched (--max-batch 1) then batched (--max-batch max_batch), same clients and frames
+    (random images, or Meta-World scenes with `scenes`)."""
+    import torch
+
+    from ..models import load
+    from ..models.base import declared_image_size
+
+    torch.set_num_threads(threads)
+    adapter = load(model)
+    size = declared_image_size(adapter) or 224
+    proprio = int(getattr(adapter.model.config, "proprio_dims", 0) or 0) if hasattr(adapter, "model") else 0
+    fr = scene_client_frames(clients, frames, size) if scenes else client_frames(clients, frames, size, proprio)
+    expected, local_s, fired = reference_actions(adapter, fr, requests)
+    modes = [run_mode(model, fr, requests, expected, max_batch=b, window_ms=window_ms, threads=threads,
+                      sessions=sessions) for b in (1, max_batch)]
+    return {"model": model, "clients": clients, "requests_per_client": requests, "threads": threads,
+            "frames": "Meta-World scenes" if scenes else "random images", "dtp_fired_share": fired,
+            "in_process_rps": clients * requests / local_s, "modes": modes,
+            "speedup": modes[1]["throughput_rps"] / modes[0]["throughput_rps"]}
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [f"model {r['model']}, {r['clients']} clients x {r['requests_per_client']} requests ({r['frames']}, "
+             f"DTP fired on {100 * r['dtp_fired_share']:.0f}% of steps), {r['threads']} torch thread(s)",
+             f"in-process sequential DTPPolicy.step: {r['in_process_rps']:.1f} steps/s",
+             "max-batch  window  req/s   p50 ms  p99 ms  mean batch  lost  mismatched  "
+             "RSS MB load/N/2N sessions  open after"]
+    for m in r["modes"]:
+        mem = m["memory"]
+        window = f"{m['window_ms']:>4.0f}ms" if m["max_batch"] > 1 else "     -"
+        lines.append(f"{m['max_batch']:>9}  {window}  {m['throughput_rps']:6.1f}  {m['p50_ms']:6.1f}  "
+                     f"{m['p99_ms']:6.1f}  {m['mean_batch']:10.2f}  {m['lost']:4d}  {m['mismatched']:10d}  "
+                     f"{mem['after_load_mb']:.0f}/{mem['after_n_mb']:.0f}/{mem['after_2n_mb']:.0f} (N={m['sessions']})"
+                     f"  {mem['open_after_load']}/{mem['open_after_n']}/{mem['open_after_2n']}")
+    lines.append(f"throughput batched / unbatched: {r['speedup']:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m dtp.serve.loadtest", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="tinyvla")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--window-ms", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sessions", type=int, default=32, help="sessions per memory wave (N)")
+    p.add_argument("--scenes", action="store_true", help="Meta-World frames (each client its own scene) instead of random images")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    r = measure(a.model, clients=a.clients, requests=a.requests, max_batch=a.max_batch, window_ms=a.window_ms,
+                threads=a.threads, sessions=a.sessions, scenes=a.scenes)
+    print(json.dumps(r, indent=2) if a.json else format_report(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
