@@ -78,10 +78,7 @@ def measure(model: str = "tinyvla", frames: int = 8, repeats: int = 5, threads: 
     torch.set_num_threads(threads)
     obs = scene_frames(frames)
     policy = DTPPolicy(load(model), DTPConfig())
-    openpi_requests = [{"observation/image": o["image"], "observation/state": o["proprio"], "prompt": o["instruction"]}
-                       for o in obs]
-    vla_requests = [{"images": {"dtp_main": o["image"]}, "task_description": o["instruction"], "state": o["proprio"]}
-                    for o in obs]
+    openpi_requests, vla_requests = _requests(obs)
     times: dict[str, list[float]] = {"in_process": [], "openpi": [], "vla_eval": [], "openpi_server_step": [], "vla_eval_server_step": []}
     actions: dict[str, list[np.ndarray]] = {k: [] for k in ("in_process", "openpi", "vla_eval")}
 
@@ -127,12 +124,30 @@ def measure(model: str = "tinyvla", frames: int = 8, repeats: int = 5, threads: 
     finally:
         stop_server(op_proc)
         stop_server(ve_proc)
-    codec = []  # vla-eval's own message codec (PNG images by default) on one observation, both ways
+    codec = _codec_seconds(vla_requests[0])
+    return _summary(times, actions, codec, model=model, frames=len(obs), repeats=repeats, threads=threads)
+
+
+def _requests(obs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The frames as openpi requests and as vla-eval observations (the same image, state and instruction)."""
+    openpi_requests = [{"observation/image": o["image"], "observation/state": o["proprio"], "prompt": o["instruction"]}
+                       for o in obs]
+    vla_requests = [{"images": {"dtp_main": o["image"]}, "task_description": o["instruction"], "state": o["proprio"]}
+                    for o in obs]
+    return openpi_requests, vla_requests
+
+
+def _codec_seconds(request: dict[str, Any]) -> list[float]:
+    """Seconds of vla-eval's own message codec (PNG images by default) on one observation, both ways, 20 times."""
     from vla_eval.protocol.messages import Message, MessageType, pack_message, unpack_message
 
-    for _ in range(20):
-        codec.append(timed(lambda: unpack_message(pack_message(Message(MessageType.OBSERVATION, vla_requests[0])))))
-    n = len(obs)
+    return [timed(lambda: unpack_message(pack_message(Message(MessageType.OBSERVATION, request)))) for _ in range(20)]
+
+
+def _summary(times: dict[str, list[float]], actions: dict[str, list[np.ndarray]], codec: list[float], *,
+             model: str, frames: int, repeats: int, threads: int) -> dict[str, Any]:
+    """Medians after the warm-up round, ratios and overheads to in-process, and whether the actions agree."""
+    n = frames
     same = all(np.array_equal(np.float32(a), np.float32(b)) for k in ("openpi", "vla_eval")
                for a, b in zip(actions["in_process"], actions[k]))
     med = {k: statistics.median(v[n:]) for k, v in times.items()}  # first round is warm-up
