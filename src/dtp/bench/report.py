@@ -154,13 +154,15 @@ def batch_lines(b: dict[str, Any]) -> list[str]:
     fired = ", ".join(str(b["fired"][str(s)]) for s in sizes)
     lines = [f"   per sample at batch {', '.join(map(str, sizes))}: the same {b['samples']} samples B at a time "
              f"({b['timed_rounds']} interleaved rounds; frames: {b['frames']}; DTP fired on {fired} of them)"]
-    lines.append(f"   {'variant':10s}" + "".join(f" {'B=' + str(s) + ' ms':>10s}" for s in sizes)
+    lines.append(f"   {'variant':16s}" + "".join(f" {'B=' + str(s) + ' ms':>10s}" for s in sizes)
                  + "".join(f" {'x@' + str(s):>7s}" for s in sizes[1:]))
     for v in ("plain", "dtp", "naive"):
         if v not in b:
             continue
         row = b[v]
-        lines.append(f"   {v:10s}" + "".join(f" {row[str(s)]['ms_per_sample']:10.2f}" for s in sizes)
-                     + "".join(f" {row[str(s)]['speedup']:7.2f}" for s in sizes[1:]))
-    lines.append(f"   (x@B: samples/s per sample at batch B over batch {sizes[0]}, same variant)")
+        for label, ms, x in ((v + " median", "ms_per_sample", "speedup"), (v + " fastest", "min_ms_per_sample", "speedup_of_min")):
+            lines.append(f"   {label:16s}" + "".join(f" {row[str(s)][ms]:10.2f}" for s in sizes)
+                         + "".join(f" {row[str(s)][x]:7.2f}" for s in sizes[1:]))
+    lines.append(f"   (ms per sample; x@B: samples/s per sample at batch B over batch {sizes[0]}, same variant; "
+                 "median and fastest round)")
     return lines
