@@ -11,8 +11,10 @@ from dtp.models import wrap_model
 from dtp.models.base import Observation
 from dtp.policy import DTPPolicy
 
-# the tiny tokenizers' words (tests/models/conftest.py); lengths differ, so the batch pads
-INSTRUCTIONS = ("pick up the red block", "push the blue cube", "open drawer", "press the green button in")
+from tiny_models import INSTRUCTION
+
+# the tiny tokenizers' words (tests/models/tiny_models.py); lengths differ, so the batch pads
+INSTRUCTIONS = (INSTRUCTION, "push the blue cube", "open drawer", "press the green button in")
 
 
 @pytest.fixture(autouse=True, scope="module")

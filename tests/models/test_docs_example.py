@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import observation
+from tiny_models import observation
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import observation
+from tiny_models import observation
 
 from dtp.actions import ActionBinner
 from dtp.errors import InputError, LayoutError, UnsupportedModelError

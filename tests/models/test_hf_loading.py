@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import observation
+from tiny_models import observation
 
 import dtp.models
 from dtp.errors import CheckpointError, UnsupportedModelError

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import observation, tiny_openvla, word_tokenizer
+from tiny_models import observation, tiny_openvla, word_tokenizer
 from tiny_prismatic import TinyPrismaticProcessor
 
 import dtp.models

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import INSTRUCTION, observation, word_tokenizer
+from tiny_models import INSTRUCTION, observation, word_tokenizer
 from prismatic_timm import DINO, NORM_STATS, SIGLIP, write_checkpoint
 from safetensors.torch import load_file, save_file
 

@@ -20,7 +20,7 @@ timm = pytest.importorskip("timm")
 if not timm.__version__.startswith("0.9."):
     pytest.skip(f"the reference needs timm 0.9.x (OpenVLA's), found {timm.__version__}", allow_module_level=True)
 
-from conftest import INSTRUCTION, observation, word_tokenizer  # noqa: E402
+from tiny_models import INSTRUCTION, observation, word_tokenizer  # noqa: E402
 from prismatic_timm import DINO, MEANS, SIGLIP, STDS, TEXT, TIMM_IDS, NORM_STATS, openvla_config, write_checkpoint  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import observation
+from tiny_models import observation
 
 from dtp.errors import LayoutError
 from dtp.models import wrap_model

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import word_tokenizer  # at collection: a later `conftest` may be another folder's
+from tiny_models import word_tokenizer
 from tiny_pi0 import ACTION_DIM, CHUNK, STEPS, pi0_observation, pi0_processor, tiny_pi0
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS

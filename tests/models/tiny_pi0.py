@@ -13,7 +13,7 @@ import copy
 
 import numpy as np
 import torch
-from conftest import INSTRUCTION, Tiny, word_tokenizer
+from tiny_models import INSTRUCTION, Tiny, word_tokenizer
 
 from dtp.models.base import Observation
 
