@@ -399,8 +399,13 @@ class HFVLAAdapter:
         mi["position_ids"] = self.prefill_positions(mi).to(self.device)
         return PreparedInputs(layout=layout, model_inputs=mi)
 
+    def _decoder(self) -> torch.nn.Module:
+        """The module prefill and decode steps run through: the whole VLM; a family that embeds its own
+        inputs (OpenVLA) returns its language model."""
+        return self.model
+
     def _prefill(self, mi: dict[str, Any], mask: torch.Tensor, cache, hidden_states: bool):
-        return self.model(
+        return self._decoder()(
             **self.prefill_kwargs(mi),
             attention_mask=mask,
             position_ids=mi["position_ids"],
@@ -411,7 +416,7 @@ class HFVLAAdapter:
         )
 
     def _step(self, token: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache):
-        return self.model(input_ids=token, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        return self._decoder()(input_ids=token, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
 
     @torch.inference_mode()
     def generate(

@@ -197,19 +197,8 @@ class OpenVLAAdapter(HFVLAAdapter):
     def prefill_kwargs(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         return {"inputs_embeds": model_inputs["inputs_embeds"]}
 
-    def _prefill(self, mi, mask, cache, hidden_states):
-        return self.lm(
-            inputs_embeds=mi["inputs_embeds"],
-            attention_mask=mask,
-            position_ids=mi["position_ids"],
-            cache=cache,
-            use_cache=True,
-            output_hidden_states=hidden_states,
-            logits_to_keep=1,
-        )
-
-    def _step(self, token, mask, positions, cache):
-        return self.lm(input_ids=token, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+    def _decoder(self) -> torch.nn.Module:
+        return self.lm  # the patch embeddings are spliced in already (prefill_kwargs: inputs_embeds)
 
 
 def load_openvla(path: str | Path, *, trust_remote_code: bool = False, dtype: Any = "auto", **adapter_kwargs: Any) -> OpenVLAAdapter:
