@@ -33,7 +33,7 @@ from transformers import DynamicCache
 
 from .errors import ConfigError, LayoutError, UnsupportedModelError
 from .models.base import Generation, PreparedInputs, TokenLayout, VLAAdapter
-from .models.common import greedy_action_decode
+from .models.common import causal_lm_step, greedy_action_decode
 
 __all__ = ["PASS2_MODES", "ReusePlan", "reuse_plan", "supports_reuse", "check_pass2_mode", "second_pass"]
 
@@ -156,12 +156,12 @@ def second_pass(
     dev = embeds.device
     computed = plan.computed.to(dev)
     n_cached = plan.cached.numel()
-    state = {"mask": torch.ones(1, n_cached + computed.numel(), dtype=torch.long, device=dev)}
+    mask = torch.ones(1, n_cached + computed.numel(), dtype=torch.long, device=dev)
 
     def prefill() -> torch.Tensor:
         out = lm(
             inputs_embeds=embeds.index_select(1, computed),  # (1, M, D)
-            attention_mask=state["mask"],  # cache entries and new tokens are all live, in sequence order
+            attention_mask=mask,  # cache entries and new tokens are all live, in sequence order
             position_ids=computed.unsqueeze(0),  # original positions: removal, not a shift
             cache=cache,
             use_cache=True,
@@ -169,17 +169,7 @@ def second_pass(
         )
         return out.logits[0, -1]
 
-    def step(token: torch.Tensor, t: int) -> torch.Tensor:
-        state["mask"] = torch.cat([state["mask"], torch.ones(1, 1, dtype=torch.long, device=dev)], dim=1)
-        out = lm(
-            input_ids=token,
-            attention_mask=state["mask"],
-            position_ids=torch.tensor([[s + t]], device=dev),
-            cache=cache,
-            use_cache=True,
-        )
-        return out.logits[0, -1]
-
+    step = causal_lm_step(lm, cache, mask, s)
     bins, logits = greedy_action_decode(prefill, step, adapter.model.action_token_ids(), adapter.n_action_tokens)
     extras = {"pass2": mode, "reused_tokens": n_cached, "computed_tokens": int(computed.numel()), "exact": plan.exact}
     return Generation(action_bins=bins, action_logits=logits, extras=extras)

@@ -10,7 +10,8 @@ from ..capture import AttentionCapture, CaptureSpec
 from ..errors import LayoutError
 from .base import TokenLayout, Trace
 
-__all__ = ["capture_spec_for", "trace_from_capture", "greedy_action_decode", "padding_mask_with_holes", "hidden_trace"]
+__all__ = ["capture_spec_for", "trace_from_capture", "greedy_action_decode", "causal_lm_step", "padding_mask_with_holes",
+           "hidden_trace"]
 
 
 def capture_spec_for(layout: TokenLayout) -> CaptureSpec:
@@ -62,6 +63,26 @@ def padding_mask_with_holes(seq_len: int, layout: TokenLayout, keep: torch.Tenso
             raise LayoutError(f"keep mask has {keep.numel()} entries, the image has {layout.num_image_tokens} tokens")
         mask[0, layout.image_positions[~keep]] = 0
     return mask
+
+
+def causal_lm_step(lm: torch.nn.Module, cache, mask: torch.Tensor, seq_len: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """greedy_action_decode's `step` for a batch-1 causal LM after its prefill: each generated token
+    adds one live column to `mask` (1, S') and sits at position seq_len + t (pruned positions stay holes)."""
+    dev = mask.device
+    state = {"mask": mask}
+
+    def step(token: torch.Tensor, t: int) -> torch.Tensor:
+        state["mask"] = torch.cat([state["mask"], torch.ones(1, 1, dtype=torch.long, device=dev)], dim=1)
+        out = lm(
+            input_ids=token,
+            attention_mask=state["mask"],
+            position_ids=torch.tensor([[seq_len + t]], device=dev),
+            cache=cache,
+            use_cache=True,
+        )
+        return out.logits[0, -1]
+
+    return step
 
 
 def greedy_action_decode(

@@ -24,7 +24,7 @@ from ..tinyvla.modeling import DEFAULT_LAYERS_KEY, VARIANT_KEY, TinyVLA
 from ..tinyvla.tokenizer import encode_instruction, load_tokenizer
 from .base import Generation, Observation, PreparedInputs, TokenLayout, check_observation
 from .batch import batch_capture_spec, batch_mask, greedy_action_decode_batch, last_positions, pad_right, sample_trace
-from .common import greedy_action_decode, hidden_trace, padding_mask_with_holes, trace_from_capture
+from .common import causal_lm_step, greedy_action_decode, hidden_trace, padding_mask_with_holes, trace_from_capture
 
 __all__ = ["LlamaVLAAdapter"]
 
@@ -212,17 +212,7 @@ class LlamaVLAAdapter:
             state["hidden"] = out.hidden_states
             return out.logits[0, -1]
 
-        def step(token: torch.Tensor, t: int) -> torch.Tensor:
-            state["mask"] = torch.cat([state.get("mask", mask), torch.ones(1, 1, dtype=torch.long, device=dev)], dim=1)
-            out = self.lm(
-                input_ids=token,
-                attention_mask=state["mask"],
-                position_ids=torch.tensor([[s + t]], device=dev),
-                cache=cache,
-                use_cache=True,
-            )
-            return out.logits[0, -1]
-
+        step = causal_lm_step(self.lm, cache, mask, s)
         with ctx as cap:
             bins, logits = greedy_action_decode(prefill, step, self._action_ids, self.n_action_tokens)
         trace = None
