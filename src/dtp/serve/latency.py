@@ -23,14 +23,14 @@ import numpy as np
 LISTENING = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)")
 
 
-def scene_frames(n: int, image_size: int = 96) -> list[dict[str, Any]]:
-    """n observations along one Meta-World push episode driven by its scripted expert."""
+def scene_frames(n: int, image_size: int = 96, task: str = "push", scene: int = 0) -> list[dict[str, Any]]:
+    """n observations along one Meta-World episode of `task` (test scene `scene`) driven by its scripted expert."""
     from ..envs.benchmark import benchmark_env
     from .benchmark import scene_seed
 
-    env = benchmark_env("push", distractors=3, palette="train", image_size=image_size, variant="plain")  # the shipped model's
+    env = benchmark_env(task, distractors=3, palette="train", image_size=image_size, variant="plain")  # the shipped model's
     try:
-        obs, _ = env.reset(seed=scene_seed(0, 0))
+        obs, _ = env.reset(seed=scene_seed(0, scene))
         frames = [obs]
         while len(frames) < n:
             obs, *_ = env.step(env.expert_action())

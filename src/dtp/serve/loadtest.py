@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .latency import spawn_server, stop_server
+from .latency import scene_frames, spawn_server, stop_server
 
 __all__ = ["client_frames", "reference_actions", "run_mode", "measure", "format_report"]
 
@@ -44,24 +44,10 @@ def client_frames(clients: int, frames: int, image_size: int, proprio_dims: int,
 
 def scene_client_frames(clients: int, frames: int, image_size: int) -> list[list[dict]]:
     """Per client, `frames` Meta-World frames along its own scene (task c mod 5, scene seed c), expert-driven."""
-    from ..envs.benchmark import benchmark_env
     from ..envs.tasks import TASK_NAMES
-    from .benchmark import scene_seed
 
-    out = []
-    for c in range(clients):
-        env = benchmark_env(TASK_NAMES[c % len(TASK_NAMES)], distractors=3, palette="train", image_size=image_size,
-                            variant="plain")
-        try:
-            obs, _ = env.reset(seed=scene_seed(0, c))
-            seq = [obs]
-            while len(seq) < frames:
-                obs, *_ = env.step(env.expert_action())
-                seq.append(obs)
-        finally:
-            env.close()
-        out.append([{k: o[k] for k in ("image", "proprio", "instruction")} for o in seq])
-    return out
+    return [[{k: o[k] for k in ("image", "proprio", "instruction")}
+             for o in scene_frames(frames, image_size, TASK_NAMES[c % len(TASK_NAMES)], c)] for c in range(clients)]
 
 
 def requests_of(frames: list[dict], n: int) -> list[dict]:
