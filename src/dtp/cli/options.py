@@ -77,14 +77,22 @@ positive = int_at_least(1)
 non_negative = int_at_least(0)
 
 
-def tau(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"tau must be a number or 'inf', got {text!r}") from None
-    if math.isnan(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"tau must be >= 0 (inf prunes nothing), got {text!r}")
-    return v
+def non_negative_number(not_a_number: str, negative: str):
+    """A float option refusing NaN and negatives; the two messages say, in the option's words, what it wants."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{not_a_number}, got {text!r}") from None
+        if math.isnan(v) or v < 0:
+            raise argparse.ArgumentTypeError(f"{negative}, got {text!r}")
+        return v
+
+    return parse
+
+
+tau = non_negative_number("tau must be a number or 'inf'", "tau must be >= 0 (inf prunes nothing)")
+non_negative_float = non_negative_number("expected a number", "must be >= 0")
 
 
 def k_size(text: str) -> int | float:
@@ -191,16 +199,6 @@ def json_safe(value):
 
 
 # -- DTP options -> DTPConfig ------------------------------------------------------------------
-def non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if math.isnan(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return v
-
-
 def _dtp_options() -> dict[str, tuple[str, dict]]:
     """DTPConfig field -> (help, how argparse reads it), in the order --help lists them. The flag is the
     field's name (relevance_layers: --layers), the default DTPConfig's own (None leaves the field unset)."""
