@@ -28,6 +28,7 @@ import torch
 from ..errors import ConfigError
 from ..models.base import Observation
 from .models import TWENTY_WORDS, BenchModel, register_builder, register_json_base
+from .shapes import not_positive_ints
 
 __all__ = ["Pi0Shape", "PI0_SHAPES", "pi0_shape_from_json", "pi0_config", "pi0_processor", "build_pi0",
            "pi0_observation", "STATE_DIM"]
@@ -67,7 +68,7 @@ class Pi0Shape:
         sizes = {k: v for k, v in asdict(self).items() if k not in ("name", "note")}
         if self.vocab_size is None:
             del sizes["vocab_size"]
-        bad = {k: v for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+        bad = not_positive_ints(sizes)
         if bad:
             raise ConfigError(f"pi0 shape {self.name!r}: sizes must be positive integers, got {bad}")
         if self.image_size % self.patch_size:

@@ -25,6 +25,11 @@ from ..errors import ConfigError
 __all__ = ["ModelShape", "SHAPES", "shape_from_json", "resolve_shape"]
 
 
+def not_positive_ints(sizes: dict[str, object]) -> dict[str, object]:
+    """The sizes that are not positive integers (a bool is no size), so that one error names them all."""
+    return {k: v for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """Sizes of a bench model. image_tokens must be a square (a grid of patch_size px patches)."""
@@ -45,7 +50,7 @@ class ModelShape:
 
     def __post_init__(self) -> None:
         ints = {f.name: getattr(self, f.name) for f in fields(self) if f.type in ("int", "int | None")}
-        bad = {k: v for k, v in ints.items() if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1)}
+        bad = not_positive_ints({k: v for k, v in ints.items() if v is not None})
         if bad:
             raise ConfigError(f"model shape {self.name!r}: sizes must be positive integers, got {bad}")
         side = math.isqrt(self.image_tokens)
