@@ -109,7 +109,8 @@ def test_load_on_loopback_small(tiny_checkpoint):
     batches formed, every session freed after its client left, and RSS flat between N and 2N sessions."""
     from dtp.serve.loadtest import format_report, measure
 
-    r = measure(str(tiny_checkpoint), clients=8, requests=12, max_batch=8, window_ms=5.0, threads=1, sessions=8)
+    r = measure(str(tiny_checkpoint), clients=8, requests=12, max_batch=8, window_ms=5.0, threads=1, sessions=8,
+                rounds=3)
     print(format_report(r))
     unbatched, batched = r["modes"]
     for m in (unbatched, batched):
@@ -117,6 +118,7 @@ def test_load_on_loopback_small(tiny_checkpoint):
         mem = m["memory"]
         assert mem["open_after_load"] == mem["open_after_n"] == mem["open_after_2n"] == 0
         assert mem["after_2n_mb"] - mem["after_n_mb"] < 32  # 8 more sessions: allocator noise, not state
+        assert m["server_step_ms_per_request"] > 0
     assert unbatched["max_batch_seen"] == 1 and batched["max_batch_seen"] > 1
 
 

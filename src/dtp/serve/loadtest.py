@@ -3,12 +3,14 @@
     python -m dtp.serve.loadtest [--model tinyvla] [--clients 16] [--requests 200] [--max-batch 16]
                                  [--window-ms 5] [--threads 1] [--sessions 32] [--scenes] [--json]
 
-For each mode (--max-batch 1, then N) it starts `dtp serve` as a subprocess on 127.0.0.1, lets C
-client threads each run one episode of R requests at once (its own frames and instruction), and
-checks every reply against that client's sequential in-process `DTPPolicy.step` in its own
-episode (no lost or mixed-up replies). It reports p50/p99 latency, throughput and the batch sizes
-the server formed; then opens `sessions` more short sessions twice over and reports the server's
-RSS after each wave and the sessions still open (0 when disconnects free their state).
+It starts `dtp serve` twice as subprocesses on 127.0.0.1 (--max-batch 1 and N). Against each, C
+client threads each run one episode of R requests (its own frames and instruction), split into
+rounds that alternate between the two servers so that other jobs' load falls on both alike. Every
+reply is checked against that client's sequential in-process `DTPPolicy.step` in its own episode
+(no lost or mixed-up replies). It reports p50/p99 latency, throughput, the batch sizes the server
+formed and its model time per request; then opens `sessions` more short sessions twice over and
+reports the server's RSS after each wave and the sessions still open (0 when disconnects free
+their state).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import numpy as np
 
 from .latency import scene_frames, spawn_server, stop_server
 
-__all__ = ["client_frames", "reference_actions", "run_mode", "measure", "format_report"]
+__all__ = ["client_frames", "scene_client_frames", "reference_actions", "Fleet", "run_modes", "measure",
+           "format_report"]
 
 
 def client_frames(clients: int, frames: int, image_size: int, proprio_dims: int, seed: int = 0) -> list[list[dict]]:
@@ -71,33 +74,73 @@ def reference_actions(adapter: Any, frames: list[list[dict]], n: int) -> tuple[l
     return out, time.perf_counter() - t0, fired / max(1, len(frames) * n)
 
 
-def _client(url: str, c: int, frames: list[dict], n: int, start: threading.Barrier, out: dict) -> None:
-    from websockets.sync.client import connect
+class Fleet:
+    """C client connections to one server, each stepping its own episode, a chunk of requests per round.
 
-    from .openpi import packb, unpackb
+    Each client connects, resets its episode to seed c, then per round waits at `go`, sends its
+    chunk (one request in flight at a time, as an openpi client does) and waits at `done`.
+    """
 
-    actions, latencies, sizes = [], [], []
-    try:
-        with connect(url, max_size=None, open_timeout=120) as ws:
-            ws.recv(timeout=120)  # metadata
-            ws.send(packb({"dtp/reset": True, "dtp/seed": c}))
-            ws.recv(timeout=120)
-            start.wait(timeout=600)
-            for o in requests_of(frames, n):
-                t0 = time.perf_counter()
-                ws.send(packb({"observation/image": o["image"], "observation/state": o["proprio"],
-                               "prompt": o["instruction"]}))
-                reply = ws.recv(timeout=600)
-                latencies.append(time.perf_counter() - t0)
-                if isinstance(reply, str):
-                    raise RuntimeError(reply)
-                reply = unpackb(reply)
-                actions.append(np.asarray(reply["actions"][0], np.float32))
-                sizes.append(int(reply["server_timing"].get("batch_size", 1)))
-    except BaseException as e:  # reported by run_mode
-        out[c] = e
-        return
-    out[c] = (actions, latencies, sizes)
+    def __init__(self, url: str, frames: list[list[dict]], n: int, rounds: int):
+        self.go = threading.Barrier(len(frames) + 1)
+        self.done = threading.Barrier(len(frames) + 1)
+        bounds = np.linspace(0, n, rounds + 1).round().astype(int)
+        self.chunks = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self.out: dict[int, Any] = {}
+        self.threads = [threading.Thread(target=self._client, args=(url, c, requests_of(fr, n)), daemon=True)
+                        for c, fr in enumerate(frames)]
+        for t in self.threads:
+            t.start()
+
+    def run_round(self) -> float:
+        """Release every client for one chunk; the seconds until the last one finished it."""
+        self.go.wait(timeout=600)
+        t0 = time.perf_counter()
+        self.done.wait(timeout=1200)
+        return time.perf_counter() - t0
+
+    def close(self) -> dict[int, Any]:
+        """Wait for the clients to disconnect; client -> (actions, latencies, batch sizes, server ms per request)."""
+        for t in self.threads:
+            t.join(timeout=600)
+        errors = {c: repr(v) for c, v in self.out.items() if isinstance(v, BaseException)}
+        if errors or len(self.out) != len(self.threads):
+            raise RuntimeError(f"clients failed: {errors or 'missing replies'}")
+        return self.out
+
+    def _client(self, url: str, c: int, requests: list[dict]) -> None:
+        from websockets.sync.client import connect
+
+        from .openpi import packb, unpackb
+
+        actions, latencies, sizes, step_ms = [], [], [], []
+        try:
+            with connect(url, max_size=None, open_timeout=120) as ws:
+                ws.recv(timeout=120)  # metadata
+                ws.send(packb({"dtp/reset": True, "dtp/seed": c}))
+                ws.recv(timeout=120)
+                for lo, hi in self.chunks:
+                    self.go.wait(timeout=1200)
+                    for o in requests[lo:hi]:
+                        t0 = time.perf_counter()
+                        ws.send(packb({"observation/image": o["image"], "observation/state": o["proprio"],
+                                       "prompt": o["instruction"]}))
+                        reply = ws.recv(timeout=600)
+                        latencies.append(time.perf_counter() - t0)
+                        if isinstance(reply, str):
+                            raise RuntimeError(reply)
+                        reply = unpackb(reply)
+                        actions.append(np.asarray(reply["actions"][0], np.float32))
+                        timing = reply["server_timing"]
+                        sizes.append(int(timing.get("batch_size", 1)))
+                        step_ms.append(float(timing["infer_ms"]) / sizes[-1])
+                    self.done.wait(timeout=1200)
+        except BaseException as e:  # reported by close(); the barriers break so nobody waits forever
+            self.out[c] = e
+            self.go.abort()
+            self.done.abort()
+            return
+        self.out[c] = (actions, latencies, sizes, step_ms)
 
 
 def open_sessions(url: str, count: int, frame: dict, requests: int = 2) -> None:
@@ -139,51 +182,62 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_mode(model: str, frames: list[list[dict]], n: int, expected: list[list[np.ndarray]], *, max_batch: int,
-             window_ms: float, threads: int, sessions: int) -> dict[str, Any]:
-    """One server (--max-batch max_batch): the timed load, the reply check, then the memory waves."""
-    extra = ["--max-batch", str(max_batch), "--batch-window-ms", str(window_ms)]
-    proc, port = spawn_server("openpi", model, threads, extra)
-    url = f"ws://127.0.0.1:{port}"
-    try:
-        open_sessions(url, 2, frames[0][0])  # warm-up
-        start = threading.Barrier(len(frames) + 1)
-        out: dict[int, Any] = {}
-        workers = [threading.Thread(target=_client, args=(url, c, fr, n, start, out)) for c, fr in enumerate(frames)]
-        for t in workers:
-            t.start()
-        start.wait(timeout=600)
-        t0 = time.perf_counter()
-        for t in workers:
-            t.join()
-        wall = time.perf_counter() - t0
-        errors = {c: repr(v) for c, v in out.items() if isinstance(v, BaseException)}
-        if errors or len(out) != len(frames):
-            raise RuntimeError(f"clients failed: {errors or 'missing replies'}")
-        mismatched = sum(not np.array_equal(a, b) for c in out for a, b in zip(out[c][0], expected[c]))
-        lost = sum(n - len(out[c][0]) for c in out)
-        latencies = sorted(x for c in out for x in out[c][1])
-        sizes = [s for c in out for s in out[c][2]]
-        memory = {"after_load_mb": rss_mb(proc.pid), "open_after_load": open_elsewhere(url)}
-        open_sessions(url, sessions, frames[0][0])
-        memory.update(after_n_mb=rss_mb(proc.pid), open_after_n=open_elsewhere(url))
-        open_sessions(url, sessions, frames[0][0])
-        memory.update(after_2n_mb=rss_mb(proc.pid), open_after_2n=open_elsewhere(url))
-    finally:
-        stop_server(proc)
+def summary(out: dict[int, Any], expected: list[list[np.ndarray]], n: int, wall: float) -> dict[str, Any]:
+    """One mode's figures from its clients' replies and its summed round times."""
+    latencies = sorted(x for c in out for x in out[c][1])
+    sizes = [s for c in out for s in out[c][2]]
     return {
-        "max_batch": max_batch, "window_ms": window_ms, "requests": len(latencies), "lost": lost,
-        "mismatched": mismatched, "wall_s": wall, "throughput_rps": len(latencies) / wall,
+        "requests": len(latencies), "lost": sum(n - len(out[c][0]) for c in out),
+        "mismatched": sum(not np.array_equal(a, b) for c in out for a, b in zip(out[c][0], expected[c])),
+        "wall_s": wall, "throughput_rps": len(latencies) / wall,
         "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-        "mean_batch": float(np.mean(sizes)), "max_batch_seen": max(sizes), "sessions": sessions, "memory": memory,
+        "mean_batch": float(np.mean(sizes)), "max_batch_seen": max(sizes),
+        "server_step_ms_per_request": float(np.mean([x for c in out for x in out[c][3]])),
     }
+
+
+def memory_waves(url: str, pid: int, sessions: int, frame: dict) -> dict[str, Any]:
+    """Server RSS and sessions still open: now, after `sessions` more short sessions, after as many again."""
+    memory = {"after_load_mb": rss_mb(pid), "open_after_load": open_elsewhere(url)}
+    open_sessions(url, sessions, frame)
+    memory.update(after_n_mb=rss_mb(pid), open_after_n=open_elsewhere(url))
+    open_sessions(url, sessions, frame)
+    memory.update(after_2n_mb=rss_mb(pid), open_after_2n=open_elsewhere(url))
+    return memory
+
+
+def run_modes(model: str, frames: list[list[dict]], n: int, expected: list[list[np.ndarray]], *,
+              batches: tuple[int, ...], window_ms: float, threads: int, sessions: int, rounds: int) -> list[dict]:
+    """One server per --max-batch in `batches`, all up at once; their clients' rounds interleave (ABBA order),
+    so load from other jobs on the machine falls on every mode alike. Then each server's memory waves."""
+    servers = [spawn_server("openpi", model, threads, ["--max-batch", str(b), "--batch-window-ms", str(window_ms)])
+               for b in batches]
+    urls = [f"ws://127.0.0.1:{port}" for _, port in servers]
+    try:
+        for url in urls:
+            open_sessions(url, 2, frames[0][0])  # warm-up
+        fleets = [Fleet(url, frames, n, rounds) for url in urls]
+        walls = [0.0] * len(fleets)
+        for r in range(rounds):
+            order = range(len(fleets)) if r % 2 == 0 else reversed(range(len(fleets)))
+            for m in order:
+                walls[m] += fleets[m].run_round()
+        outs = [f.close() for f in fleets]
+        modes = []
+        for b, out, wall, url, (proc, _) in zip(batches, outs, walls, urls, servers):
+            modes.append({"max_batch": b, "window_ms": window_ms, **summary(out, expected, n, wall),
+                          "sessions": sessions, "memory": memory_waves(url, proc.pid, sessions, frames[0][0])})
+    finally:
+        for proc, _ in servers:
+            stop_server(proc)
+    return modes
 
 
 def measure(model: str = "tinyvla", *, clients: int = 16, requests: int = 200, max_batch: int = 16,
             window_ms: float = 5.0, threads: int = 1, sessions: int = 32, frames: int = 8,
-            scenes: bool = False) -> dict[str, Any]:
-    """Unbatched (--max-batch 1) then batched (--max-batch max_batch), same clients and frames
-    (random images, or Meta-World scenes with `scenes`)."""
+            scenes: bool = False, rounds: int = 10) -> dict[str, Any]:
+    """Unbatched (--max-batch 1) and batched (--max-batch max_batch) in interleaved rounds, same clients
+    and frames (random images, or Meta-World scenes with `scenes`)."""
     import torch
 
     from ..models import load
@@ -195,25 +249,26 @@ def measure(model: str = "tinyvla", *, clients: int = 16, requests: int = 200, m
     proprio = int(getattr(adapter.model.config, "proprio_dims", 0) or 0) if hasattr(adapter, "model") else 0
     fr = scene_client_frames(clients, frames, size) if scenes else client_frames(clients, frames, size, proprio)
     expected, local_s, fired = reference_actions(adapter, fr, requests)
-    modes = [run_mode(model, fr, requests, expected, max_batch=b, window_ms=window_ms, threads=threads,
-                      sessions=sessions) for b in (1, max_batch)]
+    modes = run_modes(model, fr, requests, expected, batches=(1, max_batch), window_ms=window_ms, threads=threads,
+                      sessions=sessions, rounds=min(rounds, requests))
     return {"model": model, "clients": clients, "requests_per_client": requests, "threads": threads,
             "frames": "Meta-World scenes" if scenes else "random images", "dtp_fired_share": fired,
-            "in_process_rps": clients * requests / local_s, "modes": modes,
+            "rounds": min(rounds, requests), "in_process_rps": clients * requests / local_s, "modes": modes,
             "speedup": modes[1]["throughput_rps"] / modes[0]["throughput_rps"]}
 
 
 def format_report(r: dict[str, Any]) -> str:
     lines = [f"model {r['model']}, {r['clients']} clients x {r['requests_per_client']} requests ({r['frames']}, "
              f"DTP fired on {100 * r['dtp_fired_share']:.0f}% of steps), {r['threads']} torch thread(s)",
-             f"in-process sequential DTPPolicy.step: {r['in_process_rps']:.1f} steps/s",
-             "max-batch  window  req/s   p50 ms  p99 ms  mean batch  lost  mismatched  "
+             f"in-process sequential DTPPolicy.step: {r['in_process_rps']:.1f} steps/s; "
+             f"the modes ran in {r['rounds']} interleaved rounds",
+             "max-batch  window  req/s   p50 ms  p99 ms  mean batch  server ms/req  lost  mismatched  "
              "RSS MB load/N/2N sessions  open after"]
     for m in r["modes"]:
         mem = m["memory"]
         window = f"{m['window_ms']:>4.0f}ms" if m["max_batch"] > 1 else "     -"
         lines.append(f"{m['max_batch']:>9}  {window}  {m['throughput_rps']:6.1f}  {m['p50_ms']:6.1f}  "
-                     f"{m['p99_ms']:6.1f}  {m['mean_batch']:10.2f}  {m['lost']:4d}  {m['mismatched']:10d}  "
+                     f"{m['p99_ms']:6.1f}  {m['mean_batch']:10.2f}  {m['server_step_ms_per_request']:13.1f}  {m['lost']:4d}  {m['mismatched']:10d}  "
                      f"{mem['after_load_mb']:.0f}/{mem['after_n_mb']:.0f}/{mem['after_2n_mb']:.0f} (N={m['sessions']})"
                      f"  {mem['open_after_load']}/{mem['open_after_n']}/{mem['open_after_2n']}")
     lines.append(f"throughput batched / unbatched: {r['speedup']:.2f}x")
@@ -232,10 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sessions", type=int, default=32, help="sessions per memory wave (N)")
     p.add_argument("--scenes", action="store_true", help="Meta-World frames (each client its own scene) instead of random images")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds the requests are split into")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     r = measure(a.model, clients=a.clients, requests=a.requests, max_batch=a.max_batch, window_ms=a.window_ms,
-                threads=a.threads, sessions=a.sessions, scenes=a.scenes)
+                threads=a.threads, sessions=a.sessions, scenes=a.scenes, rounds=a.rounds)
     print(json.dumps(r, indent=2) if a.json else format_report(r))
     return 0
 
