@@ -196,18 +196,22 @@ def summary(out: dict[int, Any], expected: list[list[np.ndarray]], n: int, wall:
     }
 
 
-def memory_waves(url: str, pid: int, sessions: int, frame: dict) -> dict[str, Any]:
-    """Server RSS and sessions still open: now, after `sessions` more short sessions, after as many again."""
-    memory = {"after_load_mb": rss_mb(pid), "open_after_load": open_elsewhere(url)}
-    open_sessions(url, sessions, frame)
-    memory.update(after_n_mb=rss_mb(pid), open_after_n=open_elsewhere(url))
-    open_sessions(url, sessions, frame)
-    memory.update(after_2n_mb=rss_mb(pid), open_after_2n=open_elsewhere(url))
+def memory_waves(url: str, pid: int, sessions: int, frame: dict, waves: int = 2) -> dict[str, Any]:
+    """Server RSS and sessions still open: now, then after each of `waves` waves of `sessions` short sessions."""
+    rss, still_open = [rss_mb(pid)], [open_elsewhere(url)]
+    for _ in range(waves):
+        open_sessions(url, sessions, frame)
+        rss.append(rss_mb(pid))
+        still_open.append(open_elsewhere(url))
+    memory = {"rss_mb": rss, "open": still_open, "after_load_mb": rss[0], "open_after_load": still_open[0]}
+    if waves >= 2:
+        memory.update(after_n_mb=rss[1], open_after_n=still_open[1], after_2n_mb=rss[2], open_after_2n=still_open[2])
     return memory
 
 
 def run_modes(model: str, frames: list[list[dict]], n: int, expected: list[list[np.ndarray]], *,
-              batches: tuple[int, ...], window_ms: float, threads: int, sessions: int, rounds: int) -> list[dict]:
+              batches: tuple[int, ...], window_ms: float, threads: int, sessions: int, rounds: int,
+              waves: int = 2) -> list[dict]:
     """One server per --max-batch in `batches`, all up at once; their clients' rounds interleave (ABBA order),
     so load from other jobs on the machine falls on every mode alike. Then each server's memory waves."""
     servers = [spawn_server("openpi", model, threads, ["--max-batch", str(b), "--batch-window-ms", str(window_ms)])
@@ -226,7 +230,7 @@ def run_modes(model: str, frames: list[list[dict]], n: int, expected: list[list[
         modes = []
         for b, out, wall, url, (proc, _) in zip(batches, outs, walls, urls, servers):
             modes.append({"max_batch": b, "window_ms": window_ms, **summary(out, expected, n, wall),
-                          "sessions": sessions, "memory": memory_waves(url, proc.pid, sessions, frames[0][0])})
+                          "sessions": sessions, "memory": memory_waves(url, proc.pid, sessions, frames[0][0], waves)})
     finally:
         for proc, _ in servers:
             stop_server(proc)
@@ -235,7 +239,7 @@ def run_modes(model: str, frames: list[list[dict]], n: int, expected: list[list[
 
 def measure(model: str = "tinyvla", *, clients: int = 16, requests: int = 200, max_batch: int = 16,
             window_ms: float = 5.0, threads: int = 1, sessions: int = 32, frames: int = 8,
-            scenes: bool = False, rounds: int = 10) -> dict[str, Any]:
+            scenes: bool = False, rounds: int = 10, waves: int = 2) -> dict[str, Any]:
     """Unbatched (--max-batch 1) and batched (--max-batch max_batch) in interleaved rounds, same clients
     and frames (random images, or Meta-World scenes with `scenes`)."""
     import torch
@@ -250,7 +254,7 @@ def measure(model: str = "tinyvla", *, clients: int = 16, requests: int = 200, m
     fr = scene_client_frames(clients, frames, size) if scenes else client_frames(clients, frames, size, proprio)
     expected, local_s, fired = reference_actions(adapter, fr, requests)
     modes = run_modes(model, fr, requests, expected, batches=(1, max_batch), window_ms=window_ms, threads=threads,
-                      sessions=sessions, rounds=min(rounds, requests))
+                      sessions=sessions, rounds=min(rounds, requests), waves=waves)
     return {"model": model, "clients": clients, "requests_per_client": requests, "threads": threads,
             "frames": "Meta-World scenes" if scenes else "random images", "dtp_fired_share": fired,
             "rounds": min(rounds, requests), "in_process_rps": clients * requests / local_s, "modes": modes,
@@ -263,14 +267,14 @@ def format_report(r: dict[str, Any]) -> str:
              f"in-process sequential DTPPolicy.step: {r['in_process_rps']:.1f} steps/s; "
              f"the modes ran in {r['rounds']} interleaved rounds",
              "max-batch  window  req/s   p50 ms  p99 ms  mean batch  server ms/req  lost  mismatched  "
-             "RSS MB load/N/2N sessions  open after"]
+             "RSS MB after load/N/2N/.. sessions  open after"]
     for m in r["modes"]:
         mem = m["memory"]
         window = f"{m['window_ms']:>4.0f}ms" if m["max_batch"] > 1 else "     -"
         lines.append(f"{m['max_batch']:>9}  {window}  {m['throughput_rps']:6.1f}  {m['p50_ms']:6.1f}  "
                      f"{m['p99_ms']:6.1f}  {m['mean_batch']:10.2f}  {m['server_step_ms_per_request']:13.1f}  {m['lost']:4d}  {m['mismatched']:10d}  "
-                     f"{mem['after_load_mb']:.0f}/{mem['after_n_mb']:.0f}/{mem['after_2n_mb']:.0f} (N={m['sessions']})"
-                     f"  {mem['open_after_load']}/{mem['open_after_n']}/{mem['open_after_2n']}")
+                     f"{'/'.join(f'{x:.0f}' for x in mem['rss_mb'])} (N={m['sessions']})"
+                     f"  {'/'.join(str(x) for x in mem['open'])}")
     lines.append(f"throughput batched / unbatched: {r['speedup']:.2f}x")
     return "\n".join(lines)
 
@@ -287,11 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sessions", type=int, default=32, help="sessions per memory wave (N)")
     p.add_argument("--scenes", action="store_true", help="Meta-World frames (each client its own scene) instead of random images")
+    p.add_argument("--waves", type=int, default=2, help="memory waves of --sessions sessions each")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds the requests are split into")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     r = measure(a.model, clients=a.clients, requests=a.requests, max_batch=a.max_batch, window_ms=a.window_ms,
-                threads=a.threads, sessions=a.sessions, scenes=a.scenes, rounds=a.rounds)
+                threads=a.threads, sessions=a.sessions, scenes=a.scenes, rounds=a.rounds, waves=a.waves)
     print(json.dumps(r, indent=2) if a.json else format_report(r))
     return 0
 
