@@ -43,19 +43,45 @@ def _assert_same_rows(batched: dict, single: dict) -> None:
         assert row.get("tokens") == other.get("tokens") and row.get("n_pruned") == other.get("n_pruned")
 
 
-@pytest.mark.parametrize("batch", [3, 8])
-def test_batched_rollouts_equal_one_at_a_time(tiny_checkpoint, tmp_path, batch):
-    """Episodes of different lengths and configs finish at different steps; DTP fires on some steps only."""
+@pytest.mark.parametrize("batch,env_processes", [(3, False), (8, False), pytest.param(3, True, marks=pytest.mark.slow)])
+def test_batched_rollouts_equal_one_at_a_time(tiny_checkpoint, tmp_path, batch, env_processes):
+    """Episodes of different lengths and configs finish at different steps; DTP fires on some steps only.
+    With env_processes each env steps in a child process while the other configs' policy runs."""
     spec = EvalSpec(model=str(tiny_checkpoint), tasks=("push", "reach"), episodes=3, max_steps=6,
                     configs={"baseline": DTPConfig(enabled=False), "dtp": DTPConfig(tau=1.0),
                              "random": DTPConfig(tau=1.0, ablation="random_outside")})
     one = run_eval(spec, tmp_path / "one", progress=False)
-    many = run_eval(spec, tmp_path / f"b{batch}", progress=False, batch=batch)
+    many = run_eval(spec, tmp_path / f"b{batch}", progress=False, batch=batch, env_processes=env_processes)
     assert len(many.episodes()) == len(one.episodes()) == 18
     for name in ("episodes.jsonl", "steps.jsonl"):
         _assert_same_rows(_rows(tmp_path / f"b{batch}" / name), _rows(tmp_path / "one" / name))
     fired = [s["fired"] for s in one.steps() if s["config"] == "dtp"]
     assert any(fired) and not all(fired)  # a mixed batch: some samples run pass 2, some do not
+
+
+def test_subprocess_env_matches_the_env_and_reports_child_errors():
+    """The proxy's observations, segmentation and instruction are the in-process env's; a child's error
+    reaches the parent with its traceback."""
+    import numpy as np
+
+    from dtp.envs.benchmark import benchmark_env
+    from dtp.envs.subprocess_env import SubprocessEnv
+
+    kwargs = dict(task="push", distractors=2, palette="train", image_size=32, max_steps=5)
+    here, there = benchmark_env(**kwargs), SubprocessEnv(**kwargs)
+    try:
+        (a, _), (b, _) = here.reset(seed=4), there.reset(seed=4)
+        assert there.unwrapped.instruction == here.unwrapped.instruction and there.unwrapped.task == here.unwrapped.task
+        action = np.array([0.5, -0.2, 0.1, 1.0], dtype=np.float32)
+        there.step_async(action)
+        a, b = here.step(action), there.step_wait()
+        assert np.array_equal(a[0]["image"], b[0]["image"]) and a[1:4] == b[1:4]
+        assert np.array_equal(here.segmentation(), there.segmentation())
+    finally:
+        here.close()
+        there.close()
+    with pytest.raises(RuntimeError, match="in the env process"):
+        SubprocessEnv(task="no_such_task", distractors=0, palette="train", image_size=32)
 
 
 def test_batch_is_checked_and_resumes_with_another_batch(tiny_checkpoint, tmp_path):
@@ -71,7 +97,7 @@ def test_batch_is_checked_and_resumes_with_another_batch(tiny_checkpoint, tmp_pa
 def test_cli_batch_flag(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["eval", "--model", str(tiny_checkpoint), "--tasks", "push", "--episodes", "2", "--max-steps", "3",
-                 "--batch", "4", "--out", str(out)]) == 0
+                 "--batch", "4", "--env-processes", "--out", str(out)]) == 0
     assert len((out / "episodes.jsonl").read_text().splitlines()) == 4
     with pytest.raises(SystemExit) as exit_:
         main(["eval", "--model", str(tiny_checkpoint), "--tasks", "push", "--batch", "0", "--out", str(out)])

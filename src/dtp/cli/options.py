@@ -323,6 +323,9 @@ def add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=positive, default=1,
                    help="episodes each runner steps together, one batched policy call per config and step "
                         "(the same episodes as --batch 1; 1: one at a time)")
+    p.add_argument("--env-processes", action="store_true",
+                   help="with --batch > 1: step each env in its own process, in parallel with the other envs "
+                        "and the model (the same episodes; about 1 s to start each env process)")
     p.add_argument("--only", type=names, default=None, metavar="CONFIGS",
                    help="run only these configs now, comma-separated (e.g. the headline ones first); "
                         "the rest stay to do and a rerun without --only completes the run")
@@ -336,7 +339,8 @@ def add_record_maps_option(p: argparse.ArgumentParser) -> None:
 
 def runner_kwargs(args: argparse.Namespace) -> dict:
     """run_eval's runner arguments from the runner options (after check_runner_flags)."""
-    return dict(runner=args.runner, address=args.address, workers=args.workers, batch=args.batch)
+    return dict(runner=args.runner, address=args.address, workers=args.workers, batch=args.batch,
+                env_processes=args.env_processes)
 
 
 def check_runner_flags(args: argparse.Namespace) -> None:

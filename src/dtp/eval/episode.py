@@ -125,7 +125,8 @@ def region_scores(rec: StepRecord, seg: np.ndarray, object_labels: tuple[int, ..
 
 class EpisodeRun:
     """One rollout advanced a step at a time, so that a runner can step several together (`--batch`):
-    `observation()` gives the policy's input, `advance(result)` scores and records it and steps the env.
+    `observation()` gives the policy's input, `advance(result)` scores and records it and steps the env
+    (`send` then `receive`, so that a runner can start every env's step before waiting for any).
 
     `episode` is this rollout's own policy state (DTPPolicy.new_episode) for `step_batch`;
     `run_episode` drives one run with `policy.step` instead.
@@ -148,6 +149,8 @@ class EpisodeRun:
         self.seconds = {"policy_s": 0.0, "env_s": 0.0, "segmentation_s": 0.0}
         self.success, self.length, self.done = False, 0, False
         self._seg: np.ndarray | None = None
+        self.pending: dict[str, Any] | None = None  # the row of a step sent (send) and not yet received
+        self._stepped: tuple | None = None
 
     def observation(self) -> dict:
         """The current observation, with the frame's segmentation when the policy reads it."""
@@ -162,6 +165,12 @@ class EpisodeRun:
     def advance(self, res: Any, obs: dict) -> bool:
         """Score and record the policy's result on `obs` (what observation() gave), step the env with its
         action; True when the episode has ended."""
+        self.send(res, obs)
+        return self.receive()
+
+    def send(self, res: Any, obs: dict) -> None:
+        """advance's first half: score and record the result, then start the env's step (a subprocess
+        env, dtp.envs.subprocess_env, steps while the caller goes on; any other env steps now)."""
         row = res.record.scalars()
         truth, seg = None, self._seg
         if self.score_regions and res.record.region is not None:
@@ -176,11 +185,26 @@ class EpisodeRun:
             self.recorder.add(obs["image"], res.record, truth)
         if self.on_step is not None:
             self.on_step(self.length, obs, res.record)
-        t0 = time.perf_counter()
-        self.obs, _, terminated, truncated, info = self.env.step(res.action)
-        self.seconds["env_s"] += time.perf_counter() - t0
-        self.length += 1
         row["action"] = [float(x) for x in np.asarray(res.action).reshape(-1)]
+        t0 = time.perf_counter()
+        if hasattr(self.env, "step_async"):
+            self.env.step_async(res.action)
+            self._stepped = None
+        else:
+            self._stepped = self.env.step(res.action)
+        self.seconds["env_s"] += time.perf_counter() - t0
+        self.pending = row
+
+    def receive(self) -> bool:
+        """advance's second half: the env step's result (waiting for a subprocess env); True when the
+        episode has ended."""
+        row, self.pending = self.pending, None
+        t0 = time.perf_counter()
+        stepped = self.env.step_wait() if self._stepped is None else self._stepped
+        self.seconds["env_s"] += time.perf_counter() - t0
+        self.obs, _, terminated, truncated, info = stepped
+        self._stepped = None
+        self.length += 1
         self.rows.append(row)
         if terminated or truncated:
             self.success, self.done = bool(info.get("success", terminated)), True

@@ -29,12 +29,14 @@ class EpisodeWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, jobs: list[tuple[str, str, int]], batch: int = 1) -> list[tuple[dict, list[dict], dict | None]]:
+    def run(self, jobs: list[tuple[str, str, int]], batch: int = 1, env_processes: bool = False
+            ) -> list[tuple[dict, list[dict], dict | None]]:
         from .runner import _load_adapter
 
         if self.adapter is None:
             self.adapter = _load_adapter(self.spec.model)
-        return list(run_jobs(self.spec, [Job(*j) for j in jobs], adapter=self.adapter, batch=batch))
+        return list(run_jobs(self.spec, [Job(*j) for j in jobs], adapter=self.adapter, batch=batch,
+                             env_processes=env_processes))
 
 
 def chunk_by_scene(jobs: list[Job], scenes: int = 1) -> list[list[Job]]:
@@ -50,6 +52,7 @@ def chunk_by_scene(jobs: list[Job], scenes: int = 1) -> list[list[Job]]:
 def run_jobs_ray(
     spec: EvalSpec, jobs: list[Job], *, address: str | None = None, workers: int = 2, max_chunk_retries: int = 3,
     batch: int = 1,
+    env_processes: bool = False,
 ) -> Iterator[tuple[dict, list[dict], dict | None]]:
     import ray
 
@@ -70,7 +73,7 @@ def run_jobs_ray(
         def submit(actor) -> None:
             if pending:
                 chunk = pending.pop()
-                ref = actor.run.remote([(j.config, j.task, j.seed) for j in chunk], batch)
+                ref = actor.run.remote([(j.config, j.task, j.seed) for j in chunk], batch, env_processes)
                 in_flight[ref] = (actor, chunk)
 
         for actor in pool:

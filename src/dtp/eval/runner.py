@@ -206,15 +206,23 @@ def _load_adapter(model: str):
     return load(model)
 
 
-def _make_env(spec: EvalSpec, task: str):
-    return benchmark_env(task, distractors=spec.distractors, palette=spec.palette, image_size=spec.image_size,
-                         max_steps=spec.max_steps, variant=spec.variant, lookalikes=spec.lookalikes)
+def _make_env(spec: EvalSpec, task: str, process: bool = False):
+    """The run's env of `task`; with `process`, a proxy of it in a child process (dtp.envs.subprocess_env)."""
+    kwargs = dict(distractors=spec.distractors, palette=spec.palette, image_size=spec.image_size,
+                  max_steps=spec.max_steps, variant=spec.variant, lookalikes=spec.lookalikes)
+    if process:
+        from ..envs.subprocess_env import SubprocessEnv
+
+        return SubprocessEnv(task=task, **kwargs)
+    return benchmark_env(task, **kwargs)
 
 
-def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None, batch: int = 1) -> Iterator[tuple[dict, list[dict], dict | None]]:
+def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None, batch: int = 1, env_processes: bool = False
+             ) -> Iterator[tuple[dict, list[dict], dict | None]]:
     """Run jobs, yielding (episode row, step rows, maps) per finished episode; maps are the arrays of
     dtp.eval.maps with spec.record_maps, else None. batch > 1 steps that many episodes together
-    (`_run_batched`): the same episodes, yielded as they finish."""
+    (`_run_batched`): the same episodes, yielded as they finish; env_processes (batch > 1 only) steps
+    each env in a child process, in parallel with the others and with the policy."""
     from ..policy import DTPPolicy
     from .episode import run_episode
     from .maps import MapRecorder
@@ -222,7 +230,7 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None, batch: int = 1) -> I
     import torch
 
     adapter = adapter if adapter is not None else _load_adapter(spec.model)
-    envs = _EnvPool(spec)
+    envs = _EnvPool(spec, processes=env_processes and batch > 1)
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(spec.threads)  # same numerics in every runner; restored below
     try:
@@ -244,8 +252,10 @@ def run_jobs(spec: EvalSpec, jobs: list[Job], adapter=None, batch: int = 1) -> I
 
 def _run_batched(spec: EvalSpec, jobs: list[Job], adapter, envs: "_EnvPool", batch: int
                  ) -> Iterator[tuple[dict, list[dict], dict | None]]:
-    """Up to `batch` episodes at once: at each step, one `step_batch` per config over its live episodes
-    (each with its own episode state), then every env steps; a finished episode's slot takes the next job."""
+    """Up to `batch` episodes at once: at each step, one `step_batch` per group of live episodes (a config's,
+    each episode with its own state), whose envs then start their steps; a group waits for its envs'
+    last steps just before its next policy call, so subprocess envs step while the other groups' policy
+    runs. A finished episode's slot takes the next job."""
     from ..policy import DTPPolicy
     from .episode import EpisodeRun
     from .maps import MapRecorder
@@ -262,28 +272,45 @@ def _run_batched(spec: EvalSpec, jobs: list[Job], adapter, envs: "_EnvPool", bat
             run = EpisodeRun(policies[job.config], envs.take(job.task), job.seed, score_regions=spec.score_regions,
                              recorder=recorder)
             live.append((job, run, time.perf_counter()))
-        for name, policy in policies.items():
-            group = [run for job, run, _ in live if job.config == name]
+        for name, group in _step_groups(live, split=envs.processes):
+            for run in group:
+                if run.pending is not None:
+                    run.receive()
+            group = [run for run in group if not run.done]
             if not group:
                 continue
             obs = [run.observation() for run in group]
             t0 = time.perf_counter()
-            results = policy.step_batch(obs, [run.episode for run in group])
+            results = policies[name].step_batch(obs, [run.episode for run in group])
             share = (time.perf_counter() - t0) / len(group)
             for run, o, res in zip(group, obs, results):
                 run.seconds["policy_s"] += share
-                run.advance(res, o)
+                run.send(res, o)
         for job, run, start in [entry for entry in live if entry[1].done]:
             envs.give_back(job.task, run.env)
             yield episode_rows(spec, job, run.env, run.outcome(), time.perf_counter() - start, run.recorder)
         live = [entry for entry in live if not entry[1].done]
 
 
+def _step_groups(live: list, split: bool) -> list[tuple[str, list]]:
+    """The live episodes by config, in config order of first appearance; with `split` (subprocess envs)
+    a lone config's episodes form two halves, so that one half's envs step while the other's policy runs."""
+    groups: dict[str, list] = {}
+    for job, run, _ in live:
+        groups.setdefault(job.config, []).append(run)
+    out = list(groups.items())
+    if split and len(out) == 1 and len(out[0][1]) > 1:
+        name, runs = out[0]
+        half = (len(runs) + 1) // 2
+        out = [(name, runs[:half]), (name, runs[half:])]
+    return out
+
+
 class _EnvPool:
     """Envs by task, reused: an episode takes a free one (or a new one) and gives it back when it ends."""
 
-    def __init__(self, spec: EvalSpec) -> None:
-        self.spec = spec
+    def __init__(self, spec: EvalSpec, processes: bool = False) -> None:
+        self.spec, self.processes = spec, processes  # processes: each env in its own child process
         self.free: dict[str, list[Any]] = {}
         self.all: list[Any] = []
 
@@ -291,7 +318,7 @@ class _EnvPool:
         free = self.free.setdefault(task, [])
         if free:
             return free.pop()
-        env = _make_env(self.spec, task)
+        env = _make_env(self.spec, task, self.processes)
         self.all.append(env)
         return env
 
@@ -343,10 +370,12 @@ def run_eval(
     adapter=None,
     only: tuple[str, ...] | None = None,
     batch: int = 1,
+    env_processes: bool = False,
 ) -> RunStore:
     """Run every job not yet in `out_dir`, appending each episode as it finishes; `only` runs just
     those configs now (the rest of the run stays to do, e.g. the headline configs first). batch > 1:
-    each runner steps that many episodes together (one batched policy call per config and step).
+    each runner steps that many episodes together (one batched policy call per config and step);
+    env_processes then steps each of those envs in its own process (the same episodes, faster on 2+ cores).
 
     Everything is checked first (runner, folder, model, tasks, DTP settings; see
     dtp.eval.preflight), so a bad setting writes nothing; config.json records the resolved spec.
@@ -372,9 +401,10 @@ def run_eval(
         if runner == "ray":
             from .ray_runner import run_jobs_ray
 
-            results = run_jobs_ray(spec, todo, address=address, workers=workers, batch=batch)
+            results = run_jobs_ray(spec, todo, address=address, workers=workers, batch=batch,
+                                   env_processes=env_processes)
         else:
-            results = run_jobs(spec, todo, adapter=adapter, batch=batch)
+            results = run_jobs(spec, todo, adapter=adapter, batch=batch, env_processes=env_processes)
         for row, steps, maps in results:
             store.append(row, steps, maps=maps)
             bar.update(1)
