@@ -46,7 +46,7 @@ def test_exact_prefix_logits_match_a_masked_rerun(tiny_adapter):
         assert (quick.action_logits - exact.action_logits).abs().max() < 1e-5
         assert quick.extras["exact"] and quick.extras["reused_tokens"] >= 1
         # pass 2 consumed pass 1's cache (one KV cache alive at a time); a fresh pass 1 repeats the numbers
-        assert "cache" not in gen1.extras
+        assert gen1.reuse is None
         with pytest.raises(UnsupportedModelError, match="consumed"):
             fast.second_pass(tiny_adapter, inputs, gen1, keep, "exact_prefix")
         gen1 = tiny_adapter.generate(inputs, capture=capture_spec_for(inputs.layout), relevance_layers=(1,))
@@ -100,3 +100,15 @@ def test_misuse_raises_one_clear_error(tiny_adapter):
     with pytest.raises(UnsupportedModelError, match="exact"):
         DTPPolicy(NoCacheAdapter(), DTPConfig(), pass2="exact_prefix")
     assert DTPPolicy(NoCacheAdapter(), DTPConfig()).pass2 == "exact"
+
+
+def test_reuse_is_a_declared_capability_not_a_class_check(tiny_adapter):
+    """fast asks the adapter (supports_pass1_reuse), so a wrapper or another family can declare it."""
+
+    class Wrapped:
+        supports_pass1_reuse = True
+
+    class Plain:
+        pass
+
+    assert fast.supports_reuse(tiny_adapter) and fast.supports_reuse(Wrapped()) and not fast.supports_reuse(Plain())

@@ -16,10 +16,10 @@ language model the keys and values of a position depend only on the positions be
   see the pruned tokens, so the result is not what the model computes on the pruned input.
   `dtp bench` measures how often its actions equal "exact".
 
-Both reuse modes need an adapter whose pass 1 returns `extras["cache"]` (the filled
-DynamicCache; a batched pass 1 shares one right-padded cache and names the sample's row in
-`extras["batch_index"]`) and `extras["embeds"]` (the prefill embeddings) and whose language model is a
-causal transformers LM reachable as `adapter.lm`: today `LlamaVLAAdapter` (our TinyVLA).
+Both reuse modes need an adapter that declares `supports_pass1_reuse`: its pass 1 returns a
+`Generation.reuse` (models.base.Pass1Cache: the filled DynamicCache, the prefill embeddings and, for
+a batched pass 1, the sample's row in the shared cache) and its language model is a causal
+transformers LM reachable as `adapter.lm`: today `LlamaVLAAdapter` (our TinyVLA).
 PaliGemma's image+prompt prefix is bidirectional, so nothing before a pruned token is safe
 to reuse there (DESIGN.md).
 """
@@ -66,10 +66,8 @@ def check_pass2_mode(mode: str) -> str:
 
 
 def supports_reuse(adapter: VLAAdapter) -> bool:
-    """Whether the adapter's pass 1 leaves a reusable causal KV cache (see module docstring)."""
-    from .models.llama_vla import LlamaVLAAdapter
-
-    return isinstance(adapter, LlamaVLAAdapter)
+    """Whether the adapter's pass 1 leaves a reusable causal KV cache (it declares supports_pass1_reuse)."""
+    return bool(getattr(adapter, "supports_pass1_reuse", False))
 
 
 def reuse_plan(layout: TokenLayout, keep: torch.Tensor, mode: str) -> ReusePlan:
@@ -129,29 +127,29 @@ def second_pass(
 ) -> Generation:
     """Pass 2 on the pruned input in `mode` (one of PASS2_MODES); `pass1` is pass 1's Generation.
 
-    Pass 2 consumes pass 1's KV cache: it is taken out of `pass1.extras` (what a reuse mode needs is
+    Pass 2 consumes pass 1's KV cache: it is taken out of `pass1.reuse` (what a reuse mode needs is
     copied first), so that pass 2 does not run with two full caches alive.
     """
     check_pass2_mode(mode)
     if mode == "exact":
-        pass1.extras.pop("cache", None)
+        pass1.reuse = None
         return adapter.generate(inputs, keep=keep)
     if not supports_reuse(adapter):
         raise UnsupportedModelError(
             f"pass2={mode!r} needs a causal LM adapter that returns its pass-1 cache; "
             f"{type(adapter).__name__} supports only pass2='exact'"
         )
-    embeds = pass1.extras.get("embeds")
-    if pass1.extras.get("cache") is None or embeds is None:
+    reuse, pass1.reuse = pass1.reuse, None  # consumed here: pass 1's cache is freed once copied
+    if reuse is None:
         raise UnsupportedModelError(
-            "pass 1 returned no cache/embeddings to reuse (extras['cache'], extras['embeds']); "
+            "pass 1 returned no cache/embeddings to reuse (Generation.reuse); "
             "was its cache already consumed by another second_pass?"
         )
+    embeds = reuse.embeds
     layout = inputs.layout
     plan = reuse_plan(layout, keep, mode)
     lm = adapter.lm
-    row = pass1.extras.get("batch_index")  # a batched pass 1: its shared cache, this sample's row
-    cache = _cache_subset(pass1.extras.pop("cache"), plan.cached, lm.config, row)  # a copy; pass 1's is freed
+    cache = _cache_subset(reuse.cache, plan.cached, lm.config, reuse.batch_index)  # a copy of this sample's rows
     s = layout.seq_len
     dev = embeds.device
     computed = plan.computed.to(dev)

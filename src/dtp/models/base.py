@@ -21,6 +21,7 @@ __all__ = [
     "PreparedInputs",
     "Trace",
     "Generation",
+    "Pass1Cache",
     "VLAAdapter",
     "check_observation",
     "declared_image_size",
@@ -108,6 +109,18 @@ class Trace:
 
 
 @dataclass
+class Pass1Cache:
+    """What a pass 1 leaves for dtp.fast's reuse modes: its filled KV cache and prefill embeddings.
+
+    A batched pass 1 shares one right-padded cache; `batch_index` names this sample's row in it.
+    """
+
+    cache: Any  # a transformers DynamicCache
+    embeds: torch.Tensor  # (1, S, D) prefill embeddings of this sample
+    batch_index: int | None = None
+
+
+@dataclass
 class Generation:
     """Result of one pass: action tokens (bins), their logits over the bins, optional trace.
 
@@ -120,6 +133,7 @@ class Generation:
     trace: Trace | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     actions: torch.Tensor | None = None  # (C, A) float32 chunk of a continuous head; None for token heads
+    reuse: Pass1Cache | None = None  # set by adapters with supports_pass1_reuse (dtp.fast)
 
     @property
     def output(self) -> torch.Tensor:

@@ -22,7 +22,7 @@ from ..actions import ActionBinner
 from ..capture import AttentionCapture, CaptureSpec
 from ..tinyvla.modeling import DEFAULT_LAYERS_KEY, VARIANT_KEY, TinyVLA
 from ..tinyvla.tokenizer import encode_instruction, load_tokenizer
-from .base import Generation, Observation, PreparedInputs, TokenLayout, check_observation
+from .base import Generation, Observation, Pass1Cache, PreparedInputs, TokenLayout, check_observation
 from .batch import batch_capture_spec, batch_mask, greedy_action_decode_batch, last_positions, pad_right, sample_trace
 from .common import causal_lm_step, greedy_action_decode, hidden_trace, padding_mask_with_holes, trace_from_capture
 
@@ -33,6 +33,7 @@ class LlamaVLAAdapter:
     """Wraps a TinyVLA (patch encoder -> projector -> LlamaForCausalLM) and its word tokenizer."""
 
     supports_batch = True  # generate_batch: B observations in one pass (DTPPolicy.step_batch)
+    supports_pass1_reuse = True  # pass 1 leaves its causal KV cache in Generation.reuse (dtp.fast); lm is `self.lm`
 
     def __init__(self, model: TinyVLA, tokenizer: Tokenizer, binner: ActionBinner | None = None):
         self.model = model.eval()
@@ -176,8 +177,8 @@ class LlamaVLAAdapter:
                 trace = sample_trace(cap, i, layout, width, self.n_action_tokens, relevance_layers, self.num_layers, b,
                                      state["hidden"] if hidden_states else None)
             # the shared cache and this sample's row let dtp.fast's reuse modes run its pass 2
-            extras = {"batch": b, "batch_index": i, "cache": cache, "embeds": self.embed(inputs[i])}
-            out.append(Generation(action_bins=bins[i], action_logits=logits[i], trace=trace, extras=extras))
+            out.append(Generation(action_bins=bins[i], action_logits=logits[i], trace=trace, extras={"batch": b},
+                                  reuse=Pass1Cache(cache, self.embed(inputs[i]), batch_index=i)))
         return out
 
     @torch.inference_mode()
@@ -223,7 +224,7 @@ class LlamaVLAAdapter:
                 raise ValueError("hidden_states=True needs a capture too (similarity relevance is computed in pass 1)")
             trace.prompt_hidden, trace.image_hidden = hidden_trace(state["hidden"], layout, relevance_layers)
         # The filled cache lets a fast second pass reuse the prefix before the first pruned token.
-        return Generation(action_bins=bins, action_logits=logits, trace=trace, extras={"cache": cache, "embeds": embeds})
+        return Generation(action_bins=bins, action_logits=logits, trace=trace, reuse=Pass1Cache(cache, embeds))
 
     def decode(self, action_bins: torch.Tensor) -> np.ndarray:
         return self.binner.from_bins(action_bins.cpu().numpy())
