@@ -38,6 +38,9 @@ class BenchModel:
     shipped: bool = False
     shape: dict | None = None
     bench: Callable[..., dict] | None = None  # (model, BenchConfig) -> results; None: the token models' run.bench_model
+    # reads Meta-World frames (the benchmark's instruction words, 96 px): the bench then times it on simulator
+    # frames, checks pass-2 agreement and measures rollouts; random-weight shapes get random images
+    benchmark_frames: bool = False
 
 
 # name -> builder(name, seed, device, dtype) -> BenchModel
@@ -134,10 +137,11 @@ def _tinyvla(name, seed, device, dtype) -> BenchModel:
     try:
         adapter = models.load("tinyvla")
         adapter.model = _place(adapter.model, device, dtype)
-        return BenchModel(name, adapter, instruction, "shipped checkpoint", shipped=True)
+        return BenchModel(name, adapter, instruction, "shipped checkpoint", shipped=True, benchmark_frames=True)
     except CheckpointError as e:
         note = f"RANDOM TinyVLA of the default config (shipped checkpoint missing: {e})"
-        return BenchModel(name, _random_tinyvla(TinyVLAConfig(), words, seed, device, dtype), instruction, note)
+        return BenchModel(name, _random_tinyvla(TinyVLAConfig(), words, seed, device, dtype), instruction, note,
+                          benchmark_frames=True)
 
 
 def _vla_12l_768(name, seed, device, dtype) -> BenchModel:

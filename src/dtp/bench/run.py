@@ -32,7 +32,7 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed)
     obs = random_observation(adapter, bm.instruction, rng)
     frame_source = "random image"
-    if bm.name == "tinyvla":  # the model trained on these frames sees one; random weights see noise
+    if bm.benchmark_frames:  # the model trained on these frames sees one; random weights see noise
         try:
             obs = next(env_frames(adapter, 1, cfg.seed))
             frame_source = "Meta-World frame (first reset of the first task)"
@@ -90,11 +90,11 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
         batch_obs, source = _batch_observations(bm, obs, max(cfg.batch_sizes), cfg.seed)
         res["batch"] = batch_throughput(adapter, batch_obs, dtp_cfg, cfg.batch_sizes, cfg)
         res["batch"]["frames"] = source
-    if bm.name == "tinyvla" and cfg.agreement_steps:
+    if bm.benchmark_frames and cfg.agreement_steps:
         log.info("%s: pass-2 agreement on %d frames", bm.name, cfg.agreement_steps)
         res["agreement"] = agreement(adapter, dtp_cfg, cfg.agreement_steps, cfg.seed, bm.instruction)
         res["agreement"]["weights"] = "shipped checkpoint" if bm.shipped else "random (flat logits: agreement means little)"
-    if bm.name == "tinyvla" and cfg.episodes:
+    if bm.benchmark_frames and cfg.episodes:
         log.info("%s: rollout throughput, %d episodes with DTP off and on", bm.name, cfg.episodes)
         try:
             res["throughput"] = throughput(adapter, dtp_cfg, cfg.episodes, cfg.seed)
@@ -106,7 +106,7 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
 def _batch_observations(bm: BenchModel, obs, n: int, seed: int) -> tuple[list, str]:
     """(n observations for the batch rows, where they come from): Meta-World frames for tinyvla where the
     simulator runs, else the bench frame and random images."""
-    if bm.name == "tinyvla":
+    if bm.benchmark_frames:
         try:
             return list(env_frames(bm.adapter, n, seed)), "Meta-World frames (consecutive steps of the first episodes)"
         except Exception as e:  # no simulator or no GL here
