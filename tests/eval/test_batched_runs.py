@@ -59,6 +59,18 @@ def test_batched_rollouts_equal_one_at_a_time(tiny_checkpoint, tmp_path, batch, 
     assert any(fired) and not all(fired)  # a mixed batch: some samples run pass 2, some do not
 
 
+@pytest.mark.slow
+def test_one_config_in_two_halves_with_env_processes(tiny_checkpoint, tmp_path):
+    """A lone config's episodes step as two halves (one half's envs step while the other's policy runs):
+    still the episodes of --batch 1."""
+    spec = EvalSpec(model=str(tiny_checkpoint), tasks=("push",), episodes=3, max_steps=4,
+                    configs={"dtp": DTPConfig(tau=1.0)})
+    run_eval(spec, tmp_path / "one", progress=False)
+    run_eval(spec, tmp_path / "many", progress=False, batch=3, env_processes=True)
+    for name in ("episodes.jsonl", "steps.jsonl"):
+        _assert_same_rows(_rows(tmp_path / "many" / name), _rows(tmp_path / "one" / name))
+
+
 def test_subprocess_env_matches_the_env_and_reports_child_errors():
     """The proxy's observations, segmentation and instruction are the in-process env's; a child's error
     reaches the parent with its traceback."""
