@@ -119,7 +119,7 @@ def _wait_for(predicate, proc, timeout=240):
 def test_ctrl_c_in_eval_says_what_was_saved_and_the_same_command_resumes(dtp, tiny_checkpoint, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "dtp.cli", "eval", "--model", str(tiny_checkpoint), "--tasks", "push",
-           "--episodes", "3", "--max-steps", "3", "--out", str(out)]
+           "--episodes", "15", "--max-steps", "3", "--out", str(out)]  # enough that Ctrl-C lands mid-run under load
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
@@ -130,12 +130,12 @@ def test_ctrl_c_in_eval_says_what_was_saved_and_the_same_command_resumes(dtp, ti
     assert proc.returncode == 130
     saved = len(RunStore(out).episodes())
     last = err.rstrip("\n").split("\n")[-1]
-    assert last == f"dtp eval: interrupted: {saved} of 6 episodes saved in {out}; rerun the same command to resume"
+    assert last == f"dtp eval: interrupted: {saved} of 30 episodes saved in {out}; rerun the same command to resume"
     assert "Traceback" not in err
     assert "OpenGL" not in err and "INFO dtp.eval.runner" in err  # third-party INFO logs stay quiet
     assert dtp(*cmd[3:])[0] == 0  # the same command, in this process
     keys = [e["key"] for e in RunStore(out).episodes()]
-    assert len(keys) == 6 == len(set(keys))
+    assert len(keys) == 30 == len(set(keys))
 
 
 def test_interrupted_sweep_and_demo_close_the_bar_then_report(dtp, tiny_checkpoint, tmp_path, monkeypatch):
