@@ -20,6 +20,7 @@ from .base import TokenLayout, Trace
 from .common import hidden_trace
 
 __all__ = [
+    "check_batch_request",
     "batch_mask",
     "batch_capture_spec",
     "sample_trace",
@@ -27,6 +28,12 @@ __all__ = [
     "pad_right",
     "last_positions",
 ]
+
+
+def check_batch_request(capture: bool, hidden_states: bool) -> None:
+    """A batched pass that returns hidden states must capture too (similarity relevance reads both in pass 1)."""
+    if hidden_states and not capture:
+        raise ValueError("hidden_states=True needs a capture too (similarity relevance is computed in pass 1)")
 
 
 def last_positions(layouts: Sequence[TokenLayout]) -> torch.Tensor:

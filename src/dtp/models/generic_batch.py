@@ -17,7 +17,8 @@ from transformers import DynamicCache
 from ..capture import AttentionCapture
 from ..errors import LayoutError
 from .base import Generation, PreparedInputs
-from .batch import batch_capture_spec, batch_mask, greedy_action_decode_batch, last_positions, pad_right, sample_trace
+from .batch import (batch_capture_spec, batch_mask, check_batch_request, greedy_action_decode_batch, last_positions,
+                    pad_right, sample_trace)
 
 __all__ = ["stack_model_inputs", "hf_generate_batch"]
 
@@ -53,8 +54,7 @@ def hf_generate_batch(
     hidden_states: bool = False,
 ) -> list[Generation]:
     """`adapter.generate` on each input in one right-padded pass (see HFVLAAdapter.generate_batch)."""
-    if hidden_states and not capture:
-        raise ValueError("hidden_states=True needs a capture too (similarity relevance is computed in pass 1)")
+    check_batch_request(capture, hidden_states)
     layouts = [x.layout for x in inputs]
     lengths = [lay.seq_len for lay in layouts]
     dev = adapter.device

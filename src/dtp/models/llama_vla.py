@@ -23,7 +23,8 @@ from ..capture import AttentionCapture, CaptureSpec
 from ..tinyvla.modeling import DEFAULT_LAYERS_KEY, VARIANT_KEY, TinyVLA
 from ..tinyvla.tokenizer import encode_instruction, load_tokenizer
 from .base import Generation, Observation, Pass1Cache, PreparedInputs, TokenLayout, check_observation
-from .batch import batch_capture_spec, batch_mask, greedy_action_decode_batch, last_positions, pad_right, sample_trace
+from .batch import (batch_capture_spec, batch_mask, check_batch_request, greedy_action_decode_batch, last_positions,
+                    pad_right, sample_trace)
 from .common import causal_lm_step, greedy_action_decode, hidden_trace, padding_mask_with_holes, trace_from_capture
 
 __all__ = ["LlamaVLAAdapter"]
@@ -138,8 +139,7 @@ class LlamaVLAAdapter:
 
         capture=True records the rows of DTP's capture spec for every sample (Generation.trace per sample).
         """
-        if hidden_states and not capture:
-            raise ValueError("hidden_states=True needs a capture too (similarity relevance is computed in pass 1)")
+        check_batch_request(capture, hidden_states)
         layouts = [x.layout for x in inputs]
         embeds = self.embed_batch(inputs)
         dev = embeds.device

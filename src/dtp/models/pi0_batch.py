@@ -17,7 +17,7 @@ import torch
 from ..capture import AttentionCapture, CaptureSpec
 from ..errors import LayoutError
 from .base import Generation, PreparedInputs, Trace
-from .batch import batch_capture_spec, batch_mask
+from .batch import batch_capture_spec, batch_mask, check_batch_request
 from .common import hidden_trace
 from .pi0 import _ExpertStep, denoise
 
@@ -37,8 +37,7 @@ def pi0_generate_batch(
     hidden_states: bool = False,
 ) -> list[Generation]:
     """`adapter.generate` on each input (keeps[i]: sample i's kept image tokens), batched; see the module docstring."""
-    if hidden_states and not capture:
-        raise ValueError("hidden_states=True needs a capture too (similarity relevance is computed in pass 1)")
+    check_batch_request(capture, hidden_states)
     layouts = [x.layout for x in inputs]
     if len({lay.seq_len for lay in layouts}) != 1:
         raise LayoutError("pi0 prefixes of different lengths cannot share a batch (the processor pads them to one)")
