@@ -110,6 +110,31 @@ def test_rendering_without_multisampling_changes_edges_only():
         sharp.close()
 
 
+def test_two_envs_in_one_process_each_render_their_own_frames():
+    """robosuite makes a GL context current only when it builds it; a batched run holds several envs."""
+    from dtp.envs import make_env
+
+    def steps(env, n=2):
+        return [env.step(np.zeros(7))[0]["image"] for _ in range(n)]
+
+    first = make_env("libero_object/0", image_size=48)
+    try:
+        first.reset(seed=scene_seed(0, 0))
+        alone = steps(first)
+        first.reset(seed=scene_seed(0, 0))  # a hard reset: its new context is current...
+        second = make_env("libero_object/5", image_size=48, antialias=False)
+        try:
+            second.reset(seed=scene_seed(0, 0))  # ...until this one builds its own
+            together = steps(first)
+            other = steps(second)
+        finally:
+            second.close()
+        assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+        assert not np.array_equal(alone[-1], other[-1]) and other[-1].std() > 10
+    finally:
+        first.close()
+
+
 @pytest.mark.parametrize("antialias", [True, False])
 def test_segmentation_between_steps_leaves_the_images_alone(antialias):
     """Our segmentation renderer has its own GL context; robosuite's camera must keep drawing in its own."""

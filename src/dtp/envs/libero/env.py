@@ -133,7 +133,9 @@ class LiberoEnv(gym.Env):
         try:
             np.random.seed(int(seed) % 2**32)
             with contextlib.redirect_stdout(io.StringIO()):
+                self._make_context_current()
                 obs = self._env.reset()
+                self._make_context_current()  # a hard reset built a new one; a soft one kept ours
                 if not self.antialias:  # the hard reset built a new model and render context
                     obs = self._without_multisampling()
                 if state_index is not None:
@@ -156,6 +158,7 @@ class LiberoEnv(gym.Env):
         """Apply a 7-dim OSC delta action; terminated on the BDDL goal, truncated at max_steps."""
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(7), -1.0, 1.0)
         a[6] = 1.0 if a[6] >= 0 else -1.0
+        self._make_context_current()
         obs, reward, done, _ = self._env.step(a)
         self._raw_obs = obs
         self._steps += 1
@@ -191,7 +194,7 @@ class LiberoEnv(gym.Env):
             self._seg_renderer.update_scene(self.data, camera="agentview", scene_option=self._seg_option)
             seg = self._seg_renderer.render()
         finally:  # our renderer made its own GL context current: robosuite's camera must draw in its own again
-            self._env.sim._render_context_offscreen.gl_ctx.make_current()
+            self._make_context_current()
         ids, types = seg[..., 0], seg[..., 1]
         labels = np.zeros(ids.shape, dtype=np.uint8)
         geom = (types == mujoco.mjtObj.mjOBJ_GEOM) & (ids >= 0)
@@ -257,6 +260,14 @@ class LiberoEnv(gym.Env):
         if self.wrist:
             out["wrist_image"] = np.ascontiguousarray(raw["robot0_eye_in_hand_image"][::-1, ::-1])
         return out
+
+    def _make_context_current(self) -> None:
+        """Make robosuite's camera context the thread's current one before it renders: robosuite makes a
+        context current only when it builds it, so with two envs in one process (a batched run) the
+        other env's context would be current and this env's frames would come out as garbage."""
+        ctx = getattr(getattr(self._env, "sim", None), "_render_context_offscreen", None)
+        if ctx is not None:
+            ctx.gl_ctx.make_current()
 
     def _without_multisampling(self) -> dict[str, Any]:
         """Rebuild robosuite's offscreen context with no multisampling; the observation re-rendered."""
