@@ -11,6 +11,16 @@ from dtp.tinyvla import TinyVLA, TinyVLAConfig, build_word_tokenizer, save_token
 WORDS = "push the red puck to goal open drawer press button reach target".split()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module (pytestmark = pytest.mark.usefixtures("one_torch_thread")): on a
+    shared 2-core machine, two spinning threads make tiny batched passes 50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_adapter() -> LlamaVLAAdapter:
     torch.manual_seed(0)

@@ -21,13 +21,7 @@ INSTRUCTIONS = ("push the red puck to the goal", "open drawer", "press the butto
 GRID = (6, 6)  # the tiny_adapter's patch grid (48 px / 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning threads make these tiny passes 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _obs(seed: int, instruction: str, fires: bool | None = None) -> Observation:

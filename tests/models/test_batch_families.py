@@ -17,13 +17,7 @@ from tiny_models import INSTRUCTION
 INSTRUCTIONS = (INSTRUCTION, "push the blue cube", "open drawer", "press the green button in")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning threads make these tiny passes far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _obs(seed: int) -> Observation:

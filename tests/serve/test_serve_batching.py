@@ -19,12 +19,7 @@ from dtp.serve import ServedPolicy, serve
 INSTRUCTIONS = ("push the red puck to the goal", "open drawer", "press the button", "reach target")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def frames(client: int, n: int) -> list[Observation]:
