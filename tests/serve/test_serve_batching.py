@@ -8,7 +8,6 @@ import weakref
 
 import numpy as np
 import pytest
-import torch
 
 from dtp import DTPConfig, DTPPolicy
 from dtp.cli import main
