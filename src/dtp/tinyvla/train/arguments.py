@@ -23,6 +23,7 @@ from pathlib import Path
 from ...config_diff import config_differences
 from ...errors import ConfigError
 from .config import TrainConfig
+from .precision import PRECISIONS
 
 __all__ = ["add_arguments", "config_from_namespace", "HelpFormatter", "DESCRIPTION", "build_parser",
            "config_from_args", "resume_if_same", "interrupted_note", "main"]
@@ -62,7 +63,8 @@ _HELP = {
     "keep_checkpoints": "checkpoints kept",
     "resume": "continue the checkpoints in --out-dir even if the options changed (the same options resume anyway)",
     "threads": "torch threads (2 on a shared 2-core machine stalls)",
-    "precision": "autocast dtype of the training forward pass",
+    "precision": "autocast dtype of the training forward pass ('auto': bf16 where the CPU computes it natively "
+                 "(AVX512-BF16, AMX), else fp32; emulated bf16 is about 10x slower)",
     "progress": "progress bar",
     "stage": "'actions' (behaviour cloning, optionally mixed with grounding), 'grounding' (the VLM stage: "
              "answers to questions about simulator frames) or 'vision' (the image encoder alone on the frames' "
@@ -107,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=int, default=None,
                                 help=f"{help_} (default: {_WARMUP_DEFAULT}, clipped to --steps minus 1 for shorter runs)")
         elif f.name == "precision":
-            parser.add_argument(flag, choices=("bf16", "fp32"), default=f.default, help=help_)
+            parser.add_argument(flag, choices=PRECISIONS, default=f.default, help=help_)
         elif f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
         else:

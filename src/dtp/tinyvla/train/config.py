@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 from ...errors import ConfigError
 from ..configuration import TinyVLAConfig
+from .precision import PRECISIONS
 
 __all__ = ["TrainConfig", "STAGES"]
 
@@ -55,7 +56,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = False
     threads: int = 1  # torch threads; 2 on a shared 2-core machine stalls (OpenMP spin-waits), see docs/performance.md
-    precision: str = "bf16"  # autocast dtype of the training forward ("bf16" | "fp32"); eval runs fp32
+    precision: str = "auto"  # autocast dtype of the training forward ("auto": bf16 where the CPU has it natively, else fp32 | "bf16" | "fp32"); eval runs fp32
     progress: bool = True
     # VLM stage (docs/training.md): "grounding" pretrains on grounding_dir/train only (data_dir unused);
     # "actions" trains on the demos, with grounding_share of the steps on a grounding batch instead
@@ -113,8 +114,8 @@ class TrainConfig:
         if self.save_every % self.log_every:
             _bad(f"save_every ({self.save_every}) must be a multiple of log_every ({self.log_every}) "
                  "so that a resumed run logs the same windows")
-        if self.precision not in ("bf16", "fp32"):
-            _bad(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            _bad(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.tasks is not None and (isinstance(self.tasks, str) or not self.tasks):
             _bad(f"tasks must be a non-empty tuple of task names or None, got {self.tasks!r}")
         if not str(self.data_dir) or not str(self.out_dir):

@@ -21,6 +21,7 @@ from .checkpoint import checkpoints, read_log, restore, save_checkpoint, save_fi
 from .config import TrainConfig
 from .datasets import RunData, load_run_data
 from .evaluation import grounding_baselines, validation_metrics
+from .precision import uses_bf16
 from .steps import StepResult, lr_at, optimizer_step, step_generator
 
 __all__ = ["train"]
@@ -51,6 +52,7 @@ def train(cfg: TrainConfig, *, command: str | None = None, stop_at: int | None =
     start_step, seconds = restore(resume_from, model, head, opt) if resume_from is not None else (0, 0.0)
     log_path = start_run_files(out, cfg.to_json(), start_step)
 
+    log.info("forward pass in %s (--precision %s)", "bf16" if uses_bf16(cfg.precision) else "fp32", cfg.precision)
     model.train()
     window, clock = _Window(), _Clock(seconds)
     end = cfg.steps if stop_at is None else max(start_step, stop_at)

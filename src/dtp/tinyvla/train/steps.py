@@ -17,6 +17,7 @@ from .config import TrainConfig
 from .datasets import RunData
 from .losses import (grounding_loss, image_keep_mask, instruction_attention_loss, instruction_relevance,
                      patch_word_loss, supervised_words, training_loss)
+from .precision import uses_bf16
 
 __all__ = ["StepResult", "optimizer_step", "lr_at", "step_generator", "SWAPPED_SHARE"]
 
@@ -62,7 +63,7 @@ def _vision_step(cfg: TrainConfig, model: TinyVLA, head: torch.nn.Linear, opt: t
     g_train = data.g_train
     index = torch.randint(g_train.n_frames, (cfg.batch_size,), generator=g)
     pixels = augment(g_train.images[index], g, 0, cfg.color_jitter)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(cfg.precision)):
         loss, _ = patch_word_loss(model, head, pixels, g_train.patch_words[index])
     grad_norm = _update(cfg, opt, trained, loss)
     return StepResult(grounding=None, loss=0.0, acc=0.0, grad_norm=grad_norm, aux={"pw_loss": loss.item()})
@@ -86,7 +87,7 @@ def _question_or_action_step(cfg: TrainConfig, model: TinyVLA, head: torch.nn.Li
     if cfg.image_dropout > 0 and not is_grounding:
         keep = image_keep_mask(cfg.batch_size, model.config.num_image_tokens, cfg.image_dropout, g)
     aux: dict[str, float] = {}
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(cfg.precision)):
         if is_grounding:
             loss, pred = _grounding_objective(cfg, model, head, source, index, pixels, batch, g, aux)
         else:
