@@ -11,10 +11,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import DTPConfig
+from .envs.tasks import TASK_NAMES
 from .envs.variants import DEFAULT_VARIANT
 from .eval.runner import EvalSpec, run_eval
 
 log = logging.getLogger(__name__)
+
+# What `dtp demo` runs for a model trained on LIBERO (tinyvla-libero), when no --tasks is given: two tasks
+# of LIBERO-PRO's suite with an added object the clean-trained model never saw (12 episodes, a few minutes).
+LIBERO_DEMO_TASKS = ("libero_object_with_mug/0", "libero_object_with_mug/1")
 
 
 
@@ -37,12 +42,13 @@ def success_table(episodes: list[dict[str, Any]], configs: tuple[str, str] = ("b
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    lines = [f"{'task':<22}{'episodes':>9}{'baseline':>10}{'DTP':>8}{'rel. change':>13}"]
     rows = list(summary["tasks"].items()) + [("average", {**summary["average"], "episodes": ""})]
+    w = max(22, *(len(task) + 2 for task, _ in rows))  # LIBERO's names are longer than Meta-World's
+    lines = [f"{'task':<{w}}{'episodes':>9}{'baseline':>10}{'DTP':>8}{'rel. change':>13}"]
     for task, v in rows:
         b, d = v["baseline"], v["dtp"]
         rel = f"{(d - b) / b * 100:+.1f}%" if b else ("n/a" if d is None else ("+inf" if d else "0.0%"))
-        lines.append(f"{task:<22}{v['episodes']!s:>9}{b * 100:>9.1f}%{d * 100:>7.1f}%{rel:>13}")
+        lines.append(f"{task:<{w}}{v['episodes']!s:>9}{b * 100:>9.1f}%{d * 100:>7.1f}%{rel:>13}")
     return "\n".join(lines)
 
 
@@ -132,11 +138,17 @@ def run_demo(
 
     variant None: the benchmark variant the model was trained on (its checkpoint records it: "grounded"
     for the shipped `tinyvla`, "plain" for `tinyvla-plain`), else the default variant.
+    tasks None: Meta-World's five, or LIBERO_DEMO_TASKS for a model trained on LIBERO.
     scenes: the EvalSpec fields of the scenes run (tasks, episodes (default 3), seed, distractors,
     palette, lookalikes, max_steps, threads).
     """
     adapter, trained = demo_adapter(model)
-    variant = variant or getattr(adapter, "benchmark_variant", None) or DEFAULT_VARIANT
+    trained_on = getattr(adapter, "benchmark_variant", None)
+    if trained_on == "libero":  # a LIBERO suite fixes its own scene: Meta-World's variant does not apply
+        trained_on = None
+        scenes["tasks"] = scenes.get("tasks") or LIBERO_DEMO_TASKS
+    scenes["tasks"] = scenes.get("tasks") or TASK_NAMES
+    variant = variant or trained_on or DEFAULT_VARIANT
     dtp_cfg = DTPConfig() if tau is None else DTPConfig(tau=tau)
     spec = EvalSpec(
         model=model,

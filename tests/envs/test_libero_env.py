@@ -236,12 +236,14 @@ def tiny_libero_policy(path, image_size: int = 64):
     """A random 7-D TinyVLA that reads LIBERO-Object's instruction words, saved at `path`."""
     import torch
 
+    from dtp.shipped import VARIANT_KEY
     from dtp.tinyvla import TinyVLA, TinyVLAConfig, build_word_tokenizer, save_tokenizer
 
     torch.manual_seed(0)
     words = "pick the chocolate pudding alphabet soup and place it in basket".split()
     cfg = TinyVLAConfig(image_size=image_size, patch_size=16, num_words=len(words) + 3, hidden_size=32, num_layers=2,
-                        num_heads=2, intermediate_size=64, vision_width=16, action_dims=7, proprio_dims=8)
+                        num_heads=2, intermediate_size=64, vision_width=16, action_dims=7, proprio_dims=8,
+                        extra={VARIANT_KEY: "libero"})  # as dtp train records a LIBERO collection
     TinyVLA(cfg).save_pretrained(path)
     save_tokenizer(build_word_tokenizer(words), path)
     return path
@@ -297,3 +299,20 @@ def test_eval_and_audit_run_on_libero_with_a_7_dim_policy(tmp_path):
     (twin,) = summary["twins"].values()
     assert twin.startswith("libero_object/") and "clean" in summary["arms"]
     assert json.loads((out / "cluttered" / "config.json").read_text())["image_size"] == 64
+
+
+@pytest.mark.slow
+def test_demo_of_a_libero_model_runs_libero_tasks(tmp_path, capsys):
+    """dtp demo with a model trained on LIBERO runs LIBERO-PRO's mug tasks, not Meta-World's five."""
+    import json
+
+    from dtp.cli import main
+    from dtp.demo import LIBERO_DEMO_TASKS
+
+    ck = tiny_libero_policy(tmp_path / "ck")
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", str(ck), "--episodes", "1", "--max-steps", "2", "--out", str(out)]) == 0
+    ran = json.loads((out / "run" / "config.json").read_text())
+    assert tuple(ran["tasks"]) == LIBERO_DEMO_TASKS and ran["image_size"] == 64
+    table = capsys.readouterr().out
+    assert all(f"{task}  " in table for task in LIBERO_DEMO_TASKS)  # whole names, aligned columns

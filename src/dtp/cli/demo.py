@@ -14,6 +14,7 @@ HELP = "shipped model on the benchmark with distractors, with and without DTP"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_run_options(p, episodes=3, model_variant=True)
+    p.set_defaults(tasks=None)  # the model's benchmark: Meta-World's five tasks, or two LIBERO tasks for a LIBERO model
     p.add_argument("--tau", type=o.tau, default=None, help=f"DTP tolerance (default: {DTPConfig().tau:g})")
     p.add_argument("--out", default="dtp-demo", help="folder for results (OUT/run) and heatmaps")
     p.add_argument("--threads", type=o.positive, default=1, help="torch threads")
