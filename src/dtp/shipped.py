@@ -13,8 +13,9 @@ from .errors import CheckpointError, did_you_mean
 
 # Checkpoints that ship inside the package, by name -> folder under dtp/assets. "tinyvla" is the
 # default model, the grounded TinyVLA (docs/training.md, fourth run); "tinyvla-plain" names the
-# model trained on the plain benchmark (assets/tinyvla), for side-by-side runs.
-SHIPPED_MODELS = {"tinyvla": "tinyvla_grounded", "tinyvla-plain": "tinyvla"}
+# model trained on the plain benchmark (assets/tinyvla), for side-by-side runs; "tinyvla-libero" the
+# model trained on clean LIBERO-Object demonstrations (7-dim actions, 128 px; docs/training.md, LIBERO).
+SHIPPED_MODELS = {"tinyvla": "tinyvla_grounded", "tinyvla-plain": "tinyvla", "tinyvla-libero": "tinyvla_libero"}
 VARIANT_KEY = "dtp_benchmark_variant"  # in a TinyVLA's config.extra: the benchmark variant of its training demos
 
 

@@ -15,7 +15,7 @@ from dtp.tinyvla.modeling import DEFAULT_LAYERS_KEY, MODEL_TYPE
 FIGURES = Path(__file__).parent / "fixtures" / "shipped_figures.json"
 
 
-@pytest.mark.parametrize("name", ["tinyvla", "tinyvla-plain"])
+@pytest.mark.parametrize("name", ["tinyvla", "tinyvla-plain", "tinyvla-libero"])
 def test_shipped_checkpoint_files_and_size(name):
     d = shipped_model_path(name)
     names = {p.name for p in d.iterdir()}
@@ -32,25 +32,30 @@ def test_shipped_names_and_the_variant_the_model_was_trained_on():
     assert shipped_model_path("tinyvla-plain") != shipped_model_path()
     assert load("tinyvla-plain").benchmark_variant == "plain"
     assert load("tinyvla").benchmark_variant == "grounded"
+    assert load("tinyvla-libero").benchmark_variant == "libero"
     with pytest.raises(CheckpointError, match="no shipped model named 'tinyvla-grounded'"):
         shipped_model_path("tinyvla-grounded")
 
 
-@pytest.mark.parametrize("name", ["tinyvla", "tinyvla-plain"])
-def test_shipped_model_acts_with_its_stored_relevance_layers(name):
+@pytest.mark.parametrize("name, size, instruction, dims", [
+    ("tinyvla", 96, "push the yellow puck to the green ball", (4, 4)),
+    ("tinyvla-plain", 96, "push the yellow puck to the green ball", (4, 4)),
+    ("tinyvla-libero", 128, "pick up the alphabet soup and place it in the basket", (8, 7)),
+])
+def test_shipped_model_acts_with_its_stored_relevance_layers(name, size, instruction, dims):
     adapter = load(name)
     stored = json.loads((shipped_model_path(name) / "config.json").read_text())["extra"][DEFAULT_LAYERS_KEY]
     policy = DTPPolicy(adapter, DTPConfig())
     assert policy.relevance_layers == tuple(stored)
     rng = np.random.default_rng(0)
     obs = {
-        "image": rng.integers(0, 256, (96, 96, 3), dtype=np.uint8),
-        "instruction": "push the yellow puck to the green ball",
-        "proprio": np.zeros(4, dtype=np.float32),
+        "image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        "instruction": instruction,
+        "proprio": np.zeros(dims[0], dtype=np.float32),
     }
     res = policy.step(obs)
-    assert res.action.shape == (4,) and np.all(np.abs(res.action) <= 1.0)
-    assert res.record.n_region == 16
+    assert res.action.shape == (dims[1],) and np.all(np.abs(res.action) <= 1.0)
+    assert res.record.n_region == 16  # 25% of the 8 x 8 patch grid
 
 
 def test_shipped_grounded_model_g_follows_the_colour_word_on_fixed_frames():

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models import SHIPPED_MODELS, load
+    from ..shipped import trained_variant
     from ..serve import ServedPolicy, check_batching, check_bind, serve
 
     check_bind(args.host, args.allow_remote, warn=False)  # before loading the model
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     served = ServedPolicy(load(args.model, **dict(args.model_arg)), dtp, model_name=str(args.model),
                           observe=args.diagnostics)
     action_spec = None
-    if args.protocol == "vla-eval" and str(args.model) in SHIPPED_MODELS:
+    if args.protocol == "vla-eval" and str(args.model) in SHIPPED_MODELS and trained_variant(str(args.model)) != "libero":
         from ..serve.benchmark import METAWORLD_ACTION_SPEC
         from ..serve.vlaeval import require_vla_eval
 
