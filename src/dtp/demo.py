@@ -144,11 +144,9 @@ def run_demo(
     """
     adapter, trained = demo_adapter(model)
     trained_on = getattr(adapter, "benchmark_variant", None)
-    if trained_on == "libero":  # a LIBERO suite fixes its own scene: Meta-World's variant does not apply
-        trained_on = None
-        scenes["tasks"] = scenes.get("tasks") or LIBERO_DEMO_TASKS
-    scenes["tasks"] = scenes.get("tasks") or TASK_NAMES
-    variant = variant or trained_on or DEFAULT_VARIANT
+    libero = trained_on == "libero"  # a LIBERO suite fixes its own scene: Meta-World's variant does not apply
+    scenes["tasks"] = scenes.get("tasks") or (LIBERO_DEMO_TASKS if libero else TASK_NAMES)
+    variant = variant or (None if libero else trained_on) or DEFAULT_VARIANT
     dtp_cfg = DTPConfig() if tau is None else DTPConfig(tau=tau)
     spec = EvalSpec(
         model=model,

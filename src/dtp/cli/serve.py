@@ -36,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models import SHIPPED_MODELS, load
-    from ..shipped import trained_variant
     from ..serve import ServedPolicy, check_batching, check_bind, serve
 
     check_bind(args.host, args.allow_remote, warn=False)  # before loading the model
@@ -45,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
     dtp = o.dtp_config(args)
     if args.no_dtp:
         dtp = dtp.replace(enabled=False)
-    served = ServedPolicy(load(args.model, **dict(args.model_arg)), dtp, model_name=str(args.model),
-                          observe=args.diagnostics)
+    adapter = load(args.model, **dict(args.model_arg))
+    served = ServedPolicy(adapter, dtp, model_name=str(args.model), observe=args.diagnostics)
     action_spec = None
-    if args.protocol == "vla-eval" and str(args.model) in SHIPPED_MODELS and trained_variant(str(args.model)) != "libero":
+    meta_world = getattr(adapter, "benchmark_variant", None) != "libero"  # tinyvla-libero speaks LIBERO's actions
+    if args.protocol == "vla-eval" and str(args.model) in SHIPPED_MODELS and meta_world:
         from ..serve.benchmark import METAWORLD_ACTION_SPEC
         from ..serve.vlaeval import require_vla_eval
 

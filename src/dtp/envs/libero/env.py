@@ -133,9 +133,8 @@ class LiberoEnv(gym.Env):
         try:
             np.random.seed(int(seed) % 2**32)
             with contextlib.redirect_stdout(io.StringIO()):
-                self._make_context_current()
+                self._make_context_current()  # a soft reset renders in ours; a hard one builds and makes current a new one
                 obs = self._env.reset()
-                self._make_context_current()  # a hard reset built a new one; a soft one kept ours
                 if not self.antialias:  # the hard reset built a new model and render context
                     obs = self._without_multisampling()
                 if state_index is not None:
