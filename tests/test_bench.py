@@ -230,3 +230,23 @@ def test_naive_batch_equals_naive_per_sample(tiny_adapter):
 def test_bad_batch_sizes_raise():
     with pytest.raises(ConfigError, match="batch sizes"):
         bench.BenchConfig(batch_sizes=(0, 4))
+
+
+def test_batched_rollout_row_runs_the_same_episodes_at_both_batches(tiny_adapter):
+    from dtp.bench.report import _rollout_batch_lines
+    from dtp.bench.rollouts import batched_throughput
+
+    rb = batched_throughput(tiny_adapter, DTPConfig(tau=0.5), episodes=3, seed=5, batch=2, max_steps=12)
+    one, two = rb["batch_1"], rb["batch_2"]
+    assert one["steps"] == two["steps"] == 3 * 12 and one["successes"] == two["successes"]
+    assert rb["ratio"] == pytest.approx(two["episodes_per_min"] / one["episodes_per_min"])
+    for x in (one, two):
+        parts = x["policy_s"] + x["env_s"] + x["segmentation_s"] + x["other_s"]
+        assert x["policy_s"] > 0 and x["segmentation_s"] > 0 and parts == pytest.approx(x["wall_s"], rel=1e-6)
+    lines = _rollout_batch_lines(rb)
+    assert "--batch 2 vs --batch 1" in lines[-1]
+
+
+def test_bad_rollout_batch_raises():
+    with pytest.raises(ConfigError, match="rollout_batch"):
+        bench.BenchConfig(models=("tiny",), rollout_batch=1)

@@ -26,7 +26,9 @@ class BenchConfig:
     float32 on the CPU. agreement_steps: frames on which approx_image is compared with exact (the "tinyvla" model
     only). episodes: rollouts per setting (DTP off / on) for the throughput table ("tinyvla", needs dtp.envs).
     count_work: count FLOPs and operator calls (one more call of each variant). batch_sizes: per-sample throughput of
-    plain, DTP and naive stepping that many observations at once (dtp.bench.batched; () skips it)."""
+    plain, DTP and naive stepping that many observations at once (dtp.bench.batched; () skips it).
+    rollout_batch / rollout_batch_episodes: episodes/min of that many DTP rollouts through dtp.eval at --batch 1
+    and at --batch rollout_batch, in one run ("tinyvla"; 0 episodes skips it)."""
 
     models: tuple[str, ...] = DEFAULT_MODELS
     repeats: int = 5
@@ -42,6 +44,8 @@ class BenchConfig:
     dtype: str | None = None
     count_work: bool = True
     batch_sizes: tuple[int, ...] = (1, 4, 8, 16)
+    rollout_batch: int = 8
+    rollout_batch_episodes: int = 8
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -56,8 +60,10 @@ class BenchConfig:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.tau is not None and (math.isnan(self.tau) or self.tau < 0):
             raise ConfigError(f"tau must be >= 0, got {self.tau}")
-        if self.agreement_steps < 0 or self.episodes < 0:
-            raise ConfigError("agreement_steps and episodes must be >= 0")
+        if self.agreement_steps < 0 or self.episodes < 0 or self.rollout_batch_episodes < 0:
+            raise ConfigError("agreement_steps, episodes and rollout_batch_episodes must be >= 0")
+        if self.rollout_batch < 2:
+            raise ConfigError(f"rollout_batch must be >= 2 (it is compared with batch 1), got {self.rollout_batch}")
         if any(int(b) < 1 for b in self.batch_sizes):
             raise ConfigError(f"batch sizes must be >= 1, got {list(self.batch_sizes)}")
         if self.dtype is not None and self.dtype not in DTYPES:

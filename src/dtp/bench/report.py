@@ -109,6 +109,23 @@ def _throughput_lines(tp: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rollout_batch_lines(rb: dict[str, Any]) -> list[str]:
+    """Report lines: the same DTP rollouts through dtp.eval at --batch 1 and --batch N, and where the time went."""
+    if "skipped" in rb:
+        return [f"   batched rollouts skipped: {rb['skipped']}"]
+    lines = []
+    for b in (1, rb["batch"]):
+        x = rb[f"batch_{b}"]
+        lines.append(
+            f"   rollouts DTP on, --batch {b}: {x['episodes_per_min']:.2f} episodes/min ({rb['episodes']} episodes, "
+            f"{x['steps']} steps, {x['wall_s']:.1f} s); summed: policy {x['policy_s']:.1f} s, env step "
+            f"{x['env_s']:.1f} s, segmentation {x['segmentation_s']:.1f} s, other {x['other_s']:.1f} s"
+        )
+    lines.append(f"   --batch {rb['batch']} vs --batch 1: {rb['ratio']:.2f}x episodes/min "
+                 f"({rb['task']} by {rb['rollout']}, the same episodes)")
+    return lines
+
+
 def _token_model_lines(name: str, r: dict[str, Any]) -> list[str]:
     """The report lines of one token model's result (the families without their own formatter)."""
     lines = [
@@ -135,6 +152,8 @@ def _token_model_lines(name: str, r: dict[str, Any]) -> list[str]:
         lines.append(_agreement_line(r["agreement"]))
     if "throughput" in r:
         lines += _throughput_lines(r["throughput"])
+    if "rollout_batch" in r:
+        lines += _rollout_batch_lines(r["rollout_batch"])
     lines.append("")
     return lines
 

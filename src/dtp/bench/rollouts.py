@@ -9,7 +9,7 @@ from typing import Any
 from ..config import DTPConfig
 from ..policy import DTPPolicy
 
-__all__ = ["throughput"]
+__all__ = ["throughput", "batched_throughput"]
 
 
 def _rollout_loop(policy: DTPPolicy, env, seed: int) -> tuple[float, float, int, int]:
@@ -86,4 +86,34 @@ def throughput(adapter, cfg: DTPConfig, episodes: int, seed: int) -> dict[str, A
             "physics_s_per_step": max(0.0, (env_s - render_s) / steps),
             "other_s_per_step": max(0.0, (wall - model_s - env_s) / steps),
         }
+    return out
+
+
+def batched_throughput(adapter, cfg: DTPConfig, episodes: int, seed: int, batch: int,
+                       max_steps: int | None = None) -> dict[str, Any]:
+    """The same `episodes` rollouts of "push" with DTP on, through dtp.eval's runner at --batch 1 and at
+    --batch `batch`, in one run: episodes/min of each, their ratio, and where the time went (policy, env
+    step, the segmentation render that scores the regions, other), summed over the episodes. max_steps: the
+    episodes' step limit (None: the task's own)."""
+    from ..eval.runner import EvalSpec, run_jobs
+
+    spec = EvalSpec(model="bench", tasks=("push",), episodes=episodes, seed=seed, configs={"dtp": cfg},
+                    variant="plain", image_size=adapter.model.config.image_size, max_steps=max_steps)
+    out: dict[str, Any] = {"task": "push", "config": "dtp", "episodes": episodes, "rollout": "dtp.eval.runner.run_jobs"}
+    for b in (1, batch):
+        t0 = time.perf_counter()
+        rows = [row for row, _, _ in run_jobs(spec, spec.jobs(), adapter=adapter, batch=b)]
+        wall = time.perf_counter() - t0
+        parts = {k: sum(r[k] for r in rows) for k in ("policy_s", "env_s", "segmentation_s")}
+        out[f"batch_{b}"] = {
+            "batch": b,
+            "wall_s": wall,
+            "steps": sum(r["length"] for r in rows),
+            "episodes_per_min": 60 * len(rows) / wall,
+            **parts,
+            "other_s": max(0.0, wall - sum(parts.values())),
+            "successes": sum(bool(r["success"]) for r in rows),
+        }
+    out["ratio"] = out[f"batch_{batch}"]["episodes_per_min"] / out["batch_1"]["episodes_per_min"]
+    out["batch"] = batch
     return out

@@ -17,7 +17,7 @@ from .batched import batch_throughput
 from .config import TARGETS, BenchConfig
 from .models import BenchModel, build_model, env_frames, random_observation, shape_of
 from .profiling import work_and_memory_fields
-from .rollouts import throughput
+from .rollouts import batched_throughput, throughput
 from .timing import timing_fields
 from .variants import capture_step, naive_step, timed_variants
 
@@ -100,6 +100,14 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
             res["throughput"] = throughput(adapter, dtp_cfg, cfg.episodes, cfg.seed)
         except Exception as e:  # no simulator here: say so
             res["throughput"] = {"skipped": f"{type(e).__name__}: {e}"}
+    if bm.benchmark_frames and cfg.rollout_batch_episodes and getattr(adapter, "supports_batch", False):
+        log.info("%s: rollouts at --batch 1 and --batch %d, %d episodes each", bm.name, cfg.rollout_batch,
+                 cfg.rollout_batch_episodes)
+        try:
+            res["rollout_batch"] = batched_throughput(adapter, dtp_cfg, cfg.rollout_batch_episodes, cfg.seed,
+                                                      cfg.rollout_batch)
+        except Exception as e:  # no simulator here: say so
+            res["rollout_batch"] = {"skipped": f"{type(e).__name__}: {e}"}
     return res
 
 

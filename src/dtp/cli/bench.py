@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default=",".join(map(str, BenchConfig.batch_sizes)),
                    help="per-sample throughput of plain, DTP and naive stepping this many observations at once, "
                         "comma-separated ('' skips it)")
+    p.add_argument("--rollout-batch", type=int, default=BenchConfig.rollout_batch,
+                   help="batch of the batched-rollout row (DTP on, compared with --batch 1 in the same run)")
+    p.add_argument("--rollout-batch-episodes", type=int, default=BenchConfig.rollout_batch_episodes,
+                   help="episodes of the batched-rollout row at each batch (tinyvla, needs the simulator; 0 skips it)")
     p.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
 
 
@@ -55,6 +59,7 @@ def config_from_args(args: argparse.Namespace):
         count_work=not args.no_work, repeats=args.repeats, warmup=args.warmup, min_seconds=args.min_seconds,
         threads=args.threads, seed=args.seed, tau=args.tau, memory=not args.no_memory,
         agreement_steps=args.agreement_steps, episodes=args.episodes, batch_sizes=_sizes(args.batch_sizes),
+        rollout_batch=args.rollout_batch, rollout_batch_episodes=args.rollout_batch_episodes,
     )
 
 
