@@ -34,3 +34,25 @@ def test_write_stores_the_choice_in_the_named_checkpoint(dtp, tiny_checkpoint, t
     assert json.loads((ck / "config.json").read_text())["extra"]["dtp_relevance_layers"] == sorted(best)
     assert f"stored in {ck / 'config.json'}" in text
     assert (shipped_model_path() / "config.json").read_bytes() == shipped
+
+
+def _fake_choice(adapter, env_for, tasks, **kwargs):
+    """choose_layers' answer for one candidate, without the rollouts."""
+    from dtp.experiments.layer_choice import LayerChoice
+
+    return LayerChoice(best=(0,), coverage={"0": 0.5}, per_task={t: {"0": 0.5} for t in tasks}, candidates={"0": (0,)},
+                       steps=1, chance=0.25, details={"relevance": "attention", "k": 0.25, "seed": 1},
+                       named_coverage={"0": 0.5})
+
+
+def test_json_names_meta_worlds_scene_options_only_for_meta_world_tasks(dtp, tiny_checkpoint, monkeypatch):
+    monkeypatch.setattr("dtp.experiments.layer_choice.choose_layers", _fake_choice)
+    code, text, _ = dtp("layers", "--model", tiny_checkpoint, "--episodes", "1", "--seed", "1", "--tasks", "reach", "--json")
+    assert code == 0
+    meta_world = json.loads(text.strip().splitlines()[-1])
+    assert meta_world["distractors"] == 3 and meta_world["variant"] == "grounded" and "benchmark" not in meta_world
+    code, text, _ = dtp("layers", "--model", tiny_checkpoint, "--episodes", "1", "--seed", "1",
+                        "--tasks", "libero_object/0", "--json")
+    assert code == 0
+    libero = json.loads(text.strip().splitlines()[-1])
+    assert libero["benchmark"] == "libero" and not {"distractors", "palette", "variant", "lookalikes"} & set(libero)

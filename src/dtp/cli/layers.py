@@ -84,8 +84,7 @@ def run(args: argparse.Namespace) -> int:
                                relevance=args.relevance, progress=not args.json)
     print(format_layer_choice(choice, list(tasks)))
     chosen = next(n for n, layers in choice.candidates.items() if layers == choice.best)
-    result = {"model": str(args.model), "tasks": list(tasks), "distractors": args.distractors,
-              "palette": args.palette, "variant": args.variant, "lookalikes": args.lookalikes,
+    result = {"model": str(args.model), "tasks": list(tasks), **_scene_options(args, tasks),
               "max_steps": args.max_steps, **choice.to_dict(),
               "chosen": {"name": chosen, "layers": list(choice.best), "coverage": choice.coverage[chosen]}}
     if args.out:
@@ -100,3 +99,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:  # last line: one JSON object (NaN -> null) so the figure can be checked by a command
         print(json.dumps(o.json_safe(result)))
     return 0
+
+
+def _scene_options(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict:
+    """The scene options the run used: Meta-World's clutter settings where a task is Meta-World's; none
+    for LIBERO tasks, whose suite fixes the scene (benchmark_env ignores those options there)."""
+    from ..envs.libero.names import is_libero
+
+    if all(is_libero(t) for t in tasks):
+        return {"benchmark": "libero"}
+    return {"distractors": args.distractors, "palette": args.palette, "variant": args.variant,
+            "lookalikes": args.lookalikes}
