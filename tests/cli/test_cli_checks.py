@@ -73,3 +73,18 @@ def test_config_records_resolved_layers_so_a_changed_default_is_caught(dtp, tiny
     assert dtp("eval", "--model", ck, *FAST, "--out", tmp_path / "run2")[0] == 0
     cfg2 = json.loads((tmp_path / "run2" / "config.json").read_text())
     assert cfg2["configs"]["dtp"]["relevance_layers"] == [1]
+
+
+def test_no_region_scores_skips_the_segmentation_scores_and_keeps_the_actions(dtp, tiny_checkpoint, tmp_path):
+    scored, unscored = tmp_path / "scored", tmp_path / "unscored"
+    assert dtp("eval", "--model", tiny_checkpoint, *FAST, "--tau", "0.5", "--out", scored)[0] == 0
+    assert dtp("eval", "--model", tiny_checkpoint, *FAST, "--tau", "0.5", "--no-region-scores", "--out", unscored)[0] == 0
+    assert json.loads((unscored / "config.json").read_text())["score_regions"] is False
+
+    def steps(run):
+        return [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
+
+    a, b = steps(scored), steps(unscored)
+    assert len(a) == len(b) and [r["action"] for r in a] == [r["action"] for r in b]
+    assert all("gt_task_patches" in r for r in a if r["config"] == "dtp")
+    assert not any("gt_task_patches" in r for r in b)

@@ -17,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_dtp_options(p)
     p.add_argument("--baseline-only", action="store_true", help="run only the baseline (DTP off)")
     o.add_record_maps_option(p)
+    o.add_region_scores_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +39,7 @@ def run_spec(args: argparse.Namespace, configs: dict, episodes_by_config: dict |
     from ..eval import EvalSpec, run_eval
 
     spec = EvalSpec(configs=configs, episodes_by_config=episodes_by_config or {}, record_maps=args.record_maps,
+                    score_regions=not args.no_region_scores,
                     **o.run_fields(args))
     store = run_eval(spec, args.out, only=args.only, **o.runner_kwargs(args))
     store.to_parquet()

@@ -337,6 +337,12 @@ def add_record_maps_option(p: argparse.ArgumentParser) -> None:
                         "episode of 150 steps at 96 px) for dtp view")
 
 
+def add_region_scores_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-region-scores", action="store_true",
+                   help="skip scoring G, A and D against the segmentation each step (one render fewer per step, "
+                        "faster rollouts; dtp analyze leaves those columns empty)")
+
+
 def runner_kwargs(args: argparse.Namespace) -> dict:
     """run_eval's runner arguments from the runner options (after check_runner_flags)."""
     return dict(runner=args.runner, address=args.address, workers=args.workers, batch=args.batch,

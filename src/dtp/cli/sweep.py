@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated configs that run --main-episodes, e.g. "
                         "baseline,dtp@tau=1,oracle@tau=1 (default: the baseline and DTP at the default tau)")
     o.add_record_maps_option(p)
+    o.add_region_scores_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
