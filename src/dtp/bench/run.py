@@ -96,19 +96,21 @@ def bench_model(bm: BenchModel, cfg: BenchConfig) -> dict[str, Any]:
         res["agreement"]["weights"] = "shipped checkpoint" if bm.shipped else "random (flat logits: agreement means little)"
     if bm.benchmark_frames and cfg.episodes:
         log.info("%s: rollout throughput, %d episodes with DTP off and on", bm.name, cfg.episodes)
-        try:
-            res["throughput"] = throughput(adapter, dtp_cfg, cfg.episodes, cfg.seed)
-        except Exception as e:  # no simulator here: say so
-            res["throughput"] = {"skipped": f"{type(e).__name__}: {e}"}
+        res["throughput"] = _unless_no_simulator(throughput, adapter, dtp_cfg, cfg.episodes, cfg.seed)
     if bm.benchmark_frames and cfg.rollout_batch_episodes and getattr(adapter, "supports_batch", False):
         log.info("%s: rollouts at --batch 1 and --batch %d, %d episodes each", bm.name, cfg.rollout_batch,
                  cfg.rollout_batch_episodes)
-        try:
-            res["rollout_batch"] = batched_throughput(adapter, dtp_cfg, cfg.rollout_batch_episodes, cfg.seed,
-                                                      cfg.rollout_batch)
-        except Exception as e:  # no simulator here: say so
-            res["rollout_batch"] = {"skipped": f"{type(e).__name__}: {e}"}
+        res["rollout_batch"] = _unless_no_simulator(batched_throughput, adapter, dtp_cfg, cfg.rollout_batch_episodes,
+                                                    cfg.seed, cfg.rollout_batch)
     return res
+
+
+def _unless_no_simulator(rollouts, *args) -> dict[str, Any]:
+    """A rollout row, or {"skipped": why} where the simulator cannot run here."""
+    try:
+        return rollouts(*args)
+    except Exception as e:  # no simulator here: say so
+        return {"skipped": f"{type(e).__name__}: {e}"}
 
 
 def _batch_observations(bm: BenchModel, obs, n: int, seed: int) -> tuple[list, str]:
